@@ -1,0 +1,121 @@
+//! Researcher and operator requests on `helium.v1.api.<principal>.<verb>`, and their replies
+//! (each wrapped in [`crate::Reply`]). Job events on `helium.v1.events.<principal>.<job>`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifacts::ArtifactInfo;
+use crate::job::{DeclaredWork, DeviceKind, JobState, Requirements, TrainingSpec};
+
+/// `job.submit`: train the staged model on the staged data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitJob {
+    pub v: u32,
+    /// Upload ids returned by `artifact.commit` for this principal.
+    pub model_upload: String,
+    pub data_upload: String,
+    pub training: TrainingSpec,
+    pub requirements: Requirements,
+    pub work: DeclaredWork,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `job.status` and `job.cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRef {
+    pub v: u32,
+    pub job_id: String,
+}
+
+/// What a researcher sees of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub principal: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub state: JobState,
+    /// Why the job waits or failed, in words ("no worker with ≥ 16 GiB").
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// Contract price held at award (second price, capped by the budget), micro-credits.
+    #[serde(default)]
+    pub price: Option<u64>,
+    /// Micro-credits actually paid to the worker's owner.
+    #[serde(default)]
+    pub paid: u64,
+    pub epochs: u32,
+    #[serde(default)]
+    pub epochs_done: u32,
+    #[serde(default)]
+    pub last_loss: Option<f64>,
+    #[serde(default)]
+    pub result: Option<ArtifactInfo>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// `account.balance` takes `{v}` and replies this; `account.grant` replies the grantee's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub principal: String,
+    pub micro: i128,
+}
+
+/// The empty request body of `account.balance` and `worker.list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Empty {
+    pub v: u32,
+}
+
+/// `account.grant`: the operator mints credits to a principal. `id` makes retries idempotent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Grant {
+    pub v: u32,
+    pub to: String,
+    pub micro: u64,
+    pub id: String,
+}
+
+/// One row of `worker.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    pub worker_id: String,
+    pub owner: String,
+    pub device: DeviceKind,
+    pub device_name: String,
+    pub memory_bytes: u64,
+    pub price_per_hour: u64,
+    /// Parameter-samples per second from the worker's start-up benchmark.
+    pub throughput: f64,
+    pub busy_with: Option<String>,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerView>,
+}
+
+/// One entry of a job's event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub v: u32,
+    pub job_id: String,
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: JobEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobEventKind {
+    /// The job entered `state`; `reason` says why it waits or failed.
+    State { state: JobState, reason: Option<String> },
+    /// The auction closed with a winner.
+    Awarded { worker: String, bids: u32, price: u64, eta_secs: f64 },
+    /// One epoch done.
+    Progress { epoch: u32, epochs: u32, loss: f64, samples_per_sec: f64 },
+}

@@ -1,0 +1,138 @@
+//! What a researcher asks the grid to do, and the states a job goes through.
+
+use serde::{Deserialize, Serialize};
+
+/// `Queued → Auctioning → Assigned → Running → Completed | Failed | Cancelled | Expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Auctioning,
+    Assigned,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Expired)
+    }
+}
+
+/// The device a job needs, or a worker offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    #[default]
+    Any,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceKind {
+    /// Whether a worker offering `self` can run a job asking for `wanted`.
+    pub fn satisfies(self, wanted: DeviceKind) -> bool {
+        wanted == DeviceKind::Any || wanted == self
+    }
+}
+
+/// The loss menu; `Module` calls the model's exported `training_loss(x, y)` instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    CrossEntropy,
+    Mse,
+    L1,
+    BceWithLogits,
+    Nll,
+    Module,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+/// Hyper-parameters with torch.optim's meaning and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSpec {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+/// How to train: everything the worker needs besides the model and the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSpec {
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub loss: Loss,
+    pub optimizer: OptimizerSpec,
+    /// Batch order is a pure function of (seed, epoch).
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_true")]
+    pub shuffle: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The constraints of the reverse auction. Money is in micro-credits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requirements {
+    #[serde(default)]
+    pub device: DeviceKind,
+    #[serde(default)]
+    pub min_memory_bytes: u64,
+    /// Highest acceptable price per device-hour.
+    pub max_price_per_hour: u64,
+    /// Most the researcher will pay for the whole job.
+    pub budget: u64,
+    /// Unix milliseconds by which the job must be done; 0 = none.
+    #[serde(default)]
+    pub deadline_ms: u64,
+}
+
+/// The work a job declares so that workers can estimate their time:
+/// parameters × samples × epochs "parameter-samples".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredWork {
+    pub parameters: u64,
+    pub samples: u64,
+    pub epochs: u32,
+}
+
+impl DeclaredWork {
+    pub fn parameter_samples(&self) -> f64 {
+        self.parameters as f64 * self.samples as f64 * self.epochs as f64
+    }
+}

@@ -1,0 +1,30 @@
+//! Journal entries of the double-entry ledger. Amounts are integer micro-credits.
+//!
+//! Accounts are strings: `user:<principal>` (researchers and GPU owners alike), `escrow:<job>`
+//! (a job's hold), and [`MINT`], the only account allowed below zero.
+
+use serde::{Deserialize, Serialize};
+
+pub const MINT: &str = "mint";
+
+pub fn user(principal: &str) -> String {
+    format!("user:{principal}")
+}
+
+pub fn escrow(job_id: &str) -> String {
+    format!("escrow:{job_id}")
+}
+
+/// One immutable movement of credits. The id is chosen by the caller and is the journal's
+/// `Nats-Msg-Id`: applying the same transfer twice is a no-op, a different transfer under a used
+/// id is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub v: u32,
+    pub id: String,
+    pub debit: String,
+    pub credit: String,
+    pub amount: u64,
+    #[serde(default)]
+    pub memo: String,
+}

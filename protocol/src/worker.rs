@@ -1,0 +1,156 @@
+//! Worker ↔ broker messages. Workers publish under `helium.v1.worker.<worker>.…`; the broker
+//! reaches a worker on `helium.v1.dispatch.<worker>.…`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifacts::ArtifactInfo;
+use crate::job::{DeclaredWork, DeviceKind, Requirements, TrainingSpec};
+
+/// A worker's standing ask, measured or configured at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ask {
+    /// Micro-credits per device-hour.
+    pub price_per_hour: u64,
+    pub device: DeviceKind,
+    pub device_name: String,
+    pub memory_bytes: u64,
+    /// Parameter-samples per second (forward + backward + step) from the start-up benchmark.
+    pub throughput: f64,
+}
+
+/// `agent.register` (request).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Register {
+    pub v: u32,
+    pub owner: String,
+    pub ask: Ask,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    /// How often the broker expects `agent.heartbeat`.
+    pub heartbeat_ms: u64,
+}
+
+/// `agent.heartbeat` (publish).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub v: u32,
+    #[serde(default)]
+    pub running: Option<String>,
+}
+
+/// `auction.invite` (request): a sealed-bid invitation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invite {
+    pub v: u32,
+    pub job_id: String,
+    pub auction_id: String,
+    pub requirements: Requirements,
+    pub work: DeclaredWork,
+}
+
+/// The reply to an invite: a bid, or a decline with a reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BidReply {
+    #[serde(default)]
+    pub bid: Option<Bid>,
+    #[serde(default)]
+    pub decline: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bid {
+    pub price_per_hour: u64,
+    pub eta_secs: f64,
+}
+
+/// `job.award` (request): the winner is told to train.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Award {
+    pub v: u32,
+    pub job_id: String,
+    pub award_id: String,
+    pub training: TrainingSpec,
+    pub work: DeclaredWork,
+    pub model: ArtifactInfo,
+    pub data: ArtifactInfo,
+    /// Contract price in micro-credits.
+    pub price: u64,
+    #[serde(default)]
+    pub deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwardAck {
+    pub accepted: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `job.cancel` (request) to a worker: stop the run now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelRun {
+    pub v: u32,
+    pub job_id: String,
+    pub award_id: String,
+}
+
+/// `run.event` (JetStream publish, durable): what happens to an awarded run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    pub v: u32,
+    pub job_id: String,
+    pub award_id: String,
+    #[serde(flatten)]
+    pub kind: RunEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RunEventKind {
+    Started { device: String },
+    /// One epoch done; `checkpoint` names the uploaded checkpoint artifact, if any.
+    Progress {
+        epoch: u32,
+        epochs: u32,
+        step: u64,
+        loss: f64,
+        samples_per_sec: f64,
+        checkpoint: Option<ArtifactInfo>,
+    },
+    /// Training finished and `result` was uploaded and verified.
+    Completed { result: ArtifactInfo },
+    Failed { reason: String },
+    Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decode, encode, PROTOCOL_VERSION};
+
+    #[test]
+    fn run_events_are_flat_tagged_maps() {
+        let ev = RunEvent {
+            v: PROTOCOL_VERSION,
+            job_id: "j".into(),
+            award_id: "a".into(),
+            kind: RunEventKind::Failed { reason: "boom".into() },
+        };
+        let back: RunEvent = decode(&encode(&ev)).unwrap();
+        assert_eq!(back, ev);
+        let as_map: std::collections::BTreeMap<String, rmpv_like::Value> = rmp_serde::from_slice(&encode(&ev)).unwrap();
+        assert_eq!(as_map.get("kind"), Some(&rmpv_like::Value::S("failed".into())));
+    }
+
+    /// Just enough of a dynamic value to look at the encoded map's keys.
+    mod rmpv_like {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(untagged)]
+        pub enum Value {
+            U(u64),
+            S(String),
+        }
+    }
+}
