@@ -1,1 +1,60 @@
+//! The Helium broker: runs the reverse auction, keeps the ledger, supervises jobs, tracks
+//! workers and moves artifacts, all over NATS. Each responsibility is one ractor actor; they
+//! talk to workers and clients only through the subjects in `helium_protocol::subjects`.
+//!
+//! # Layout
+//! - [`broker`]: builds the actor system and the NATS ingress ([`Broker::start`]).
+//! - [`config`]: the binary's flags.
+//! - [`ledger`]: the Ledger actor and its pure [`ledger::Book`].
+//! - [`auction`]: the Auctioneer actor and the pure auction rules in [`auction::decide`].
+//! - [`registry`]: the WorkerRegistry actor (asks, heartbeats, liveness).
+//! - [`jobs`]: the JobManager actor and one [`jobs::JobSupervisor`] per job.
+//! - [`artifacts`]: the Artifacts actor (chunked uploads), the store, and artifact checks.
+//! - [`gateway`]: micro-service endpoints and JetStream consumers that feed the actors.
+//! - [`events`]: job events for researchers.
+//! - [`streams`]: the JetStream streams and KV bucket the broker relies on.
 
+pub mod artifacts;
+pub mod auction;
+pub mod broker;
+pub mod config;
+pub mod events;
+pub mod gateway;
+pub mod jobs;
+pub mod ledger;
+pub mod registry;
+pub mod streams;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv};
+use ractor::ActorRef;
+
+pub use broker::{Broker, BrokerError};
+pub use config::BrokerConfig;
+
+/// What every job supervisor needs: the connections and the long-lived actors.
+#[derive(Clone)]
+pub struct Deps {
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub jobs: kv::Store,
+    pub store: artifacts::Store,
+    pub ledger: ActorRef<ledger::LedgerMsg>,
+    pub artifacts: ActorRef<artifacts::ArtifactsMsg>,
+    pub auctioneer: ActorRef<auction::AuctioneerMsg>,
+    pub registry: ActorRef<registry::RegistryMsg>,
+    pub bid_window: Duration,
+}
+
+/// What the NATS ingress needs: [`Deps`] plus the job manager that routes to supervisors.
+#[derive(Clone)]
+pub struct Ctx {
+    pub deps: Deps,
+    pub manager: ActorRef<jobs::ManagerMsg>,
+}
+
+/// Wall-clock unix milliseconds (deadlines and event times are wall-clock by nature).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

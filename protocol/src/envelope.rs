@@ -59,9 +59,10 @@ impl WireError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply<T> {
     pub v: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Missing `Option` fields decode as `None` without `default` (which would demand `T: Default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ok: Option<T>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<WireError>,
 }
 

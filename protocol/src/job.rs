@@ -131,8 +131,31 @@ pub struct DeclaredWork {
     pub epochs: u32,
 }
 
+/// Seconds a worker adds to its compute estimate for fetching artifacts and starting up.
+pub const FIXED_OVERHEAD_SECS: f64 = 5.0;
+
 impl DeclaredWork {
     pub fn parameter_samples(&self) -> f64 {
         self.parameters as f64 * self.samples as f64 * self.epochs as f64
+    }
+
+    /// The ETA a worker measuring `throughput` parameter-samples/s quotes for this work. Broker
+    /// (to rank invitees) and worker (to bid) use this same estimate.
+    pub fn eta_secs(&self, throughput: f64) -> f64 {
+        let compute = if throughput > 0.0 { self.parameter_samples() / throughput } else { f64::INFINITY };
+        compute + FIXED_OVERHEAD_SECS
+    }
+}
+
+/// Micro-credits for `eta_secs` at `price_per_hour` micro-credits, rounded up.
+pub fn cost(price_per_hour: u64, eta_secs: f64) -> u64 {
+    if !eta_secs.is_finite() || eta_secs < 0.0 {
+        return u64::MAX;
+    }
+    let micro = (price_per_hour as f64) * eta_secs / 3600.0;
+    if micro >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        micro.ceil() as u64
     }
 }

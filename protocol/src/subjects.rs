@@ -145,6 +145,24 @@ pub mod keys {
     pub fn checkpoint(job_id: &str, step: u64) -> String {
         format!("jobs/{job_id}/checkpoints/{step}.safetensors")
     }
+    /// The job id and artifact name (`result`, `checkpoints/<step>`, `model`, `data`) of a
+    /// job key built above.
+    pub fn parse_job_key(key: &str) -> Option<(String, String)> {
+        let rest = key.strip_prefix("jobs/")?;
+        let (job, file) = rest.split_once('/')?;
+        let name = match file {
+            "model.pt" => "model".to_string(),
+            "data.safetensors" => "data".to_string(),
+            "result.pt" => "result".to_string(),
+            other => {
+                let step = other.strip_prefix("checkpoints/")?.strip_suffix(".safetensors")?;
+                step.parse::<u64>().ok()?;
+                format!("checkpoints/{step}")
+            }
+        };
+        Some((job.to_string(), name))
+    }
+
     /// Where a researcher's upload waits until a job claims it.
     pub fn staging(principal: &str, upload_id: &str) -> String {
         format!("staging/{principal}/{upload_id}")
@@ -166,5 +184,8 @@ mod tests {
         assert!(!valid_id("a.b"));
         assert!(!valid_id(""));
         assert!(valid_id("gpu-owner_2"));
+        assert_eq!(keys::parse_job_key(&keys::checkpoint("j", 7)), Some(("j".into(), "checkpoints/7".into())));
+        assert_eq!(keys::parse_job_key(&keys::result("j")), Some(("j".into(), "result".into())));
+        assert_eq!(keys::parse_job_key("jobs/j/evil.pt"), None);
     }
 }

@@ -79,6 +79,10 @@ pub struct Award {
     pub price: u64,
     #[serde(default)]
     pub deadline_ms: u64,
+    /// A checkpoint to continue from (the job moved here from a lost worker); the run then
+    /// trains only the epochs after the checkpoint's.
+    #[serde(default)]
+    pub resume: Option<ArtifactInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,1 +1,88 @@
-fn main(){}
+//! `helium-worker --grid <url> --price <credits/hour>`: join the grid and train for credits.
+//! `helium-worker train --job-dir DIR` is the training child the agent starts for each run.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use helium_worker_actors::{
+    agent::{AgentArgs, WorkerAgent},
+    config::WorkerConfig,
+    measure_ask, trainer,
+};
+use tokio::signal::unix::{signal, SignalKind};
+
+fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "train") {
+        return trainer::cli_main(std::env::args_os());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = WorkerConfig::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("helium-worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("helium-worker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
+    let worker_id = config.id.clone().unwrap_or_else(|| format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    anyhow::ensure!(helium_protocol::subjects::valid_id(&worker_id), "--id must be 1-64 of [A-Za-z0-9_-]");
+    anyhow::ensure!(helium_protocol::subjects::valid_id(&config.owner), "--owner must be 1-64 of [A-Za-z0-9_-]");
+    anyhow::ensure!(config.price.is_finite() && config.price > 0.0, "--price must be a positive number of credits per hour");
+    let ask = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || measure_ask(&config)
+    })
+    .await?;
+    tracing::info!(worker = %worker_id, device = ?ask.device, throughput = ask.throughput, "start-up benchmark done");
+    let (work_dir, _tmp) = match &config.work_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let tmp = tempfile::tempdir()?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+    };
+    std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
+    let nats = async_nats::ConnectOptions::new()
+        .name(format!("helium-worker {worker_id}"))
+        .connect(&config.grid)
+        .await
+        .with_context(|| format!("connect to the grid at {}", config.grid))?;
+    let args = AgentArgs {
+        nats: nats.clone(),
+        worker_id: worker_id.clone(),
+        owner: config.owner.clone(),
+        ask,
+        work_dir,
+        device: config.device,
+        threads: config.threads,
+        child_memory_bytes: config.child_memory_gb.map(|g| (g * (1u64 << 30) as f64) as u64),
+        exe: std::env::current_exe().context("locate the helium-worker binary")?,
+    };
+    let (agent, handle) = ractor::Actor::spawn(Some(format!("agent-{worker_id}")), WorkerAgent, args).await?;
+    println!("ready");
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = handle => anyhow::bail!("worker agent stopped"),
+    }
+    tracing::info!(worker = %worker_id, "shutting down");
+    agent.stop(None);
+    let _ = nats.flush().await;
+    Ok(())
+}

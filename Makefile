@@ -1,0 +1,58 @@
+# Helium — one entry point for people and CI.
+#   make demo   set up, start a local grid, train a model from the notebook, stop the grid
+#   make test   set up, then run every test (Rust and Python)
+#   make up / make down   start / stop the local grid alone (prints the NATS URL)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := $(CURDIR)/.venv
+# The cargo target dir lives outside the checkout so that CI's fresh clone reuses the build.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/helium/target
+export CARGO_TARGET_DIR
+BIN_DIR := $(CARGO_TARGET_DIR)/debug
+# tch links the libtorch of the venv's torch wheel (DESIGN §10).
+CARGO_ENV := PATH="$(VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=0
+STAMP := $(VENV)/.helium-stamp
+
+.PHONY: help venv build test test-rust test-python demo up down clean
+
+help:
+	@echo "make demo   # local grid + notebook training end to end"
+	@echo "make test   # every test, Rust and Python"
+	@echo "make up / make down   # the local grid alone"
+
+$(STAMP): requirements-dev.txt client-py/pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r requirements-dev.txt -e client-py
+	touch $@
+
+venv: $(STAMP)
+
+build: venv
+	@command -v cargo >/dev/null || { echo "need a Rust toolchain (rustup)"; exit 1; }
+	$(CARGO_ENV) cargo build --workspace --all-targets
+
+test: build
+	$(MAKE) --no-print-directory test-rust test-python
+
+test-rust:
+	$(CARGO_ENV) cargo test --workspace
+
+test-python:
+	HELIUM_BIN_DIR=$(BIN_DIR) $(VENV)/bin/python -m pytest tests/e2e -q
+
+demo: build
+	HELIUM_BIN_DIR=$(BIN_DIR) deploy/demo.sh
+
+up: build
+	HELIUM_BIN_DIR=$(BIN_DIR) deploy/grid.sh up
+
+down:
+	deploy/grid.sh down
+
+clean: down
+	rm -rf .helium $(VENV)

@@ -1,0 +1,230 @@
+//! The Artifacts actor: chunked, digest-checked uploads into the object store. An upload is
+//! `begin` (declares size and SHA-256) → in-order `chunk`s (streamed into a multipart upload,
+//! so memory stays bounded by one part per upload) → `commit` (size and digest verified, the
+//! object published, or deleted on mismatch). Researchers' uploads wait in staging until a job
+//! claims them; workers upload straight to their job's keys. Reads need no state and are served
+//! by the gateways straight from [`Store`].
+
+pub mod inspect;
+pub mod store;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use helium_protocol::{
+    artifacts::{ArtifactInfo, ChunkAck, UploadChunk, UploadStarted},
+    limits::MAX_CHUNK_BYTES,
+    subjects::keys,
+    ErrorCode, WireError,
+};
+use object_store::{ObjectStoreExt, WriteMultipart};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use sha2::{Digest, Sha256};
+
+pub use store::{Store, StoreError};
+
+/// Multipart part size: S3's minimum, and the most an upload buffers.
+const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Open uploads one caller may have at once (bounds broker memory).
+const MAX_OPEN_PER_CALLER: usize = 16;
+/// An upload with no chunk for this long is aborted.
+const IDLE_UPLOAD: Duration = Duration::from_secs(600);
+
+/// Who uploads: identities come from the subject, never from the payload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Caller {
+    Researcher(String),
+    Worker(String),
+}
+
+/// Where a committed upload goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `staging/<principal>/<upload id>`, claimed later by `job.submit`.
+    Staging,
+    /// A job's key, decided (and authorised) by the caller of the actor.
+    Key(String),
+}
+
+pub enum ArtifactsMsg {
+    Begin { caller: Caller, target: Target, size: u64, sha256: String, reply: RpcReplyPort<Result<UploadStarted, WireError>> },
+    Chunk { caller: Caller, chunk: UploadChunk, reply: RpcReplyPort<Result<ChunkAck, WireError>> },
+    /// Replies the object key and what was stored.
+    Commit { caller: Caller, upload_id: String, reply: RpcReplyPort<Result<(String, ArtifactInfo), WireError>> },
+    /// Moves a committed staging upload of `principal` to `dest_key`.
+    Claim { principal: String, upload_id: String, dest_key: String, reply: RpcReplyPort<Result<ArtifactInfo, WireError>> },
+    ExpireIdle,
+}
+
+struct Upload {
+    caller: Caller,
+    key: String,
+    size: u64,
+    sha256: String,
+    received: u64,
+    hasher: Sha256,
+    writer: WriteMultipart,
+    touched: Instant,
+}
+
+pub struct Artifacts;
+
+pub struct ArtifactsArgs {
+    pub store: Store,
+    pub max_artifact_bytes: u64,
+}
+
+pub struct ArtifactsState {
+    store: Store,
+    max_artifact_bytes: u64,
+    uploads: HashMap<String, Upload>,
+    /// Committed staging uploads: id → (owner, info).
+    staged: HashMap<String, (String, ArtifactInfo)>,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+impl Actor for Artifacts {
+    type Msg = ArtifactsMsg;
+    type State = ArtifactsState;
+    type Arguments = ArtifactsArgs;
+
+    async fn pre_start(&self, me: ActorRef<ArtifactsMsg>, args: ArtifactsArgs) -> Result<ArtifactsState, ActorProcessingErr> {
+        me.send_interval(Duration::from_secs(60), || ArtifactsMsg::ExpireIdle);
+        Ok(ArtifactsState { store: args.store, max_artifact_bytes: args.max_artifact_bytes, uploads: HashMap::new(), staged: HashMap::new() })
+    }
+
+    async fn handle(&self, _me: ActorRef<ArtifactsMsg>, msg: ArtifactsMsg, state: &mut ArtifactsState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ArtifactsMsg::Begin { caller, target, size, sha256, reply } => {
+                let _ = reply.send(state.begin(caller, target, size, sha256).await);
+            }
+            ArtifactsMsg::Chunk { caller, chunk, reply } => {
+                let _ = reply.send(state.chunk(&caller, chunk).await);
+            }
+            ArtifactsMsg::Commit { caller, upload_id, reply } => {
+                let _ = reply.send(state.commit(&caller, &upload_id).await);
+            }
+            ArtifactsMsg::Claim { principal, upload_id, dest_key, reply } => {
+                let _ = reply.send(state.claim(&principal, &upload_id, &dest_key).await);
+            }
+            ArtifactsMsg::ExpireIdle => {
+                let idle: Vec<String> =
+                    state.uploads.iter().filter(|(_, u)| u.touched.elapsed() > IDLE_UPLOAD).map(|(id, _)| id.clone()).collect();
+                for id in idle {
+                    if let Some(upload) = state.uploads.remove(&id) {
+                        tracing::info!(upload = %id, key = %upload.key, "aborting idle upload");
+                        let _ = upload.writer.abort().await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ArtifactsState {
+    async fn begin(&mut self, caller: Caller, target: Target, size: u64, sha256: String) -> Result<UploadStarted, WireError> {
+        if size > self.max_artifact_bytes {
+            return Err(WireError::new(
+                ErrorCode::TooLarge,
+                format!("artifact of {:.1} MiB is over this grid's limit of {:.1} MiB", mib(size), mib(self.max_artifact_bytes)),
+            ));
+        }
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(WireError::bad_request("sha256 must be 64 hex digits"));
+        }
+        if self.uploads.values().filter(|u| u.caller == caller).count() >= MAX_OPEN_PER_CALLER {
+            return Err(WireError::new(ErrorCode::Conflict, format!("at most {MAX_OPEN_PER_CALLER} uploads may be open at once")));
+        }
+        let upload_id = uuid::Uuid::now_v7().simple().to_string();
+        let key = match (&target, &caller) {
+            (Target::Staging, Caller::Researcher(principal)) => keys::staging(principal, &upload_id),
+            (Target::Key(key), _) => key.clone(),
+            (Target::Staging, Caller::Worker(_)) => return Err(WireError::bad_request("workers upload to a job, not to staging")),
+        };
+        let multipart = self
+            .store
+            .raw()
+            .put_multipart(&self.store.path(&key))
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
+        let writer = WriteMultipart::new_with_chunk_size(multipart, PART_BYTES);
+        self.uploads.insert(
+            upload_id.clone(),
+            Upload { caller, key, size, sha256: sha256.to_ascii_lowercase(), received: 0, hasher: Sha256::new(), writer, touched: Instant::now() },
+        );
+        Ok(UploadStarted { upload_id, max_chunk: MAX_CHUNK_BYTES })
+    }
+
+    fn upload_of(&mut self, caller: &Caller, upload_id: &str) -> Result<&mut Upload, WireError> {
+        match self.uploads.get_mut(upload_id) {
+            Some(u) if &u.caller == caller => Ok(u),
+            _ => Err(WireError::new(ErrorCode::NotFound, format!("no open upload {upload_id}"))),
+        }
+    }
+
+    async fn chunk(&mut self, caller: &Caller, chunk: UploadChunk) -> Result<ChunkAck, WireError> {
+        let upload = self.upload_of(caller, &chunk.upload_id)?;
+        if chunk.data.len() as u64 > MAX_CHUNK_BYTES {
+            return Err(WireError::new(ErrorCode::TooLarge, format!("chunk of {} bytes is over the {MAX_CHUNK_BYTES}-byte limit", chunk.data.len())));
+        }
+        if chunk.offset != upload.received {
+            return Err(WireError::new(
+                ErrorCode::Conflict,
+                format!("chunk at offset {} but {} bytes were received; resume from {}", chunk.offset, upload.received, upload.received),
+            ));
+        }
+        if upload.received + chunk.data.len() as u64 > upload.size {
+            return Err(WireError::new(ErrorCode::TooLarge, format!("more bytes than the declared {} bytes", upload.size)));
+        }
+        upload.writer.wait_for_capacity(2).await.map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
+        upload.hasher.update(&chunk.data);
+        upload.writer.write(&chunk.data);
+        upload.received += chunk.data.len() as u64;
+        upload.touched = Instant::now();
+        Ok(ChunkAck { received: upload.received })
+    }
+
+    async fn commit(&mut self, caller: &Caller, upload_id: &str) -> Result<(String, ArtifactInfo), WireError> {
+        self.upload_of(caller, upload_id)?;
+        let Some(upload) = self.uploads.remove(upload_id) else {
+            return Err(WireError::new(ErrorCode::NotFound, format!("no open upload {upload_id}")));
+        };
+        if upload.received != upload.size {
+            let _ = upload.writer.abort().await;
+            return Err(WireError::bad_request(format!("upload incomplete: {} of {} bytes", upload.received, upload.size)));
+        }
+        let digest = hex::encode(upload.hasher.finalize());
+        if digest != upload.sha256 {
+            let _ = upload.writer.abort().await;
+            return Err(WireError::new(ErrorCode::DigestMismatch, format!("SHA-256 of the received bytes is {digest}, not the declared {}", upload.sha256)));
+        }
+        upload.writer.finish().await.map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
+        let info = ArtifactInfo { name: upload_id.to_string(), size: upload.size, sha256: digest };
+        if let Caller::Researcher(principal) = caller {
+            if upload.key == keys::staging(principal, upload_id) {
+                self.staged.insert(upload_id.to_string(), (principal.clone(), info.clone()));
+            }
+        }
+        tracing::info!(key = %upload.key, size = upload.size, "artifact stored");
+        Ok((upload.key, info))
+    }
+
+    async fn claim(&mut self, principal: &str, upload_id: &str, dest_key: &str) -> Result<ArtifactInfo, WireError> {
+        match self.staged.get(upload_id) {
+            Some((owner, _)) if owner == principal => {}
+            _ => return Err(WireError::new(ErrorCode::NotFound, format!("no committed upload {upload_id} of {principal}"))),
+        }
+        self.store
+            .rename(&keys::staging(principal, upload_id), dest_key)
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
+        let (_, info) = self.staged.remove(upload_id).ok_or_else(|| WireError::internal("staged upload vanished"))?;
+        Ok(info)
+    }
+}

@@ -1,0 +1,93 @@
+//! NATS ingress: micro-service endpoints that decode requests into actor messages and encode
+//! the actors' answers into the one reply envelope. Identity always comes from the subject.
+
+pub mod api;
+pub mod worker;
+
+use std::future::Future;
+
+use async_nats::service::endpoint::Endpoint;
+use futures::StreamExt;
+use helium_protocol::{
+    artifacts::{ArtifactChunk, ReadArtifact},
+    decode, encode,
+    limits::MAX_CHUNK_BYTES,
+    subjects, ErrorCode, Reply, WireError,
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{artifacts::Caller, jobs::ManagerMsg, Ctx};
+
+/// Serves one endpoint: each request is handled in its own task, and always gets a reply.
+pub(crate) fn serve<Req, Resp, F, Fut>(mut endpoint: Endpoint, handler: F) -> tokio::task::JoinHandle<()>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(String, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, WireError>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(request) = endpoint.next().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let subject = request.message.subject.to_string();
+                let result = match subjects::identity_of(&subject) {
+                    None => Err(WireError::new(ErrorCode::Unauthorized, format!("subject {subject} carries no valid identity"))),
+                    Some(id) => match decode::<Req>(&request.message.payload) {
+                        Ok(body) => handler(id.to_string(), body).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                if let Err(e) = &result {
+                    tracing::info!(subject = %subject, code = ?e.code, error = %e.message, "request refused");
+                }
+                let reply = encode(&Reply::from_result(result));
+                if let Err(e) = request.respond(Ok(reply.into())).await {
+                    tracing::warn!(subject = %subject, error = %e, "could not send reply");
+                }
+            });
+        }
+    })
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorCode::Unavailable, e.to_string())
+}
+
+/// `artifact.read` for researchers and workers alike: the job's supervisor authorises the
+/// caller and names the object; the bytes come straight from the store.
+pub(crate) async fn read_artifact(ctx: &Ctx, caller: Caller, req: ReadArtifact) -> Result<ArtifactChunk, WireError> {
+    if req.len > MAX_CHUNK_BYTES {
+        return Err(WireError::new(ErrorCode::TooLarge, format!("read at most {MAX_CHUNK_BYTES} bytes at a time")));
+    }
+    let (job_id, name) = (req.job_id.clone(), req.name.clone());
+    let (key, info) = ractor::call_t!(ctx.manager, |reply| ManagerMsg::Access { caller, job_id, name, reply }, 10_000)
+        .map_err(unavailable)??;
+    if req.offset > info.size {
+        return Err(WireError::bad_request(format!("offset {} is past the end ({} bytes)", req.offset, info.size)));
+    }
+    let len = req.len.min(info.size - req.offset);
+    let data = ctx.deps.store.read(&key, req.offset, len).await.map_err(unavailable)?;
+    Ok(ArtifactChunk { offset: req.offset, data, size: info.size, sha256: info.sha256 })
+}
+
+/// Subject templates as a JSON object, for `helium-broker print-subjects` (and through it the
+/// Python client's test that its copy matches).
+pub fn subject_templates() -> String {
+    let mut map = serde_json::Map::new();
+    for verb in subjects::api::ALL {
+        map.insert(format!("api.{verb}"), subjects::api("{principal}", verb).into());
+    }
+    for verb in subjects::worker::REQUESTS.iter().chain([&subjects::worker::HEARTBEAT, &subjects::worker::RUN_EVENT]) {
+        map.insert(format!("worker.{verb}"), subjects::worker("{worker}", verb).into());
+    }
+    for verb in [subjects::dispatch::INVITE, subjects::dispatch::AWARD, subjects::dispatch::CANCEL] {
+        map.insert(format!("dispatch.{verb}"), subjects::dispatch("{worker}", verb).into());
+    }
+    map.insert("events".into(), subjects::job_events("{principal}", "{job}").into());
+    map.insert("stream.events".into(), subjects::streams::EVENTS.into());
+    map.insert("stream.runs".into(), subjects::streams::RUNS.into());
+    map.insert("stream.ledger".into(), subjects::streams::LEDGER.into());
+    map.insert("bucket.jobs".into(), subjects::streams::JOBS_BUCKET.into());
+    serde_json::Value::Object(map).to_string()
+}

@@ -1,0 +1,149 @@
+//! A job's durable record (the value in the `helium_jobs` KV bucket) and the pure rules around
+//! it: what a valid submission is, and how a held price is split when a run ends.
+
+use helium_protocol::{
+    api::{JobView, SubmitJob},
+    artifacts::ArtifactInfo,
+    job::{DeclaredWork, JobState, Requirements, TrainingSpec},
+    WireError,
+};
+use serde::{Deserialize, Serialize};
+
+/// The award in force: who trains, for how much.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwardRecord {
+    pub award_id: String,
+    /// 1-based award number within the job; ledger transfer ids derive from it.
+    pub n: u32,
+    pub worker_id: String,
+    pub owner: String,
+    pub price: u64,
+    pub eta_secs: f64,
+    /// Epochs already done (and paid) before this award started.
+    pub start_epoch: u32,
+    /// Whether this award's hold was posted/voided already.
+    pub settled: bool,
+    /// Result uploaded by this award's worker and verified on commit.
+    #[serde(default)]
+    pub stored_result: Option<ArtifactInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub epoch: u32,
+    pub step: u64,
+    pub artifact: ArtifactInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub view: JobView,
+    pub training: TrainingSpec,
+    pub requirements: Requirements,
+    pub work: DeclaredWork,
+    pub model: ArtifactInfo,
+    pub data: ArtifactInfo,
+    pub awards: u32,
+    pub award: Option<AwardRecord>,
+    pub checkpoint: Option<CheckpointRecord>,
+}
+
+/// Awards a job may go through (refusals, lost workers) before it fails.
+pub const MAX_AWARDS: u32 = 10;
+
+/// Checks a submission's numbers; the loss and optimizer names were checked by decoding.
+pub fn validate(req: &SubmitJob, now_ms: u64) -> Result<(), WireError> {
+    let t = &req.training;
+    let o = &t.optimizer;
+    let bad = |m: &str| Err(WireError::bad_request(m.to_string()));
+    if t.epochs == 0 || t.epochs > 100_000 {
+        return bad("epochs must be between 1 and 100000");
+    }
+    if t.batch_size == 0 {
+        return bad("batch_size must be at least 1");
+    }
+    if !(o.lr.is_finite() && o.lr > 0.0) {
+        return bad("lr must be a positive number");
+    }
+    if !(o.momentum.is_finite() && (0.0..1.0).contains(&o.momentum)) {
+        return bad("momentum must be in [0, 1)");
+    }
+    if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+        return bad("weight_decay must be ≥ 0");
+    }
+    if !((0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2)) {
+        return bad("betas must be in [0, 1)");
+    }
+    if !(o.eps.is_finite() && o.eps > 0.0) {
+        return bad("eps must be positive");
+    }
+    if req.requirements.budget == 0 {
+        return bad("budget must be positive");
+    }
+    if req.requirements.max_price_per_hour == 0 {
+        return bad("max_price must be positive");
+    }
+    if req.requirements.deadline_ms != 0 && req.requirements.deadline_ms <= now_ms {
+        return bad("deadline is in the past");
+    }
+    if req.work.epochs != t.epochs {
+        return bad("declared work epochs differ from training epochs");
+    }
+    if req.name.as_ref().is_some_and(|n| n.len() > 200) {
+        return bad("name is longer than 200 characters");
+    }
+    Ok(())
+}
+
+/// How a held `price` splits when an award ends: the owner is paid for the fraction of the
+/// award's epochs that are done and checkpointed (all of it on completion), the rest goes back.
+pub fn settlement(price: u64, award_epochs: u32, paid_epochs: u32) -> (u64, u64) {
+    if award_epochs == 0 {
+        return (0, price);
+    }
+    let paid_epochs = paid_epochs.min(award_epochs);
+    let pay = (u128::from(price) * u128::from(paid_epochs) / u128::from(award_epochs)) as u64;
+    (pay, price - pay)
+}
+
+/// Whether a job in `state` may move to `next`.
+pub fn can_move(state: JobState, next: JobState) -> bool {
+    use JobState::*;
+    if state.is_terminal() {
+        return false;
+    }
+    matches!(
+        (state, next),
+        (Queued, Auctioning)
+            | (Auctioning, Queued)
+            | (Auctioning, Assigned)
+            | (Assigned, Running)
+            | (Assigned, Queued)
+            | (Running, Queued)
+            | (_, Completed)
+            | (_, Failed)
+            | (_, Cancelled)
+            | (_, Expired)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settlement_pays_checkpointed_fraction() {
+        assert_eq!(settlement(100, 10, 10), (100, 0));
+        assert_eq!(settlement(100, 10, 3), (30, 70));
+        assert_eq!(settlement(100, 3, 1), (33, 67));
+        assert_eq!(settlement(100, 10, 0), (0, 100));
+        assert_eq!(settlement(u64::MAX, 3, 2).0 + settlement(u64::MAX, 3, 2).1, u64::MAX);
+    }
+
+    #[test]
+    fn terminal_states_do_not_move() {
+        assert!(can_move(JobState::Queued, JobState::Auctioning));
+        assert!(!can_move(JobState::Completed, JobState::Running));
+        assert!(!can_move(JobState::Queued, JobState::Running));
+    }
+}

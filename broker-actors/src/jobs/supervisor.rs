@@ -1,0 +1,492 @@
+//! The JobSupervisor actor: one per job, the only owner of its record. It drives the job
+//! through `Queued → Auctioning → Assigned → Running → Completed | Failed | Cancelled | Expired`,
+//! persists every change to the KV bucket with revision-checked updates, publishes the job's
+//! events, and moves its money through the ledger (hold on award; pay and refund on settle).
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use helium_protocol::{
+    api::{JobEventKind, JobView},
+    artifacts::{self, ArtifactInfo},
+    encode,
+    job::{DeclaredWork, JobState},
+    ledger::{escrow, user, Transfer},
+    subjects::{self, keys},
+    worker::{Award, AwardAck, CancelRun, RunEvent, RunEventKind},
+    ErrorCode, Reply, WireError, PROTOCOL_VERSION,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::record::{can_move, settlement, AwardRecord, CheckpointRecord, JobRecord, MAX_AWARDS};
+use crate::{
+    artifacts::Caller,
+    auction::{AuctioneerMsg, Outcome, Winner},
+    events::publish_job_event,
+    ledger::LedgerMsg,
+    now_ms,
+    registry::RegistryMsg,
+    Deps,
+};
+
+pub enum SupervisorMsg {
+    /// Capacity may have appeared: auction if the job is queued.
+    Auction,
+    AuctionClosed(Outcome),
+    AwardAnswered { award_id: String, answer: Result<AwardAck, String> },
+    Run { worker_id: String, event: RunEvent, reply: RpcReplyPort<Result<(), WireError>> },
+    Status { principal: String, reply: RpcReplyPort<Result<JobView, WireError>> },
+    Cancel { principal: String, reply: RpcReplyPort<Result<JobView, WireError>> },
+    /// May `caller` read artifact `name`? Replies its key and digest.
+    Access { caller: Caller, name: String, reply: RpcReplyPort<Result<(String, ArtifactInfo), WireError>> },
+    /// Where may worker `worker_id` upload artifact `name`?
+    UploadTarget { worker_id: String, name: String, reply: RpcReplyPort<Result<String, WireError>> },
+    /// The worker's upload of `name` was committed and verified.
+    Stored { worker_id: String, name: String, info: ArtifactInfo },
+    WorkerLost { worker_id: String },
+    Tick,
+}
+
+pub struct JobSupervisor;
+
+pub struct SupervisorArgs {
+    pub deps: Deps,
+    pub record: JobRecord,
+    pub revision: u64,
+}
+
+pub struct SupervisorState {
+    deps: Deps,
+    record: JobRecord,
+    revision: u64,
+    auction_in_flight: bool,
+    /// Capacity appeared while an auction was running: run another when it closes empty.
+    poked: bool,
+}
+
+impl Actor for JobSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, me: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+        let state = args.record.view.state;
+        if !state.is_terminal() {
+            me.send_interval(Duration::from_secs(1), || SupervisorMsg::Tick);
+            if matches!(state, JobState::Queued | JobState::Auctioning) {
+                me.send_message(SupervisorMsg::Auction)?;
+            }
+        }
+        Ok(SupervisorState { deps: args.deps, record: args.record, revision: args.revision, auction_in_flight: false, poked: false })
+    }
+
+    async fn handle(&self, me: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Auction => state.start_auction(&me).await?,
+            SupervisorMsg::AuctionClosed(outcome) => {
+                state.auction_in_flight = false;
+                state.auction_closed(&me, outcome).await?;
+            }
+            SupervisorMsg::AwardAnswered { award_id, answer } => state.award_answered(&me, award_id, answer).await?,
+            SupervisorMsg::Run { worker_id, event, reply } => {
+                let result = state.run_event(&me, &worker_id, event).await?;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Status { principal, reply } => {
+                let _ = reply.send(state.owned(&principal).map(|r| r.view.clone()));
+            }
+            SupervisorMsg::Cancel { principal, reply } => {
+                if let Err(e) = state.owned(&principal) {
+                    let _ = reply.send(Err(e));
+                } else {
+                    state.cancel().await?;
+                    let _ = reply.send(Ok(state.record.view.clone()));
+                }
+            }
+            SupervisorMsg::Access { caller, name, reply } => {
+                let _ = reply.send(state.access(&caller, &name));
+            }
+            SupervisorMsg::UploadTarget { worker_id, name, reply } => {
+                let _ = reply.send(state.upload_target(&worker_id, &name));
+            }
+            SupervisorMsg::Stored { worker_id, name, info } => {
+                if let Some(award) = state.record.award.as_mut().filter(|a| a.worker_id == worker_id) {
+                    if name == artifacts::RESULT {
+                        award.stored_result = Some(info);
+                        state.persist().await?;
+                    }
+                }
+            }
+            SupervisorMsg::WorkerLost { worker_id } => state.worker_lost(&me, &worker_id).await?,
+            SupervisorMsg::Tick => state.tick().await?,
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    fn job_id(&self) -> &str {
+        &self.record.view.job_id
+    }
+
+    fn owned(&self, principal: &str) -> Result<&JobRecord, WireError> {
+        if self.record.view.principal == principal {
+            Ok(&self.record)
+        } else {
+            Err(WireError::new(ErrorCode::NotFound, format!("no job {} of {principal}", self.job_id())))
+        }
+    }
+
+    /// Writes the record with a revision check: a conflict means another broker owns the job,
+    /// and this supervisor must stop rather than overwrite it.
+    async fn persist(&mut self) -> Result<(), ActorProcessingErr> {
+        self.record.view.updated_ms = now_ms();
+        let value = encode(&self.record);
+        match self.deps.jobs.update(self.job_id(), value.into(), self.revision).await {
+            Ok(revision) => {
+                self.revision = revision;
+                Ok(())
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Err(format!("job {} was changed by another broker; giving it up", self.job_id()).into())
+            }
+            Err(e) => {
+                tracing::error!(job = %self.job_id(), error = %e, "could not persist job record");
+                Ok(())
+            }
+        }
+    }
+
+    async fn event(&self, kind: JobEventKind) {
+        publish_job_event(&self.deps.js, &self.record.view.principal, self.job_id(), kind).await;
+    }
+
+    /// Moves to `next` (if allowed), persists, and publishes the state event.
+    async fn move_to(&mut self, next: JobState, reason: Option<String>) -> Result<bool, ActorProcessingErr> {
+        let current = self.record.view.state;
+        if current == next && self.record.view.reason == reason {
+            return Ok(true);
+        }
+        if current != next && !can_move(current, next) {
+            tracing::warn!(job = %self.job_id(), from = ?current, to = ?next, "refused state change");
+            return Ok(false);
+        }
+        self.record.view.state = next;
+        self.record.view.reason = reason.clone();
+        self.persist().await?;
+        tracing::info!(job = %self.job_id(), state = ?next, reason = ?reason, "job state");
+        self.event(JobEventKind::State { state: next, reason }).await;
+        Ok(true)
+    }
+
+    async fn transfer(&self, id: String, debit: String, credit: String, amount: u64, memo: &str) -> Result<(), WireError> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let t = Transfer { v: PROTOCOL_VERSION, id, debit, credit, amount, memo: memo.to_string() };
+        match ractor::call_t!(self.deps.ledger, LedgerMsg::Transfer, 10_000, t) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(WireError::new(ErrorCode::Unavailable, format!("ledger: {e}"))),
+        }
+    }
+
+    /// Epochs not yet done, i.e. the work an auction sells now.
+    fn remaining_work(&self) -> DeclaredWork {
+        let done = self.record.view.epochs_done;
+        DeclaredWork { epochs: self.record.work.epochs.saturating_sub(done).max(1), ..self.record.work }
+    }
+
+    async fn start_auction(&mut self, me: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
+        if !matches!(self.record.view.state, JobState::Queued | JobState::Auctioning) {
+            return Ok(());
+        }
+        if self.auction_in_flight {
+            self.poked = true;
+            return Ok(());
+        }
+        self.auction_in_flight = true;
+        self.poked = false;
+        let reason = self.record.view.reason.clone();
+        self.move_to(JobState::Auctioning, reason).await?;
+        let mut requirements = self.record.requirements.clone();
+        requirements.budget = requirements.budget.saturating_sub(self.record.view.paid);
+        let (auctioneer, me, job_id, work) = (self.deps.auctioneer.clone(), me.clone(), self.job_id().to_string(), self.remaining_work());
+        let wait = self.deps.bid_window.as_millis() as u64 + 5_000;
+        tokio::spawn(async move {
+            let outcome = ractor::call_t!(auctioneer, |reply| AuctioneerMsg::Run { job_id, requirements, work, reply }, wait)
+                .unwrap_or_else(|e| Outcome::NoWinner { reason: format!("auction failed: {e}") });
+            let _ = me.send_message(SupervisorMsg::AuctionClosed(outcome));
+        });
+        Ok(())
+    }
+
+    async fn auction_closed(&mut self, me: &ActorRef<SupervisorMsg>, outcome: Outcome) -> Result<(), ActorProcessingErr> {
+        if self.record.view.state != JobState::Auctioning {
+            return Ok(()); // cancelled or expired meanwhile
+        }
+        match outcome {
+            Outcome::NoWinner { reason } => {
+                self.move_to(JobState::Queued, Some(format!("waiting: {reason}"))).await?;
+                if self.poked {
+                    me.send_message(SupervisorMsg::Auction)?;
+                }
+            }
+            Outcome::Won { winner, bids } => self.award(me, winner, bids).await?,
+        }
+        Ok(())
+    }
+
+    async fn award(&mut self, me: &ActorRef<SupervisorMsg>, winner: Winner, bids: u32) -> Result<(), ActorProcessingErr> {
+        if self.record.awards >= MAX_AWARDS {
+            let reason = format!("gave up after {MAX_AWARDS} awards");
+            self.move_to(JobState::Failed, Some(reason)).await?;
+            return Ok(());
+        }
+        let n = self.record.awards + 1;
+        let job_id = self.job_id().to_string();
+        let principal = self.record.view.principal.clone();
+        if let Err(e) = self.transfer(format!("hold.{job_id}.{n}"), user(&principal), escrow(&job_id), winner.price, "hold on award").await {
+            let reason = format!("could not hold {} micro-credits: {}", winner.price, e.message);
+            let next = if e.code == ErrorCode::InsufficientFunds { JobState::Failed } else { JobState::Queued };
+            self.move_to(next, Some(reason)).await?;
+            return Ok(());
+        }
+        let award_id = format!("{job_id}-{n}");
+        self.record.awards = n;
+        self.record.award = Some(AwardRecord {
+            award_id: award_id.clone(),
+            n,
+            worker_id: winner.worker_id.clone(),
+            owner: winner.owner.clone(),
+            price: winner.price,
+            eta_secs: winner.eta_secs,
+            start_epoch: self.record.view.epochs_done,
+            settled: false,
+            stored_result: None,
+        });
+        self.record.view.worker = Some(winner.worker_id.clone());
+        self.record.view.price = Some(self.record.view.paid + winner.price);
+        self.persist().await?;
+        let _ = self.deps.registry.send_message(RegistryMsg::SetBusy { worker_id: winner.worker_id.clone(), job: Some(job_id.clone()) });
+        self.event(JobEventKind::Awarded { worker: winner.worker_id.clone(), bids, price: winner.price, eta_secs: winner.eta_secs }).await;
+
+        let award = Award {
+            v: PROTOCOL_VERSION,
+            job_id: job_id.clone(),
+            award_id: award_id.clone(),
+            training: self.record.training.clone(),
+            work: self.remaining_work(),
+            model: self.record.model.clone(),
+            data: self.record.data.clone(),
+            price: winner.price,
+            deadline_ms: self.record.requirements.deadline_ms,
+            resume: self.record.checkpoint.as_ref().map(|c| c.artifact.clone()),
+        };
+        let (nats, me) = (self.deps.nats.clone(), me.clone());
+        tokio::spawn(async move {
+            let subject = subjects::dispatch(&winner.worker_id, subjects::dispatch::AWARD);
+            let answer = match tokio::time::timeout(Duration::from_secs(10), nats.request(subject, encode(&award).into())).await {
+                Ok(Ok(message)) => helium_protocol::decode::<Reply<AwardAck>>(&message.payload)
+                    .and_then(Reply::into_result)
+                    .map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer to the award in 10 s".into()),
+            };
+            let _ = me.send_message(SupervisorMsg::AwardAnswered { award_id, answer });
+        });
+        Ok(())
+    }
+
+    async fn award_answered(&mut self, me: &ActorRef<SupervisorMsg>, award_id: String, answer: Result<AwardAck, String>) -> Result<(), ActorProcessingErr> {
+        let current = self.record.award.as_ref().is_some_and(|a| a.award_id == award_id && !a.settled);
+        if !current || self.record.view.state != JobState::Auctioning {
+            return Ok(());
+        }
+        match answer {
+            Ok(AwardAck { accepted: true, .. }) => {
+                self.move_to(JobState::Assigned, None).await?;
+            }
+            refused => {
+                let why = match refused {
+                    Ok(ack) => ack.reason.unwrap_or_else(|| "refused".into()),
+                    Err(e) => e,
+                };
+                tracing::warn!(job = %self.job_id(), award = %award_id, why = %why, "award not accepted; auctioning again");
+                self.settle(0).await?;
+                self.move_to(JobState::Queued, Some(format!("waiting: the winner did not take the job ({why})"))).await?;
+                me.send_message(SupervisorMsg::Auction)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pays the current award's owner for `paid_epochs` (of the award's own epochs), refunds the
+    /// rest, frees the worker. Transfer ids derive from the award, so a retry is a no-op.
+    async fn settle(&mut self, paid_epochs: u32) -> Result<(), ActorProcessingErr> {
+        let Some(award) = self.record.award.clone().filter(|a| !a.settled) else { return Ok(()) };
+        let job_id = self.job_id().to_string();
+        let award_epochs = self.record.work.epochs.saturating_sub(award.start_epoch);
+        let (pay, refund) = settlement(award.price, award_epochs, paid_epochs);
+        let principal = self.record.view.principal.clone();
+        let n = award.n;
+        let paid = self.transfer(format!("pay.{job_id}.{n}"), escrow(&job_id), user(&award.owner), pay, "pay for checkpointed work").await;
+        let refunded = self.transfer(format!("refund.{job_id}.{n}"), escrow(&job_id), user(&principal), refund, "return the rest").await;
+        if let Err(e) = paid.and(refunded) {
+            // The hold stays in escrow; the ids make the next attempt safe.
+            tracing::error!(job = %job_id, error = %e, "settlement failed; will retry on the next event");
+            return Ok(());
+        }
+        self.record.view.paid += pay;
+        self.record.view.price = Some(self.record.view.paid);
+        if let Some(a) = self.record.award.as_mut() {
+            a.settled = true;
+        }
+        self.persist().await?;
+        let _ = self.deps.registry.send_message(RegistryMsg::SetBusy { worker_id: award.worker_id, job: None });
+        Ok(())
+    }
+
+    async fn run_event(&mut self, me: &ActorRef<SupervisorMsg>, worker_id: &str, event: RunEvent) -> Result<Result<(), WireError>, ActorProcessingErr> {
+        let Some(award) = self.record.award.clone() else {
+            return Ok(Err(WireError::new(ErrorCode::Unauthorized, "job has no award")));
+        };
+        if award.worker_id != worker_id {
+            return Ok(Err(WireError::new(ErrorCode::Unauthorized, format!("job {} is not awarded to {worker_id}", self.job_id()))));
+        }
+        if award.award_id != event.award_id || award.settled || self.record.view.state.is_terminal() {
+            return Ok(Ok(())); // a stale run's late event: acknowledged and ignored
+        }
+        match event.kind {
+            RunEventKind::Started { device } => {
+                tracing::info!(job = %self.job_id(), worker = %worker_id, device = %device, "run started");
+                if self.record.view.state == JobState::Auctioning {
+                    self.move_to(JobState::Assigned, None).await?;
+                }
+                self.move_to(JobState::Running, None).await?;
+            }
+            RunEventKind::Progress { epoch, epochs, step, loss, samples_per_sec, checkpoint } => {
+                if epoch > self.record.work.epochs || epoch < self.record.view.epochs_done {
+                    return Ok(Err(WireError::bad_request(format!("epoch {epoch} is out of range"))));
+                }
+                if self.record.view.state == JobState::Assigned {
+                    self.move_to(JobState::Running, None).await?;
+                }
+                self.record.view.epochs_done = epoch;
+                self.record.view.last_loss = loss.is_finite().then_some(loss);
+                if let Some(artifact) = checkpoint {
+                    self.record.checkpoint = Some(CheckpointRecord { epoch, step, artifact });
+                }
+                self.persist().await?;
+                self.event(JobEventKind::Progress { epoch, epochs, loss, samples_per_sec }).await;
+            }
+            RunEventKind::Completed { result } => {
+                // Only a result that this worker uploaded and the broker verified counts.
+                if award.stored_result.as_ref() != Some(&result) {
+                    return Ok(Err(WireError::new(ErrorCode::DigestMismatch, "completed without a verified result upload")));
+                }
+                self.record.view.epochs_done = self.record.work.epochs;
+                self.record.view.result = Some(ArtifactInfo { name: artifacts::RESULT.into(), ..result });
+                let award_epochs = self.record.work.epochs.saturating_sub(award.start_epoch);
+                self.settle(award_epochs).await?;
+                self.move_to(JobState::Completed, None).await?;
+            }
+            RunEventKind::Failed { reason } => {
+                let done = self.checkpointed_epochs_of(&award);
+                self.settle(done).await?;
+                self.move_to(JobState::Failed, Some(reason)).await?;
+            }
+            RunEventKind::Cancelled => {
+                // The worker stopped without being asked to: treat it as preemption.
+                self.worker_lost(me, worker_id).await?;
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Epochs of `award` covered by the last checkpoint.
+    fn checkpointed_epochs_of(&self, award: &AwardRecord) -> u32 {
+        self.record.checkpoint.as_ref().map(|c| c.epoch.saturating_sub(award.start_epoch)).unwrap_or(0)
+    }
+
+    async fn cancel(&mut self) -> Result<(), ActorProcessingErr> {
+        if self.record.view.state.is_terminal() {
+            return Ok(());
+        }
+        if let Some(award) = self.record.award.clone().filter(|a| !a.settled) {
+            let cancel = CancelRun { v: PROTOCOL_VERSION, job_id: self.job_id().to_string(), award_id: award.award_id.clone() };
+            let subject = subjects::dispatch(&award.worker_id, subjects::dispatch::CANCEL);
+            let nats = self.deps.nats.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), nats.request(subject, encode(&cancel).into())).await;
+            });
+            let done = self.checkpointed_epochs_of(&award);
+            self.settle(done).await?;
+        }
+        self.move_to(JobState::Cancelled, Some("cancelled by the researcher".into())).await?;
+        Ok(())
+    }
+
+    async fn worker_lost(&mut self, me: &ActorRef<SupervisorMsg>, worker_id: &str) -> Result<(), ActorProcessingErr> {
+        let Some(award) = self.record.award.clone().filter(|a| a.worker_id == worker_id && !a.settled) else { return Ok(()) };
+        if self.record.view.state.is_terminal() {
+            return Ok(());
+        }
+        let done = self.checkpointed_epochs_of(&award);
+        self.settle(done).await?;
+        // Resume from the last checkpoint: the next award sells only the remaining epochs.
+        self.record.view.epochs_done = self.record.checkpoint.as_ref().map(|c| c.epoch).unwrap_or(0);
+        let reason = format!("waiting: worker {worker_id} was lost; resuming from epoch {}", self.record.view.epochs_done);
+        self.move_to(JobState::Queued, Some(reason)).await?;
+        me.send_message(SupervisorMsg::Auction)?;
+        Ok(())
+    }
+
+    async fn tick(&mut self) -> Result<(), ActorProcessingErr> {
+        let deadline = self.record.requirements.deadline_ms;
+        let waiting = matches!(self.record.view.state, JobState::Queued | JobState::Auctioning);
+        if deadline != 0 && waiting && now_ms() > deadline {
+            let reason = self.record.view.reason.clone().unwrap_or_default();
+            self.move_to(JobState::Expired, Some(format!("deadline passed while {reason}"))).await?;
+        }
+        Ok(())
+    }
+
+    fn access(&self, caller: &Caller, name: &str) -> Result<(String, ArtifactInfo), WireError> {
+        let job_id = self.job_id();
+        let not_found = || WireError::new(ErrorCode::NotFound, format!("job {job_id} has no artifact {name} for you"));
+        match caller {
+            Caller::Researcher(p) if p == &self.record.view.principal => {}
+            Caller::Worker(w) if self.record.award.as_ref().is_some_and(|a| &a.worker_id == w && !a.settled) => {}
+            _ => return Err(not_found()),
+        }
+        let checkpoint = self.record.checkpoint.as_ref();
+        match name {
+            artifacts::MODEL => Ok((keys::model(job_id), self.record.model.clone())),
+            artifacts::DATA => Ok((keys::data(job_id), self.record.data.clone())),
+            artifacts::RESULT => match (&self.record.view.result, caller) {
+                (Some(info), Caller::Researcher(_)) => Ok((keys::result(job_id), info.clone())),
+                _ => Err(not_found()),
+            },
+            other => match checkpoint {
+                Some(c) if other == format!("{}{}", artifacts::CHECKPOINTS, c.step) => Ok((keys::checkpoint(job_id, c.step), c.artifact.clone())),
+                _ => Err(not_found()),
+            },
+        }
+    }
+
+    fn upload_target(&self, worker_id: &str, name: &str) -> Result<String, WireError> {
+        let job_id = self.job_id();
+        let awarded = self.record.award.as_ref().is_some_and(|a| a.worker_id == worker_id && !a.settled);
+        if !awarded || self.record.view.state.is_terminal() {
+            return Err(WireError::new(ErrorCode::Unauthorized, format!("job {job_id} is not awarded to {worker_id}")));
+        }
+        if name == artifacts::RESULT {
+            return Ok(keys::result(job_id));
+        }
+        match name.strip_prefix(artifacts::CHECKPOINTS).and_then(|s| s.parse::<u64>().ok()) {
+            Some(step) => Ok(keys::checkpoint(job_id, step)),
+            None => Err(WireError::bad_request(format!("a worker uploads `result` or `checkpoints/<step>`, not `{name}`"))),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+"""helium_grid: train PyTorch models on a Helium grid from a notebook.
+
+A researcher hands the grid an untrained model, its training data and constraints; GPU owners'
+workers bid in a reverse auction, the winner trains, and the trained module comes back.
+
+Example::
+
+    import torch
+    from helium_grid import Grid
+
+    grid = Grid("nats://127.0.0.1:4222", principal="alice")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    job = grid.submit(model, train=(x, y), epochs=30, batch_size=64, lr=1e-2,
+                      max_price=5.0, budget=2.0)
+    job.wait()                      # progress bar: epoch/epochs, loss
+    trained = job.result()          # a TorchScript module
+    print(grid.balance().credits)
+
+# Layout
+- ``_sync``: :class:`Grid` and :class:`Job`, the blocking facade (a private loop in a thread).
+- ``_async``: :class:`AsyncGrid` and :class:`AsyncJob`, the asyncio core (requests, events).
+- ``_submission``: argument checks and serialization (TorchScript, safetensors) before upload.
+- ``_artifacts``: chunked, SHA-256-checked upload and download.
+- ``_wire``: MessagePack codec and the ``{v, ok | error}`` reply envelope.
+- ``_subjects``: subject, stream and bucket names (a checked copy of the Rust protocol's).
+- ``_limits``: chunk sizes and unit conversions (credits ↔ micro-credits, deadlines).
+- ``_progress``: the ``tqdm.auto`` progress bar of ``wait``.
+- ``records``: the public dataclasses; ``errors``: the exception hierarchy.
+"""
+
+from __future__ import annotations
+
+from ._async import AsyncGrid, AsyncJob
+from ._limits import MICRO_PER_CREDIT, credits_to_micro, micro_to_credits
+from ._submission import DEVICES, LOSSES, OPTIMIZERS
+from ._sync import Grid, Job
+from ._wire import PROTOCOL_VERSION
+from .errors import (
+    BadRequest,
+    Conflict,
+    DigestMismatch,
+    HeliumError,
+    InsufficientFunds,
+    Internal,
+    InvalidData,
+    InvalidModel,
+    JobFailed,
+    NotFound,
+    ProtocolError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedVersion,
+    WaitTimeout,
+)
+from .records import (
+    ArtifactInfo,
+    Awarded,
+    Balance,
+    JobEvent,
+    JobState,
+    JobStatus,
+    Progress,
+    StateChanged,
+    WorkerInfo,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Grid",
+    "Job",
+    "AsyncGrid",
+    "AsyncJob",
+    "JobState",
+    "JobStatus",
+    "JobEvent",
+    "StateChanged",
+    "Awarded",
+    "Progress",
+    "ArtifactInfo",
+    "Balance",
+    "WorkerInfo",
+    "HeliumError",
+    "BadRequest",
+    "UnsupportedVersion",
+    "Unauthorized",
+    "NotFound",
+    "TooLarge",
+    "Conflict",
+    "InsufficientFunds",
+    "InvalidModel",
+    "InvalidData",
+    "DigestMismatch",
+    "Unavailable",
+    "Internal",
+    "ProtocolError",
+    "JobFailed",
+    "WaitTimeout",
+    "LOSSES",
+    "OPTIMIZERS",
+    "DEVICES",
+    "MICRO_PER_CREDIT",
+    "PROTOCOL_VERSION",
+    "credits_to_micro",
+    "micro_to_credits",
+    "__version__",
+]

@@ -1,0 +1,468 @@
+"""The async core: :class:`AsyncGrid` (one NATS connection for one principal) and
+:class:`AsyncJob`. The sync :class:`~helium_grid.Grid` runs this on a private event loop.
+
+Every request goes to ``helium.v1.api.<principal>.<verb>`` as a MessagePack map with ``v``; the
+reply envelope is unwrapped into the body or the mapped exception. Job events are read from the
+JetStream stream ``HELIUM_EVENTS`` with an ordered consumer that delivers from the first message,
+so a late or reconnecting client replays the history and then follows live.
+
+Example::
+
+    import asyncio
+    from helium_grid import AsyncGrid
+
+    async def main():
+        async with await AsyncGrid.connect("nats://127.0.0.1:4222", principal="alice") as grid:
+            job = await grid.submit(model, train=(x, y), epochs=10, batch_size=64, lr=1e-3,
+                                    max_price=2.0, budget=1.0)
+            await job.wait()
+            trained = await job.result()
+
+    asyncio.run(main())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import io
+import logging
+import uuid
+from typing import Any, AsyncIterator
+
+import nats
+import nats.errors
+import nats.js.errors
+import torch
+from nats.aio.client import Client as NatsClient
+from nats.js.api import DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from . import _subjects as subjects
+from ._artifacts import download, upload
+from ._limits import credits_to_micro
+from ._progress import Tracker
+from ._submission import Submission, prepare_submission, quiet_torchscript
+from ._wire import decode, encode, request_body, unwrap_reply
+from .errors import BadRequest, Conflict, InvalidModel, JobFailed, NotFound, ProtocolError, Unavailable, WaitTimeout
+from .records import Balance, JobEvent, JobState, JobStatus, StateChanged, WorkerInfo, parse_event
+
+__all__ = ["AsyncGrid", "AsyncJob", "DEFAULT_URL", "DEFAULT_TIMEOUT"]
+
+log = logging.getLogger("helium_grid")
+
+#: Where a local grid listens by default.
+DEFAULT_URL = "nats://127.0.0.1:4222"
+#: Seconds a request waits for the broker's reply.
+DEFAULT_TIMEOUT = 30.0
+#: While following a job, how long a silence lasts before the job record is polled.
+_POLL_SECONDS = 5.0
+
+
+def _check_principal(principal: str) -> str:
+    if not isinstance(principal, str) or not subjects.valid_id(principal):
+        raise BadRequest(f"principal must be 1-64 characters of [A-Za-z0-9_-], not {principal!r}")
+    return principal
+
+
+def finish(status: JobStatus, *, raise_on_failure: bool) -> JobStatus:
+    """The final status of ``wait``, raising :class:`JobFailed` for failed/expired jobs."""
+    if raise_on_failure and status.state in (JobState.FAILED, JobState.EXPIRED):
+        why = f": {status.reason}" if status.reason else ""
+        raise JobFailed(f"job {status.job_id} {status.state.value}{why}", status=status)
+    return status
+
+
+def load_module(blob: bytes, map_location: str | torch.device | None = "cpu") -> torch.jit.ScriptModule:
+    """TorchScript bytes → module (``torch.jit.load``; never pickle)."""
+    with quiet_torchscript():
+        return torch.jit.load(io.BytesIO(blob), map_location=map_location)
+
+
+class AsyncGrid:
+    """A connection to a Helium grid as one principal, for asyncio code.
+
+    Use :meth:`connect` to make one. Methods mirror :class:`helium_grid.Grid`.
+
+    Example::
+
+        grid = await AsyncGrid.connect("nats://127.0.0.1:4222", principal="alice")
+        print(await grid.balance())
+        await grid.close()
+    """
+
+    def __init__(self, nc: NatsClient, *, url: str, principal: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self.url = url
+        self.principal = _check_principal(principal)
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        principal: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = 5.0,
+        **nats_options: Any,
+    ) -> AsyncGrid:
+        """Connect to the grid's NATS server as ``principal``. ``nats_options`` go to
+        ``nats.connect`` (credentials, TLS, …).
+
+        Example::
+
+            grid = await AsyncGrid.connect("nats://127.0.0.1:4222", principal="alice")
+        """
+        _check_principal(principal)
+
+        async def on_error(e: Exception) -> None:
+            log.debug("nats: %s", e)
+
+        options: dict[str, Any] = {
+            "name": f"helium-grid-py:{principal}",
+            "connect_timeout": connect_timeout,
+            "max_reconnect_attempts": -1,
+            "error_cb": on_error,
+        }
+        options.update(nats_options)
+        try:
+            nc = await nats.connect(url, **options)
+        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError, nats.errors.Error) as e:
+            raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
+        return cls(nc, url=url, principal=principal, timeout=timeout)
+
+    async def close(self) -> None:
+        """Close the connection (idempotent).
+
+        Example::
+
+            await grid.close()
+        """
+        if not self._nc.is_closed:
+            await self._nc.close()
+
+    async def __aenter__(self) -> AsyncGrid:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncGrid(url={self.url!r}, principal={self.principal!r})"
+
+    # -- transport ------------------------------------------------------------------------
+
+    async def _request(self, verb: str, fields: dict[str, Any], *, timeout: float | None = None) -> Any:
+        """One request/reply on ``helium.v1.api.<principal>.<verb>``; the reply's ``ok`` body."""
+        subject = subjects.api(self.principal, verb)
+        try:
+            msg = await self._nc.request(subject, encode(request_body(fields)), timeout=timeout or self.timeout)
+        except nats.errors.NoRespondersError as e:
+            raise Unavailable(f"no broker is answering on {self.url} ({verb})") from e
+        except (nats.errors.TimeoutError, asyncio.TimeoutError) as e:
+            raise Unavailable(
+                f"no broker is answering on {self.url}: {verb} got no reply within {timeout or self.timeout:g}s"
+            ) from e
+        except nats.errors.ConnectionClosedError as e:
+            raise Unavailable(f"the connection to {self.url} is closed") from e
+        return unwrap_reply(msg.data)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        model: torch.nn.Module,
+        *,
+        train: tuple[torch.Tensor, torch.Tensor],
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        max_price: float,
+        budget: float,
+        loss: str = "cross_entropy",
+        optimizer: str = "adam",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        shuffle: bool = True,
+        min_memory_gb: float = 0.0,
+        device: str = "any",
+        deadline: float | _dt.datetime | None = None,
+        validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+        name: str | None = None,
+    ) -> AsyncJob:
+        """Check, serialize, upload and submit a training job; see :meth:`helium_grid.Grid.submit`.
+
+        Example::
+
+            job = await grid.submit(model, train=(x, y), epochs=10, batch_size=64, lr=1e-3,
+                                    max_price=2.0, budget=1.0)
+        """
+        prepared = await asyncio.to_thread(
+            prepare_submission,
+            model,
+            train=train,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_price=max_price,
+            budget=budget,
+            loss=loss,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            seed=seed,
+            shuffle=shuffle,
+            min_memory_gb=min_memory_gb,
+            device=device,
+            deadline=deadline,
+            validation=validation,
+            name=name,
+        )
+        return await self.submit_prepared(prepared)
+
+    async def submit_prepared(self, sub: Submission) -> AsyncJob:
+        """Upload a :class:`Submission`'s model and data to staging and submit the job.
+
+        Example::
+
+            job = await grid.submit_prepared(prepare_submission(model, train=(x, y), ...))
+        """
+        model_upload, _ = await upload(self._request, "model", sub.model_bytes)
+        data_upload, _ = await upload(self._request, "data", sub.data_bytes)
+        view = await self._request(
+            subjects.JOB_SUBMIT, sub.submit_body(model_upload=model_upload, data_upload=data_upload)
+        )
+        status = JobStatus.from_wire(view)
+        return AsyncJob(self, status.job_id, name=status.name, submitted=status)
+
+    def job(self, job_id: str) -> AsyncJob:
+        """A handle on an existing job of this principal (e.g. after a notebook restart).
+
+        Example::
+
+            job = grid.job("0193…")
+            await job.wait()
+        """
+        if not isinstance(job_id, str) or not subjects.valid_id(job_id):
+            raise BadRequest(f"not a job id: {job_id!r}")
+        return AsyncJob(self, job_id)
+
+    async def _status(self, job_id: str) -> JobStatus:
+        return JobStatus.from_wire(await self._request(subjects.JOB_STATUS, {"job_id": job_id}))
+
+    async def _cancel(self, job_id: str) -> JobStatus:
+        return JobStatus.from_wire(await self._request(subjects.JOB_CANCEL, {"job_id": job_id}))
+
+    async def _event_feed(
+        self, job_id: str, *, live: bool, timeout: float | None = None
+    ) -> AsyncIterator[JobEvent]:
+        """A job's events from the first. ``live``: go on until a terminal state (polling the
+        job record after each silence of ``_POLL_SECONDS``); otherwise stop once caught up."""
+        subject = subjects.job_events(self.principal, job_id)
+        try:
+            sub = await self._js.subscribe(
+                subject,
+                stream=subjects.EVENTS_STREAM,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            )
+        except nats.js.errors.NotFoundError as e:
+            raise Unavailable(
+                f"stream {subjects.EVENTS_STREAM} does not exist on {self.url}; is the broker running?"
+            ) from e
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+            raise Unavailable(f"JetStream is not answering on {self.url}: {e or type(e).__name__}") from e
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            if not live:
+                info = await sub.consumer_info()
+                if not info.num_pending and not (info.delivered and info.delivered.consumer_seq):
+                    return
+            while True:
+                wait_s = _POLL_SECONDS
+                if deadline is not None:
+                    wait_s = min(wait_s, deadline - loop.time())
+                    if wait_s <= 0:
+                        raise WaitTimeout(f"job {job_id} is still running after {timeout:g}s")
+                try:
+                    msg = await sub.next_msg(timeout=wait_s)
+                except nats.errors.TimeoutError:
+                    if not live:
+                        return
+                    status = await self._status(job_id)
+                    if status.is_terminal:
+                        # The terminal event is missing or late; the record is authoritative.
+                        yield StateChanged(job_id, status.updated_ms, "state", state=status.state, reason=status.reason)
+                        return
+                    continue
+                try:
+                    event = parse_event(decode(msg.data))
+                except ProtocolError as e:
+                    log.warning("skipping an unreadable event of job %s: %s", job_id, e)
+                    continue
+                yield event
+                if live:
+                    if isinstance(event, StateChanged) and event.state.is_terminal:
+                        return
+                elif not msg.metadata.num_pending:
+                    return
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception as e:  # closing connection, already gone
+                log.debug("unsubscribe from %s: %s", subject, e)
+
+    async def _download(self, job_id: str, name: str, expected: Any = None) -> bytes:
+        return await download(self._request, job_id, name, expected=expected)
+
+    # -- accounts and workers -------------------------------------------------------------
+
+    async def balance(self) -> Balance:
+        """This principal's balance; see :meth:`helium_grid.Grid.balance`.
+
+        Example::
+
+            print((await grid.balance()).credits)
+        """
+        return Balance.from_wire(await self._request(subjects.ACCOUNT_BALANCE, {}))
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The workers on the grid; see :meth:`helium_grid.Grid.workers`.
+
+        Example::
+
+            for w in await grid.workers(): print(w.worker_id, w.price_per_hour)
+        """
+        reply = await self._request(subjects.WORKER_LIST, {})
+        if not isinstance(reply, dict) or not isinstance(reply.get("workers"), list):
+            raise ProtocolError(f"worker.list reply is malformed: {reply!r}")
+        return [WorkerInfo.from_wire(w) for w in reply["workers"]]
+
+    async def grant(self, principal: str, credits: float, *, id: str | None = None) -> Balance:
+        """Mint credits to ``principal`` (operators only); see :meth:`helium_grid.Grid.grant`.
+
+        Example::
+
+            await operator.grant("alice", 100)
+        """
+        _check_principal(principal)
+        micro = credits_to_micro(credits, what="credits")
+        if micro == 0:
+            raise BadRequest("a grant must be positive")
+        body = {"to": principal, "micro": micro, "id": id or str(uuid.uuid4())}
+        return Balance.from_wire(await self._request(subjects.ACCOUNT_GRANT, body))
+
+
+class AsyncJob:
+    """A submitted job, for asyncio code; see :class:`helium_grid.Job`.
+
+    Example::
+
+        job = await grid.submit(...)
+        final = await job.wait(progress=False)
+        model = await job.result()
+    """
+
+    def __init__(
+        self, grid: AsyncGrid, job_id: str, *, name: str | None = None, submitted: JobStatus | None = None
+    ) -> None:
+        self.grid = grid
+        self.id = job_id
+        self.name = name
+        #: The job record as ``job.submit`` returned it, if this handle came from a submit.
+        self.submitted = submitted
+
+    def __repr__(self) -> str:
+        return f"AsyncJob(id={self.id!r}, name={self.name!r})"
+
+    async def status(self) -> JobStatus:
+        """The job's current record.
+
+        Example::
+
+            print((await job.status()).state)
+        """
+        return await self.grid._status(self.id)
+
+    async def cancel(self) -> JobStatus:
+        """Ask the grid to stop the job; the worker is paid for checkpointed progress only.
+
+        Example::
+
+            await job.cancel()
+        """
+        return await self.grid._cancel(self.id)
+
+    async def events(self) -> list[JobEvent]:
+        """Every event of the job so far, oldest first.
+
+        Example::
+
+            losses = [e.loss for e in await job.events() if isinstance(e, Progress)]
+        """
+        return [event async for event in self.grid._event_feed(self.id, live=False)]
+
+    def follow(self, timeout: float | None = None) -> AsyncIterator[JobEvent]:
+        """The job's events from the first, then live, ending after a terminal state.
+
+        Example::
+
+            async for ev in job.follow():
+                print(ev)
+        """
+        return self.grid._event_feed(self.id, live=True, timeout=timeout)
+
+    async def wait(
+        self, timeout: float | None = None, *, progress: bool = True, raise_on_failure: bool = True
+    ) -> JobStatus:
+        """Follow the job to its end with a progress bar; the final :class:`JobStatus`.
+
+        Raises :class:`JobFailed` for failed or expired jobs (unless ``raise_on_failure=False``)
+        and :class:`WaitTimeout` after ``timeout`` seconds.
+
+        Example::
+
+            final = await job.wait(timeout=600)
+        """
+        first = await self.status()
+        tracker = Tracker(self.name or self.id, enabled=progress, total=first.epochs)
+        try:
+            async for event in self.follow(timeout):
+                tracker.feed(event)
+        finally:
+            tracker.close()
+        return finish(await self.status(), raise_on_failure=raise_on_failure)
+
+    async def result_bytes(self) -> bytes:
+        """The trained model as TorchScript bytes, SHA-256 verified against the job record.
+
+        Example::
+
+            open("trained.pt", "wb").write(await job.result_bytes())
+        """
+        status = await self.status()
+        if status.state is not JobState.COMPLETED:
+            if status.state in (JobState.FAILED, JobState.EXPIRED):
+                finish(status, raise_on_failure=True)
+            raise Conflict(f"job {self.id} is {status.state.value}; it has no result (call job.wait() first)")
+        if status.result is None:
+            raise NotFound(f"job {self.id} completed but its record names no result")
+        return await self.grid._download(self.id, "result", status.result)
+
+    async def result(self, map_location: str | torch.device | None = "cpu") -> torch.jit.ScriptModule:
+        """The trained model, loaded with ``torch.jit.load``.
+
+        Example::
+
+            model = await job.result()
+            model.eval()
+        """
+        blob = await self.result_bytes()
+        try:
+            return await asyncio.to_thread(load_module, blob, map_location)
+        except Exception as e:
+            raise InvalidModel(f"the result of job {self.id} is not loadable TorchScript: {e}") from e

@@ -1,0 +1,89 @@
+"""The progress bar of ``Job.wait``: a ``tqdm.auto`` bar (a widget in Jupyter when ipywidgets is
+installed, text otherwise) fed with job events, epoch/epochs as the count, loss in the postfix.
+
+Example::
+
+    tracker = Tracker(job_id, enabled=True)
+    for ev in events:
+        tracker.feed(ev)
+    tracker.close()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .records import Awarded, JobEvent, JobState, Progress, StateChanged
+
+__all__ = ["Tracker"]
+
+
+class Tracker:
+    """Follows a job's events: remembers the last state and renders the bar.
+
+    Example::
+
+        t = Tracker("j1", enabled=False)
+        t.feed(StateChanged("j1", 0, "state", state=JobState.COMPLETED))
+        assert t.finished
+    """
+
+    def __init__(self, label: str, *, enabled: bool = True, total: int | None = None) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.total = total
+        self.state: JobState | None = None
+        self.reason: str | None = None
+        self.worker: str | None = None
+        self._bar: Any = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether a terminal state event has been seen."""
+        return self.state is not None and self.state.is_terminal
+
+    def _ensure_bar(self, total: int | None) -> Any:
+        if not self.enabled:
+            return None
+        if self._bar is None:
+            from tqdm.auto import tqdm  # imported late: picks the notebook or the text bar
+
+            self._bar = tqdm(total=total, desc=self.label, unit="epoch", dynamic_ncols=True)
+        elif total is not None and self._bar.total != total:
+            self._bar.total = total
+            self._bar.refresh()
+        return self._bar
+
+    def _describe(self) -> None:
+        bar = self._ensure_bar(self.total)
+        if bar is None:
+            return
+        state = self.state.value if self.state else "submitted"
+        where = f" on {self.worker}" if self.worker and self.state in (JobState.ASSIGNED, JobState.RUNNING) else ""
+        bar.set_description(f"{self.label} {state}{where}", refresh=False)
+        if self.reason and not self.finished:
+            bar.set_postfix_str(self.reason[:60], refresh=False)
+        bar.refresh()
+
+    def feed(self, event: JobEvent) -> None:
+        """Take one event into account."""
+        if isinstance(event, StateChanged):
+            self.state = event.state
+            self.reason = event.reason
+            self._describe()
+        elif isinstance(event, Awarded):
+            self.worker = event.worker
+            self._describe()
+        elif isinstance(event, Progress):
+            self.total = event.epochs or self.total
+            bar = self._ensure_bar(self.total)
+            if bar is not None:
+                bar.n = event.epoch
+                bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
+                bar.refresh()
+
+    def close(self) -> None:
+        """Close the bar (leaves it on screen)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,432 @@
+"""The blocking facade: :class:`Grid` and :class:`Job`.
+
+Each ``Grid`` runs the async core on a private event loop in a daemon thread and submits
+coroutines to it with ``asyncio.run_coroutine_threadsafe``. That works the same in a plain script
+and in Jupyter (whose main thread already runs a loop, so ``asyncio.run`` would fail there).
+CPU-bound work (scripting and saving the model, loading the result) and the progress bar run
+in the caller's thread, so the bar renders in the notebook cell that called ``wait``.
+
+Example::
+
+    from helium_grid import Grid
+
+    with Grid("nats://127.0.0.1:4222", principal="alice") as grid:
+        job = grid.submit(model, train=(x, y), epochs=10, batch_size=64, lr=1e-3,
+                          max_price=2.0, budget=1.0)
+        job.wait()
+        trained = job.result()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as _dt
+import threading
+import weakref
+from typing import Any, AsyncIterator, Coroutine, Iterator, TypeVar
+
+import torch
+
+from ._async import DEFAULT_TIMEOUT, AsyncGrid, AsyncJob, finish, load_module
+from ._progress import Tracker
+from ._submission import prepare_submission
+from .errors import InvalidModel
+from .records import Balance, JobEvent, JobStatus, WorkerInfo
+
+__all__ = ["Grid", "Job"]
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self.loop.is_closed()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and block until it is done; Ctrl-C cancels it."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a helium_grid.Grid was called from inside its own event loop; use AsyncGrid there")
+        if not self.alive:
+            coro.close()
+            raise RuntimeError("this Grid is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except (KeyboardInterrupt, concurrent.futures.TimeoutError):
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if threading.current_thread() is not self._thread:
+                self._thread.join(timeout=10)
+
+
+def _shutdown(runner: _LoopThread, core: AsyncGrid | None) -> None:
+    try:
+        if core is not None and runner.alive:
+            runner.run(core.close(), timeout=10)
+    except Exception:  # closing is best effort: the process may be exiting
+        pass
+    finally:
+        runner.stop()
+
+
+class _SyncIterator(Iterator[T]):
+    """Drives an async iterator that lives on the loop thread, one item per call."""
+
+    def __init__(self, runner: _LoopThread, agen: AsyncIterator[T]) -> None:
+        self._runner = runner
+        self._agen = agen
+        self._done = False
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        try:
+            return self._runner.run(self._agen.__anext__())
+        except StopAsyncIteration:
+            self._done = True
+            raise StopIteration from None
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            aclose = getattr(self._agen, "aclose", None)
+            if aclose is not None and self._runner.alive:
+                try:
+                    self._runner.run(aclose(), timeout=10)
+                except (RuntimeError, concurrent.futures.TimeoutError):
+                    pass  # interrupted mid-step: the generator finishes on the loop by itself
+
+
+class Grid:
+    """A connection to a Helium grid as one principal (blocking API; works in Jupyter).
+
+    ``url`` is the grid's NATS server; ``principal`` the account you act as (in deployments,
+    NATS credentials passed as ``nats_options``, e.g. ``user_credentials=``, bind you to it).
+    ``timeout`` bounds each request; with no broker answering, calls raise
+    :class:`~helium_grid.Unavailable`.
+
+    Example::
+
+        grid = Grid("nats://127.0.0.1:4222", principal="alice")
+        print(grid.balance().credits)
+        grid.close()
+    """
+
+    def __init__(
+        self,
+        url: str,
+        principal: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = 5.0,
+        **nats_options: Any,
+    ) -> None:
+        self._runner = _LoopThread(name=f"helium-grid:{principal}")
+        self._core: AsyncGrid | None = None
+        try:
+            self._core = self._runner.run(
+                AsyncGrid.connect(
+                    url, principal=principal, timeout=timeout, connect_timeout=connect_timeout, **nats_options
+                )
+            )
+        except BaseException:
+            self._runner.stop()
+            raise
+        self._finalizer = weakref.finalize(self, _shutdown, self._runner, self._core)
+
+    @property
+    def url(self) -> str:
+        """The NATS URL this grid is connected to."""
+        return self._async.url
+
+    @property
+    def principal(self) -> str:
+        """The account this grid acts as."""
+        return self._async.principal
+
+    @property
+    def _async(self) -> AsyncGrid:
+        if self._core is None:
+            raise RuntimeError("this Grid is closed")
+        return self._core
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
+
+    def close(self) -> None:
+        """Close the connection and stop the background loop (idempotent).
+
+        Example::
+
+            grid.close()
+        """
+        self._finalizer()
+
+    def __enter__(self) -> Grid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if not self._finalizer.alive else "open"
+        return f"Grid(url={self._async.url!r}, principal={self._async.principal!r}, {state})"
+
+    def submit(
+        self,
+        model: torch.nn.Module,
+        *,
+        train: tuple[torch.Tensor, torch.Tensor],
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        max_price: float,
+        budget: float,
+        loss: str = "cross_entropy",
+        optimizer: str = "adam",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        shuffle: bool = True,
+        min_memory_gb: float = 0.0,
+        device: str = "any",
+        deadline: float | _dt.datetime | None = None,
+        validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+        name: str | None = None,
+    ) -> Job:
+        """Train ``model`` on the grid: checks the arguments, scripts the model, uploads model
+        and data, and submits the job to the auction.
+
+        - ``model``: an ``nn.Module`` (scripted here with ``torch.jit.script``; a module that
+          cannot be scripted raises :class:`~helium_grid.InvalidModel`) or a ``ScriptModule``
+          (e.g. from ``torch.jit.trace``).
+        - ``train``: ``(x, y)`` tensors with the same first dimension; ``validation`` likewise.
+        - ``loss``: ``cross_entropy``, ``mse``, ``l1``, ``bce_with_logits``, ``nll``, or
+          ``module`` (the model's exported ``training_loss(x, y)``).
+        - ``optimizer``: ``sgd``, ``adam`` or ``adamw`` with ``lr``, ``momentum``,
+          ``weight_decay`` as in ``torch.optim``; ``seed`` fixes the batch order.
+        - ``max_price``: most credits per device-hour; ``budget``: most credits for the job.
+        - ``min_memory_gb``, ``device`` (``any``/``cpu``/``cuda``), ``deadline`` (seconds from
+          now or a ``datetime``) constrain the auction.
+
+        Raises :class:`~helium_grid.BadRequest` (and subclasses) before any upload when an
+        argument is wrong, or the broker's error (e.g. ``InsufficientFunds``).
+
+        Example::
+
+            job = grid.submit(model, train=(x, y), epochs=30, batch_size=64, lr=1e-2,
+                              max_price=5.0, budget=2.0, name="digits-mlp")
+        """
+        prepared = prepare_submission(
+            model,
+            train=train,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_price=max_price,
+            budget=budget,
+            loss=loss,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            seed=seed,
+            shuffle=shuffle,
+            min_memory_gb=min_memory_gb,
+            device=device,
+            deadline=deadline,
+            validation=validation,
+            name=name,
+        )
+        return Job(self, self._run(self._async.submit_prepared(prepared)))
+
+    def job(self, job_id: str) -> Job:
+        """A handle on an existing job of this principal, e.g. after a kernel restart.
+
+        Example::
+
+            job = grid.job("0193f1c2-…")
+            job.wait()
+        """
+        return Job(self, self._async.job(job_id))
+
+    def balance(self) -> Balance:
+        """This principal's balance.
+
+        Example::
+
+            print(f"{grid.balance().credits:.6f} credits")
+        """
+        return self._run(self._async.balance())
+
+    def workers(self) -> list[WorkerInfo]:
+        """The workers on the grid with their standing asks.
+
+        Example::
+
+            for w in grid.workers():
+                print(w.worker_id, w.owner, w.price_per_hour, w.device)
+        """
+        return self._run(self._async.workers())
+
+    def grant(self, principal: str, credits: float, *, id: str | None = None) -> Balance:
+        """Mint ``credits`` to ``principal`` (operators only; the dev mint). ``id`` makes a retry
+        idempotent (a fresh UUID by default). Returns the grantee's new balance.
+
+        Example::
+
+            operator = Grid(url, principal="operator")
+            operator.grant("alice", 100)
+        """
+        return self._run(self._async.grant(principal, credits, id=id))
+
+
+class Job:
+    """A submitted training job (blocking API).
+
+    Example::
+
+        job = grid.submit(...)
+        print(job.id, job.status().state)
+        final = job.wait()
+        model = job.result()
+    """
+
+    def __init__(self, grid: Grid, core: AsyncJob) -> None:
+        self._grid = grid
+        self._core = core
+
+    @property
+    def id(self) -> str:
+        """The job id."""
+        return self._core.id
+
+    @property
+    def name(self) -> str | None:
+        """The name given at submit, if any."""
+        return self._core.name
+
+    @property
+    def submitted(self) -> JobStatus | None:
+        """The job record ``job.submit`` returned (``None`` for handles from ``grid.job``)."""
+        return self._core.submitted
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, name={self.name!r})"
+
+    def status(self) -> JobStatus:
+        """The job's current record.
+
+        Example::
+
+            s = job.status()
+            print(s.state, s.reason, s.epochs_done, "/", s.epochs)
+        """
+        return self._grid._run(self._core.status())
+
+    def cancel(self) -> JobStatus:
+        """Stop the job; the worker is paid for checkpointed progress, the rest returns.
+
+        Example::
+
+            job.cancel()
+        """
+        return self._grid._run(self._core.cancel())
+
+    def events(self) -> list[JobEvent]:
+        """Every event of the job so far, oldest first (state changes, the award, progress).
+
+        Example::
+
+            for ev in job.events():
+                if isinstance(ev, Progress):
+                    print(ev.epoch, ev.loss)
+        """
+        return self._grid._run(self._core.events())
+
+    def follow(self, timeout: float | None = None) -> Iterator[JobEvent]:
+        """The job's events from the first, then live, ending after a terminal state.
+
+        Example::
+
+            for ev in job.follow(timeout=300):
+                print(ev)
+        """
+        it = _SyncIterator(self._grid._runner, self._core.follow(timeout))
+        try:
+            yield from it
+        finally:
+            it.close()
+
+    def wait(self, timeout: float | None = None, *, progress: bool = True, raise_on_failure: bool = True) -> JobStatus:
+        """Follow the job to its end, with a progress bar (epoch/epochs, loss), and return
+        the final :class:`JobStatus`.
+
+        A late or re-run cell replays the job's history first. Raises
+        :class:`~helium_grid.JobFailed` for failed or expired jobs (unless
+        ``raise_on_failure=False``) and :class:`~helium_grid.WaitTimeout` after ``timeout``
+        seconds (the job goes on).
+
+        Example::
+
+            final = job.wait()
+            print(final.worker, final.paid)
+        """
+        first = self.status()
+        tracker = Tracker(self.name or self.id, enabled=progress, total=first.epochs)
+        try:
+            for event in self.follow(timeout):
+                tracker.feed(event)
+        finally:
+            tracker.close()
+        return finish(self.status(), raise_on_failure=raise_on_failure)
+
+    def result_bytes(self) -> bytes:
+        """The trained model as TorchScript bytes, SHA-256 verified.
+
+        Example::
+
+            with open("trained.pt", "wb") as f:
+                f.write(job.result_bytes())
+        """
+        return self._grid._run(self._core.result_bytes())
+
+    def result(self, map_location: str | torch.device | None = "cpu") -> torch.jit.ScriptModule:
+        """The trained model, downloaded, SHA-256 verified and loaded with ``torch.jit.load``.
+
+        Example::
+
+            model = job.result()
+            accuracy = (model(x_test).argmax(1) == y_test).float().mean()
+        """
+        blob = self.result_bytes()
+        try:
+            return load_module(blob, map_location)
+        except Exception as e:
+            raise InvalidModel(f"the result of job {self.id} is not loadable TorchScript: {e}") from e

@@ -1,0 +1,364 @@
+"""The public records: what the grid tells a researcher, as dataclasses.
+
+Money fields keep the wire's integer micro-credits (``*_micro``) and offer credits as float
+properties for display. Each record has a ``from_wire`` constructor that reads the MessagePack
+map of the matching Rust type (``protocol/src/api.rs``, ``artifacts.rs``, ``job.rs``).
+
+Example::
+
+    status = job.status()
+    print(status.state, status.worker, f"{status.paid:.6f} credits")
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+from ._limits import micro_to_credits
+from ._wire import wire_int
+from .errors import ProtocolError
+
+__all__ = [
+    "JobState",
+    "ArtifactInfo",
+    "JobStatus",
+    "Balance",
+    "WorkerInfo",
+    "JobEvent",
+    "StateChanged",
+    "Awarded",
+    "Progress",
+    "parse_event",
+]
+
+
+class JobState(str, Enum):
+    """``queued → auctioning → assigned → running → completed | failed | cancelled | expired``.
+
+    Example::
+
+        >>> JobState("running").is_terminal
+        False
+    """
+
+    QUEUED = "queued"
+    AUCTIONING = "auctioning"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job can change no more."""
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED)
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def from_wire(cls, value: Any) -> JobState:
+        """The state named by a wire string."""
+        try:
+            return cls(value)
+        except ValueError as e:
+            raise ProtocolError(f"unknown job state {value!r}") from e
+
+
+def _req(m: Mapping[str, Any], key: str, what: str) -> Any:
+    try:
+        return m[key]
+    except (KeyError, TypeError) as e:
+        raise ProtocolError(f"{what} lacks field {key!r}: {m!r}") from e
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else wire_int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """A stored, verified artifact: its name, size in bytes and lower-case hex SHA-256.
+
+    Example::
+
+        >>> ArtifactInfo.from_wire({"name": "result", "size": 3, "sha256": "ab"}).size
+        3
+    """
+
+    name: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def from_wire(cls, m: Mapping[str, Any]) -> ArtifactInfo:
+        """From an ``ArtifactInfo`` map."""
+        return cls(
+            name=str(_req(m, "name", "ArtifactInfo")),
+            size=wire_int(_req(m, "size", "ArtifactInfo")),
+            sha256=str(_req(m, "sha256", "ArtifactInfo")),
+        )
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What the grid knows of a job (the wire's ``JobView``).
+
+    Example::
+
+        s = job.status()
+        if s.state is JobState.QUEUED and s.reason:
+            print("waiting:", s.reason)
+    """
+
+    job_id: str
+    principal: str
+    state: JobState
+    epochs: int
+    epochs_done: int = 0
+    name: str | None = None
+    #: Why the job waits or failed, in words.
+    reason: str | None = None
+    #: The worker that won the auction.
+    worker: str | None = None
+    #: Contract price held at award (second price, capped by the budget), micro-credits.
+    price_micro: int | None = None
+    #: Micro-credits actually paid to the worker's owner.
+    paid_micro: int = 0
+    last_loss: float | None = None
+    result: ArtifactInfo | None = None
+    created_ms: int = 0
+    updated_ms: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job is completed, failed, cancelled or expired."""
+        return self.state.is_terminal
+
+    @property
+    def price(self) -> float | None:
+        """The contract price in credits."""
+        return None if self.price_micro is None else micro_to_credits(self.price_micro)
+
+    @property
+    def paid(self) -> float:
+        """Credits paid to the worker's owner so far."""
+        return micro_to_credits(self.paid_micro)
+
+    @property
+    def created(self) -> _dt.datetime:
+        """When the job was submitted (UTC)."""
+        return _dt.datetime.fromtimestamp(self.created_ms / 1000, tz=_dt.timezone.utc)
+
+    @classmethod
+    def from_wire(cls, m: Mapping[str, Any]) -> JobStatus:
+        """From a ``JobView`` map."""
+        result = m.get("result")
+        return cls(
+            job_id=str(_req(m, "job_id", "JobView")),
+            principal=str(_req(m, "principal", "JobView")),
+            state=JobState.from_wire(_req(m, "state", "JobView")),
+            epochs=wire_int(_req(m, "epochs", "JobView")),
+            epochs_done=wire_int(m.get("epochs_done") or 0),
+            name=m.get("name"),
+            reason=m.get("reason"),
+            worker=m.get("worker"),
+            price_micro=_opt_int(m.get("price")),
+            paid_micro=wire_int(m.get("paid") or 0),
+            last_loss=_opt_float(m.get("last_loss")),
+            result=None if result is None else ArtifactInfo.from_wire(result),
+            created_ms=wire_int(m.get("created_ms") or 0),
+            updated_ms=wire_int(m.get("updated_ms") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A principal's balance in micro-credits.
+
+    Example::
+
+        >>> Balance("alice", 2_500_000).credits
+        2.5
+    """
+
+    principal: str
+    micro: int
+
+    @property
+    def credits(self) -> float:
+        """The balance in credits."""
+        return micro_to_credits(self.micro)
+
+    @classmethod
+    def from_wire(cls, m: Mapping[str, Any]) -> Balance:
+        """From a ``Balance`` map (``micro`` is an i128: bin or int on the wire)."""
+        return cls(principal=str(_req(m, "principal", "Balance")), micro=wire_int(_req(m, "micro", "Balance")))
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker's standing ask, as ``worker.list`` shows it.
+
+    Example::
+
+        for w in grid.workers():
+            print(w.worker_id, w.owner, w.price_per_hour, "credits/h", "busy" if w.busy_with else "idle")
+    """
+
+    worker_id: str
+    owner: str
+    device: str
+    device_name: str
+    memory_bytes: int
+    price_per_hour_micro: int
+    #: Parameter-samples per second from the worker's start-up benchmark.
+    throughput: float
+    busy_with: str | None
+    alive: bool
+
+    @property
+    def price_per_hour(self) -> float:
+        """The ask in credits per device-hour."""
+        return micro_to_credits(self.price_per_hour_micro)
+
+    @property
+    def memory_gb(self) -> float:
+        """Device memory in GiB."""
+        return self.memory_bytes / 2**30
+
+    @classmethod
+    def from_wire(cls, m: Mapping[str, Any]) -> WorkerInfo:
+        """From a ``WorkerView`` map."""
+        return cls(
+            worker_id=str(_req(m, "worker_id", "WorkerView")),
+            owner=str(_req(m, "owner", "WorkerView")),
+            device=str(_req(m, "device", "WorkerView")),
+            device_name=str(m.get("device_name", "")),
+            memory_bytes=wire_int(m.get("memory_bytes") or 0),
+            price_per_hour_micro=wire_int(_req(m, "price_per_hour", "WorkerView")),
+            throughput=float(m.get("throughput") or 0.0),
+            busy_with=m.get("busy_with"),
+            alive=bool(m.get("alive", True)),
+        )
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One entry of a job's event stream. Kinds this client does not know arrive as a plain
+    ``JobEvent`` with the raw map in ``raw``.
+
+    Example::
+
+        for ev in job.events():
+            print(ev.at, ev.kind)
+    """
+
+    job_id: str
+    at_ms: int
+    kind: str
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def at(self) -> _dt.datetime:
+        """When it happened (UTC)."""
+        return _dt.datetime.fromtimestamp(self.at_ms / 1000, tz=_dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class StateChanged(JobEvent):
+    """The job entered ``state``; ``reason`` says why it waits or failed.
+
+    Example::
+
+        if isinstance(ev, StateChanged) and ev.state is JobState.QUEUED:
+            print("queued:", ev.reason)
+    """
+
+    state: JobState = JobState.QUEUED
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Awarded(JobEvent):
+    """The auction closed: ``worker`` won among ``bids`` at ``price_micro``.
+
+    Example::
+
+        print(f"{ev.worker} won {ev.bids} bids at {ev.price:.6f} credits, eta {ev.eta_secs:.0f}s")
+    """
+
+    worker: str = ""
+    bids: int = 0
+    price_micro: int = 0
+    eta_secs: float = 0.0
+
+    @property
+    def price(self) -> float:
+        """The contract price in credits."""
+        return micro_to_credits(self.price_micro)
+
+
+@dataclass(frozen=True)
+class Progress(JobEvent):
+    """One epoch done, with its mean training loss.
+
+    Example::
+
+        losses = [ev.loss for ev in job.events() if isinstance(ev, Progress)]
+    """
+
+    epoch: int = 0
+    epochs: int = 0
+    loss: float = float("nan")
+    samples_per_sec: float = 0.0
+
+
+def parse_event(m: Mapping[str, Any]) -> JobEvent:
+    """A ``JobEvent`` map (flat, tagged by ``kind``) → the matching record.
+
+    Example::
+
+        >>> parse_event({"v": 1, "job_id": "j", "at_ms": 0, "kind": "state", "state": "running"}).state
+        <JobState.RUNNING: 'running'>
+    """
+    job_id = str(_req(m, "job_id", "JobEvent"))
+    at_ms = wire_int(m.get("at_ms") or 0)
+    kind = str(_req(m, "kind", "JobEvent"))
+    raw = dict(m)
+    if kind == "state":
+        return StateChanged(
+            job_id, at_ms, kind, raw, state=JobState.from_wire(_req(m, "state", "state event")), reason=m.get("reason")
+        )
+    if kind == "awarded":
+        return Awarded(
+            job_id,
+            at_ms,
+            kind,
+            raw,
+            worker=str(m.get("worker", "")),
+            bids=wire_int(m.get("bids") or 0),
+            price_micro=wire_int(m.get("price") or 0),
+            eta_secs=float(m.get("eta_secs") or 0.0),
+        )
+    if kind == "progress":
+        return Progress(
+            job_id,
+            at_ms,
+            kind,
+            raw,
+            epoch=wire_int(m.get("epoch") or 0),
+            epochs=wire_int(m.get("epochs") or 0),
+            loss=float(m.get("loss", float("nan"))),
+            samples_per_sec=float(m.get("samples_per_sec") or 0.0),
+        )
+    return JobEvent(job_id, at_ms, kind, raw)

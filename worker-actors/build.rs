@@ -1,0 +1,92 @@
+//! Gives every binary of this crate (`helium-worker`, its tests) an rpath to libtorch, so a GPU
+//! owner runs `helium-worker` without setting `LD_LIBRARY_PATH` (DESIGN §7, §10).
+//!
+//! The libtorch directory is found the way torch-sys found it when it linked us: with
+//! `LIBTORCH_USE_PYTORCH` it is the `torch/lib` of the Python on `PATH` (the project's
+//! virtualenv); otherwise `LIBTORCH_LIB` or `LIBTORCH` + `/lib`, or `/usr/lib`. torch-sys
+//! exports its choice as `DEP_TCH_LIBTORCH_LIB`, but only to crates that depend on torch-sys
+//! directly, which this crate does not, so it is used when present and recomputed otherwise.
+//!
+//! It also keeps `libtorch_cuda.so` as a dependency of the binary: nothing references its
+//! symbols, so the default `--as-needed` link would drop it, and libtorch would then report
+//! CUDA unavailable on a machine that has it.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PRINT_TORCH_LIB: &str =
+    "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
+
+fn main() {
+    for var in [
+        "LIBTORCH_USE_PYTORCH",
+        "LIBTORCH",
+        "LIBTORCH_LIB",
+        "DEP_TCH_LIBTORCH_LIB",
+        "VIRTUAL_ENV",
+        "PATH",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+
+    match libtorch_lib_dir() {
+        Ok(dir) => {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+            if dir.join("libtorch_cuda.so").exists() {
+                println!("cargo:rustc-link-search=native={}", dir.display());
+                println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+            }
+        }
+        // torch-sys has already failed the build with a better message in this case.
+        Err(why) => println!("cargo:warning=no rpath to libtorch: {why}"),
+    }
+}
+
+fn libtorch_lib_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = env::var_os("DEP_TCH_LIBTORCH_LIB") {
+        return Ok(PathBuf::from(dir));
+    }
+    if env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
+        return torch_lib_from_python();
+    }
+    if let Some(lib) = env::var_os("LIBTORCH_LIB") {
+        return Ok(Path::new(&lib).join("lib"));
+    }
+    if let Some(root) = env::var_os("LIBTORCH") {
+        return Ok(Path::new(&root).join("lib"));
+    }
+    if Path::new("/usr/lib/libtorch.so").exists() {
+        return Ok(PathBuf::from("/usr/lib"));
+    }
+    Err("neither LIBTORCH_USE_PYTORCH, LIBTORCH_LIB nor LIBTORCH is set".into())
+}
+
+/// torch-sys runs `python` inside an activated virtualenv and `python3` otherwise; try that one
+/// first so both agree, then the other.
+fn torch_lib_from_python() -> Result<PathBuf, String> {
+    let order = if env::var_os("VIRTUAL_ENV").is_some() {
+        ["python", "python3"]
+    } else {
+        ["python3", "python"]
+    };
+    let mut errors = Vec::new();
+    for python in order {
+        match Command::new(python).args(["-c", PRINT_TORCH_LIB]).output() {
+            Ok(out) if out.status.success() => {
+                let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+                if dir.join("libtorch_cpu.so").exists() || dir.join("libtorch.so").exists() {
+                    return Ok(dir);
+                }
+                errors.push(format!("{python}: {} has no libtorch", dir.display()));
+            }
+            Ok(out) => errors.push(format!(
+                "{python}: {}",
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed")
+            )),
+            Err(e) => errors.push(format!("{python}: {e}")),
+        }
+    }
+    Err(errors.join("; "))
+}

@@ -1,0 +1,225 @@
+//! The WorkerAgent actor: this machine's seat on the grid. It registers its standing ask,
+//! heartbeats, answers auction invitations with sealed bids, accepts awards by starting a
+//! [`TrainingRun`](crate::run::TrainingRun), and relays cancellations. One run at a time.
+
+use std::{path::PathBuf, time::Duration};
+
+use futures::StreamExt;
+use helium_protocol::{
+    decode, encode,
+    job::cost,
+    subjects::{self, dispatch, worker},
+    worker::{Ask, Award, AwardAck, Bid, BidReply, CancelRun, Heartbeat, Invite, Register, Registered},
+    ErrorCode, Reply, WireError, PROTOCOL_VERSION,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::{
+    run::{RunArgs, RunMsg, TrainingRun},
+    trainer::DeviceChoice,
+    transfer,
+};
+
+/// Re-register every this many heartbeats, so a restarted broker learns about us again.
+const REREGISTER_EVERY: u32 = 10;
+
+pub enum AgentMsg {
+    Invite(Invite, RpcReplyPort<BidReply>),
+    Award(Award, RpcReplyPort<AwardAck>),
+    /// Replies whether that award was running here.
+    Cancel(CancelRun, RpcReplyPort<bool>),
+    Heartbeat,
+}
+
+pub struct AgentArgs {
+    pub nats: async_nats::Client,
+    pub worker_id: String,
+    pub owner: String,
+    pub ask: Ask,
+    pub work_dir: PathBuf,
+    pub device: DeviceChoice,
+    pub threads: Option<i32>,
+    pub child_memory_bytes: Option<u64>,
+    /// Resolved once at start: a rebuilt binary must not break the path of a running worker.
+    pub exe: PathBuf,
+}
+
+struct Current {
+    job_id: String,
+    award_id: String,
+    run: ActorRef<RunMsg>,
+}
+
+pub struct AgentState {
+    args: AgentArgs,
+    current: Option<Current>,
+    beats: u32,
+}
+
+pub struct WorkerAgent;
+
+impl Actor for WorkerAgent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(&self, me: ActorRef<AgentMsg>, args: AgentArgs) -> Result<AgentState, ActorProcessingErr> {
+        listen(&args.nats, &args.worker_id, me.clone()).await?;
+        let registered = register(&args).await?;
+        me.send_interval(Duration::from_millis(registered.heartbeat_ms.max(100)), || AgentMsg::Heartbeat);
+        tracing::info!(worker = %args.worker_id, owner = %args.owner, price = args.ask.price_per_hour, "registered with the grid");
+        Ok(AgentState { args, current: None, beats: 0 })
+    }
+
+    async fn handle(&self, me: ActorRef<AgentMsg>, msg: AgentMsg, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::Invite(invite, reply) => {
+                let _ = reply.send(state.bid(&invite));
+            }
+            AgentMsg::Award(award, reply) => {
+                let ack = state.accept(&me, award).await;
+                let _ = reply.send(ack);
+            }
+            AgentMsg::Cancel(cancel, reply) => {
+                let running = match &state.current {
+                    Some(c) if c.award_id == cancel.award_id => {
+                        tracing::info!(job = %c.job_id, "cancelling run");
+                        let _ = c.run.send_message(RunMsg::Cancel);
+                        true
+                    }
+                    _ => false,
+                };
+                let _ = reply.send(running);
+            }
+            AgentMsg::Heartbeat => {
+                state.beats += 1;
+                if state.beats % REREGISTER_EVERY == 0 {
+                    if let Err(e) = register(&state.args).await {
+                        tracing::warn!(error = %e, "re-registration failed");
+                    }
+                }
+                let heartbeat = Heartbeat { v: PROTOCOL_VERSION, running: state.current.as_ref().map(|c| c.job_id.clone()) };
+                let subject = subjects::worker(&state.args.worker_id, worker::HEARTBEAT);
+                let _ = state.args.nats.publish(subject, encode(&heartbeat).into()).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, _me: ActorRef<AgentMsg>, evt: SupervisionEvent, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        // A run that ends, cleanly or not, frees the worker; the agent itself keeps going.
+        let ended = match &evt {
+            SupervisionEvent::ActorTerminated(cell, ..) | SupervisionEvent::ActorFailed(cell, _) => Some(cell.get_id()),
+            _ => None,
+        };
+        if let (Some(id), Some(current)) = (ended, &state.current) {
+            if current.run.get_id() == id {
+                tracing::info!(job = %current.job_id, event = ?evt, "run ended");
+                state.current = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AgentState {
+    fn bid(&self, invite: &Invite) -> BidReply {
+        let decline = |why: String| BidReply { bid: None, decline: Some(why) };
+        let (ask, req) = (&self.args.ask, &invite.requirements);
+        if let Some(c) = &self.current {
+            return decline(format!("busy with {}", c.job_id));
+        }
+        if !ask.device.satisfies(req.device) {
+            return decline(format!("offers {:?}, job needs {:?}", ask.device, req.device));
+        }
+        if ask.memory_bytes < req.min_memory_bytes {
+            return decline("not enough device memory".into());
+        }
+        if ask.price_per_hour > req.max_price_per_hour {
+            return decline("job's max price is below this worker's ask".into());
+        }
+        let eta_secs = invite.work.eta_secs(ask.throughput);
+        tracing::info!(job = %invite.job_id, eta_secs, cost = cost(ask.price_per_hour, eta_secs), "bidding");
+        BidReply { bid: Some(Bid { price_per_hour: ask.price_per_hour, eta_secs }), decline: None }
+    }
+
+    async fn accept(&mut self, me: &ActorRef<AgentMsg>, award: Award) -> AwardAck {
+        if let Some(c) = &self.current {
+            return AwardAck { accepted: false, reason: Some(format!("busy with {}", c.job_id)) };
+        }
+        let (job_id, award_id) = (award.job_id.clone(), award.award_id.clone());
+        let args = RunArgs {
+            nats: self.args.nats.clone(),
+            worker_id: self.args.worker_id.clone(),
+            job_dir: self.args.work_dir.join(&award_id),
+            award,
+            device: self.args.device,
+            threads: self.args.threads,
+            child_memory_bytes: self.args.child_memory_bytes,
+            exe: self.args.exe.clone(),
+        };
+        match Actor::spawn_linked(None, TrainingRun, args, me.get_cell()).await {
+            Ok((run, _)) => {
+                tracing::info!(job = %job_id, award = %award_id, "award accepted");
+                self.current = Some(Current { job_id, award_id, run });
+                AwardAck { accepted: true, reason: None }
+            }
+            Err(e) => AwardAck { accepted: false, reason: Some(format!("cannot start the run: {e}")) },
+        }
+    }
+}
+
+/// Registers, retrying while no broker answers yet (a grid may start its workers first).
+async fn register(args: &AgentArgs) -> Result<Registered, ActorProcessingErr> {
+    let body = Register { v: PROTOCOL_VERSION, owner: args.owner.clone(), ask: args.ask.clone() };
+    let mut last = String::new();
+    for attempt in 0..120u32 {
+        match transfer::request::<_, Registered>(&args.nats, &args.worker_id, worker::REGISTER, &body).await {
+            Ok(registered) => return Ok(registered),
+            Err(transfer::TransferError::Refused(e)) => return Err(format!("the grid refused registration: {e}").into()),
+            Err(e) => {
+                last = e.to_string();
+                if attempt == 0 {
+                    tracing::info!(error = %last, "waiting for a broker to register with");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Err(format!("no broker answered registration for 60 s: {last}").into())
+}
+
+/// Serves `helium.v1.dispatch.<worker>.>`: each request becomes an actor message, and the
+/// answer goes back in the reply envelope.
+async fn listen(nats: &async_nats::Client, worker_id: &str, agent: ActorRef<AgentMsg>) -> Result<(), ActorProcessingErr> {
+    let mut sub = nats.subscribe(subjects::dispatch(worker_id, ">")).await?;
+    let (nats, prefix) = (nats.clone(), subjects::dispatch(worker_id, ""));
+    tokio::spawn(async move {
+        while let Some(message) = sub.next().await {
+            let Some(reply_to) = message.reply.clone() else { continue };
+            let verb = message.subject.as_str().strip_prefix(&prefix).unwrap_or_default().to_string();
+            let payload = match verb.as_str() {
+                dispatch::INVITE => answer(decode::<Invite>(&message.payload), |i| async { ractor::call_t!(agent, AgentMsg::Invite, 5_000, i) }).await,
+                dispatch::AWARD => answer(decode::<Award>(&message.payload), |a| async { ractor::call_t!(agent, AgentMsg::Award, 10_000, a) }).await,
+                dispatch::CANCEL => answer(decode::<CancelRun>(&message.payload), |c| async { ractor::call_t!(agent, AgentMsg::Cancel, 5_000, c) }).await,
+                other => encode(&Reply::<()>::err(WireError::bad_request(format!("unknown verb {other}")))),
+            };
+            let _ = nats.publish(reply_to, payload.into()).await;
+        }
+    });
+    Ok(())
+}
+
+async fn answer<Req, Resp, F, Fut, E>(request: Result<Req, WireError>, call: F) -> Vec<u8>
+where
+    Resp: serde::Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Resp, E>>,
+    E: std::fmt::Display,
+{
+    let result = match request {
+        Ok(req) => call(req).await.map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string())),
+        Err(e) => Err(e),
+    };
+    encode(&Reply::from_result(result))
+}

@@ -1,0 +1,65 @@
+//! The worker's one configuration struct: every flag has an environment variable.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::trainer::DeviceChoice;
+
+pub const DEFAULT_GRID: &str = "nats://127.0.0.1:4222";
+/// Seconds the start-up benchmark trains for.
+pub const BENCHMARK_SECS: f64 = 1.0;
+
+/// `helium-worker --grid <url> --price <credits/hour>`: rent this machine's GPU (or CPU) out.
+#[derive(Debug, Clone, Parser)]
+pub struct WorkerConfig {
+    /// NATS URL of the grid.
+    #[arg(long, env = "HELIUM_GRID", default_value = DEFAULT_GRID)]
+    pub grid: String,
+    /// Asking price in credits per device-hour.
+    #[arg(long, env = "HELIUM_PRICE")]
+    pub price: f64,
+    /// Principal whose account earns the credits.
+    #[arg(long, env = "HELIUM_OWNER", default_value = "owner")]
+    pub owner: String,
+    /// This worker's id on the grid (default: random).
+    #[arg(long, env = "HELIUM_WORKER_ID")]
+    pub id: Option<String>,
+    #[arg(long, env = "HELIUM_DEVICE", value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Device memory to advertise, GiB (default: the machine's RAM for CPU workers).
+    #[arg(long, env = "HELIUM_MEMORY_GB")]
+    pub memory_gb: Option<f64>,
+    /// Parameter-samples/s to advertise instead of running the start-up benchmark.
+    #[arg(long, env = "HELIUM_THROUGHPUT")]
+    pub throughput: Option<f64>,
+    /// Where job directories live (default: a temporary directory).
+    #[arg(long, env = "HELIUM_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// libtorch CPU threads for training (default: libtorch's choice).
+    #[arg(long, env = "HELIUM_THREADS")]
+    pub threads: Option<i32>,
+    /// Memory limit for the training child, GiB (RLIMIT_AS; CPU workers only).
+    #[arg(long, env = "HELIUM_CHILD_MEMORY_GB")]
+    pub child_memory_gb: Option<f64>,
+}
+
+impl WorkerConfig {
+    pub fn price_micro(&self) -> u64 {
+        (self.price.max(0.0) * helium_protocol::limits::MICRO_PER_CREDIT as f64).round() as u64
+    }
+}
+
+/// Total RAM from /proc/meminfo, in bytes (0 if unknown).
+pub fn machine_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}

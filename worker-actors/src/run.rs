@@ -1,0 +1,262 @@
+//! The TrainingRun actor: one awarded job on this worker. It fetches the model, data (and a
+//! checkpoint to resume from) through the broker, starts `helium-worker train` as a child
+//! process (TorchScript is untrusted code: the child gets a memory limit and dies with its
+//! parent), turns the child's JSON lines into durable run events, and uploads each checkpoint
+//! and the result. Cancel kills the child.
+
+use std::{path::PathBuf, process::Stdio};
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use helium_protocol::{
+    artifacts::{self, ArtifactInfo},
+    encode,
+    subjects::{self, worker},
+    worker::{Award, RunEvent, RunEventKind},
+    PROTOCOL_VERSION,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+    sync::oneshot,
+};
+
+use crate::{
+    trainer::{DeviceChoice, TrainerEvent},
+    transfer,
+};
+
+pub enum RunMsg {
+    /// Fetch artifacts and start the child.
+    Prepare,
+    /// One stdout line of the child.
+    Line(String),
+    Exited(String),
+    /// The broker cancelled the award: kill the child, report nothing more.
+    Cancel,
+}
+
+pub struct TrainingRun;
+
+pub struct RunArgs {
+    pub nats: async_nats::Client,
+    pub worker_id: String,
+    pub award: Award,
+    pub job_dir: PathBuf,
+    pub device: DeviceChoice,
+    pub threads: Option<i32>,
+    pub child_memory_bytes: Option<u64>,
+    /// The `helium-worker` binary to run as `train` child.
+    pub exe: PathBuf,
+}
+
+pub struct RunState {
+    args: RunArgs,
+    js: jetstream::Context,
+    kill: Option<oneshot::Sender<()>>,
+    /// The child's own `failed` reason, if it gave one.
+    failure: Option<String>,
+    finished: bool,
+    cancelled: bool,
+    last_checkpoint: Option<PathBuf>,
+}
+
+impl Actor for TrainingRun {
+    type Msg = RunMsg;
+    type State = RunState;
+    type Arguments = RunArgs;
+
+    async fn pre_start(&self, me: ActorRef<RunMsg>, args: RunArgs) -> Result<RunState, ActorProcessingErr> {
+        me.send_message(RunMsg::Prepare)?;
+        let js = jetstream::new(args.nats.clone());
+        Ok(RunState { args, js, kill: None, failure: None, finished: false, cancelled: false, last_checkpoint: None })
+    }
+
+    async fn post_stop(&self, _me: ActorRef<RunMsg>, state: &mut RunState) -> Result<(), ActorProcessingErr> {
+        if let Some(kill) = state.kill.take() {
+            let _ = kill.send(());
+        }
+        let _ = tokio::fs::remove_dir_all(&state.args.job_dir).await;
+        Ok(())
+    }
+
+    async fn handle(&self, me: ActorRef<RunMsg>, msg: RunMsg, state: &mut RunState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RunMsg::Prepare => {
+                if let Err(reason) = state.prepare_and_spawn(&me).await {
+                    state.report(RunEventKind::Failed { reason }).await;
+                    me.stop(None);
+                }
+            }
+            RunMsg::Line(line) => {
+                if !state.cancelled {
+                    state.on_line(&line).await;
+                }
+            }
+            RunMsg::Exited(status) => {
+                if !state.finished && !state.cancelled {
+                    let reason = state.failure.take().unwrap_or_else(|| format!("trainer exited ({status}) without finishing"));
+                    state.report(RunEventKind::Failed { reason }).await;
+                }
+                me.stop(None);
+            }
+            RunMsg::Cancel => {
+                state.cancelled = true;
+                if let Some(kill) = state.kill.take() {
+                    let _ = kill.send(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RunState {
+    fn job_id(&self) -> &str {
+        &self.args.award.job_id
+    }
+
+    async fn prepare_and_spawn(&mut self, me: &ActorRef<RunMsg>) -> Result<(), String> {
+        let dir = &self.args.job_dir;
+        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("worker cannot create its job dir: {e}"))?;
+        let award = &self.args.award;
+        let fetch = |info: ArtifactInfo, file: &'static str| {
+            let (nats, worker_id, job_id, path) = (self.args.nats.clone(), self.args.worker_id.clone(), award.job_id.clone(), dir.join(file));
+            async move {
+                transfer::download(&nats, &worker_id, &job_id, &info, &path).await.map_err(|e| format!("fetching {}: {e}", info.name))
+            }
+        };
+        fetch(award.model.clone(), "model.pt").await?;
+        fetch(award.data.clone(), "data.safetensors").await?;
+        if let Some(resume) = award.resume.clone() {
+            fetch(resume, "resume.safetensors").await?;
+        }
+        let spec = serde_json::to_vec(&award.training).map_err(|e| e.to_string())?;
+        tokio::fs::write(dir.join("spec.json"), spec).await.map_err(|e| e.to_string())?;
+
+        let mut command = Command::new(&self.args.exe);
+        command.arg("train").arg("--job-dir").arg(dir).arg("--device").arg(device_flag(self.args.device));
+        if let Some(threads) = self.args.threads {
+            command.arg("--threads").arg(threads.to_string());
+        }
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        limit_child(&mut command, self.args.child_memory_bytes);
+        let mut child = command.spawn().map_err(|e| format!("cannot start the trainer: {e}"))?;
+        let stdout = child.stdout.take().ok_or("trainer has no stdout")?;
+        let lines_to = me.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if lines_to.send_message(RunMsg::Line(line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let (kill, killed) = oneshot::channel();
+        self.kill = Some(kill);
+        let exit_to = me.clone();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                status = child.wait() => status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                _ = killed => {
+                    let _ = child.kill().await;
+                    "killed".to_string()
+                }
+            };
+            let _ = exit_to.send_message(RunMsg::Exited(status));
+        });
+        tracing::info!(job = %self.job_id(), award = %award.award_id, "trainer started");
+        Ok(())
+    }
+
+    async fn on_line(&mut self, line: &str) {
+        let event = match serde_json::from_str::<TrainerEvent>(line) {
+            Ok(event) => event,
+            Err(_) => {
+                tracing::info!(job = %self.job_id(), line, "trainer output");
+                return;
+            }
+        };
+        match event {
+            TrainerEvent::Started { device, .. } => self.report(RunEventKind::Started { device }).await,
+            TrainerEvent::Progress { epoch, epochs, step, loss, samples_per_sec, checkpoint, .. } => {
+                let path = self.args.job_dir.join(&checkpoint);
+                let name = format!("{}{step}", artifacts::CHECKPOINTS);
+                let uploaded = transfer::upload(&self.args.nats, &self.args.worker_id, self.job_id(), &name, &path).await;
+                let checkpoint = match uploaded {
+                    Ok(info) => Some(info),
+                    Err(e) => {
+                        tracing::warn!(job = %self.job_id(), error = %e, "checkpoint upload failed; progress reported without it");
+                        None
+                    }
+                };
+                // Only the newest checkpoint is kept locally.
+                if let Some(old) = self.last_checkpoint.replace(path) {
+                    let _ = tokio::fs::remove_file(old).await;
+                }
+                self.report(RunEventKind::Progress { epoch, epochs, step, loss, samples_per_sec, checkpoint }).await;
+            }
+            TrainerEvent::Completed { result } => {
+                let path = self.args.job_dir.join(result);
+                match transfer::upload(&self.args.nats, &self.args.worker_id, self.job_id(), artifacts::RESULT, &path).await {
+                    Ok(result) => {
+                        self.finished = true;
+                        self.report(RunEventKind::Completed { result }).await;
+                    }
+                    Err(e) => self.failure = Some(format!("uploading the result failed: {e}")),
+                }
+            }
+            TrainerEvent::Failed { reason } => self.failure = Some(reason),
+        }
+    }
+
+    /// Publishes a run event durably (JetStream ack), with a message id so a retry is deduplicated.
+    async fn report(&self, kind: RunEventKind) {
+        let dedup = match &kind {
+            RunEventKind::Progress { epoch, .. } => format!("progress-{epoch}"),
+            other => format!("{other:?}").split([' ', '{']).next().unwrap_or("event").to_lowercase(),
+        };
+        let event = RunEvent { v: PROTOCOL_VERSION, job_id: self.job_id().into(), award_id: self.args.award.award_id.clone(), kind };
+        let subject = subjects::worker(&self.args.worker_id, worker::RUN_EVENT);
+        let id = format!("{}.{dedup}", self.args.award.award_id);
+        for attempt in 1..=5u32 {
+            let publish = PublishMessage::build().payload(encode(&event).into()).message_id(&id);
+            let acked = match self.js.send_publish(subject.clone(), publish).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match acked {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(job = %self.job_id(), attempt, error = %e, "run event not stored; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+            }
+        }
+        tracing::error!(job = %self.job_id(), "run event lost after 5 attempts");
+    }
+}
+
+fn device_flag(device: DeviceChoice) -> &'static str {
+    match device {
+        DeviceChoice::Auto => "auto",
+        DeviceChoice::Cpu => "cpu",
+        DeviceChoice::Cuda => "cuda",
+    }
+}
+
+/// The child dies with the worker (no orphaned training), and on CPU workers gets an address
+/// space limit so a hostile or oversized model cannot take the machine down.
+fn limit_child(command: &mut Command, memory_bytes: Option<u64>) {
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(bytes) = memory_bytes {
+                let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+                libc::setrlimit(libc::RLIMIT_AS, &limit);
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,98 @@
+//! The trainer child's only output channel: one JSON object per line on stdout.
+//!
+//! The worker agent runs `helium-worker train` as a child process (TorchScript is untrusted
+//! code) and parses these lines with the same enum, so the wire shape lives in one place.
+//! Logs never go to stdout; they go to stderr through `tracing`.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+/// What the trainer child reports, one per line, e.g.
+/// `{"event":"progress","epoch":1,"epochs":3,"step":16,"loss":0.52,…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TrainerEvent {
+    /// Model and data are loaded and checked; training begins (or resumes).
+    Started {
+        /// `cpu` or `cuda`.
+        device: String,
+        /// Number of scalar parameters of the model.
+        parameters: u64,
+        /// Training rows in `x`.
+        samples: u64,
+    },
+    /// One epoch is done and its checkpoint is durable on disk.
+    Progress {
+        /// 1-based epoch just finished.
+        epoch: u32,
+        epochs: u32,
+        /// Optimizer steps taken since the job began (across resumes).
+        step: u64,
+        /// Mean training loss of the epoch, batches weighted by their size.
+        loss: f64,
+        samples_per_sec: f64,
+        /// Path of the checkpoint relative to the job dir: `checkpoints/<step>.safetensors`.
+        checkpoint: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        val_loss: Option<f64>,
+        /// Only for classification losses (cross_entropy, nll, bce_with_logits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        val_accuracy: Option<f64>,
+    },
+    /// The trained TorchScript module is at `result`, relative to the job dir.
+    Completed { result: String },
+    /// Training stopped; `reason` is meant for the researcher.
+    Failed { reason: String },
+}
+
+impl TrainerEvent {
+    /// Writes the event as one line on stdout and flushes, so the parent sees it at once.
+    pub fn emit(&self) -> std::io::Result<()> {
+        let line = serde_json::to_string(self).map_err(std::io::Error::other)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_has_the_documented_shape() {
+        let event = TrainerEvent::Progress {
+            epoch: 1,
+            epochs: 3,
+            step: 16,
+            loss: 0.5,
+            samples_per_sec: 100.0,
+            checkpoint: "checkpoints/16.safetensors".into(),
+            val_loss: None,
+            val_accuracy: Some(0.75),
+        };
+        let json: serde_json::Value = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["event"], "progress");
+        assert_eq!(json["checkpoint"], "checkpoints/16.safetensors");
+        assert!(json.get("val_loss").is_none());
+        assert_eq!(json["val_accuracy"], 0.75);
+        let back: TrainerEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn parses_the_lines_of_the_contract() {
+        let started: TrainerEvent =
+            serde_json::from_str(r#"{"event":"started","device":"cpu","parameters":5,"samples":9}"#)
+                .unwrap();
+        assert_eq!(
+            started,
+            TrainerEvent::Started { device: "cpu".into(), parameters: 5, samples: 9 }
+        );
+        let failed: TrainerEvent =
+            serde_json::from_str(r#"{"event":"failed","reason":"x has 3 rows but y has 2"}"#)
+                .unwrap();
+        assert_eq!(failed, TrainerEvent::Failed { reason: "x has 3 rows but y has 2".into() });
+    }
+}
