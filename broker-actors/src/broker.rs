@@ -49,7 +49,7 @@ impl Broker {
         let streams = streams::ensure(&js, config.replicas).await.map_err(|e| BrokerError::Streams(e.to_string()))?;
         let store = Store::open(&config.store)?;
 
-        let (ledger, _) = Actor::spawn(Some("ledger".into()), Ledger, js.clone()).await?;
+        let (ledger, _) = Actor::spawn(None, Ledger, js.clone()).await?;
         let (artifacts, _) =
             Actor::spawn(None, Artifacts, ArtifactsArgs { store: store.clone(), max_artifact_bytes: config.max_artifact_bytes }).await?;
         let registry_events = Arc::new(OutputPort::<RegistryEvent>::default());

@@ -159,13 +159,14 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_bid_is_paid_its_own_price_and_the_budget_caps() {
+    fn a_lone_bid_is_paid_its_own_price_and_non_qualifying_bids_set_no_price() {
         let Outcome::Won { winner, .. } = decide(&[offer("a", 3600, 10.0)], &req(10_000, 1_000), 0) else { panic!() };
         assert_eq!(winner.price, 10);
+        // b's cost (100) is over the budget, so it does not qualify and cannot set the price.
         let Outcome::Won { winner, .. } = decide(&[offer("a", 3600, 10.0), offer("b", 3600, 100.0)], &req(10_000, 50), 0) else {
             panic!()
         };
-        assert_eq!(winner.price, 50);
+        assert_eq!(winner.price, 10);
     }
 
     #[test]

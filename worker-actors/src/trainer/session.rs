@@ -68,8 +68,10 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
             Some(val) => validate(&spec, &mut model, val)?,
             None => (None, None),
         };
+        let written = Instant::now();
         let rel = checkpoint::write(dir, step, epoch, &model, &optimizer, &names)?;
-        tracing::info!(epoch, step, loss = mean_loss, samples_per_sec, "epoch done");
+        let checkpoint_ms = written.elapsed().as_millis() as u64;
+        tracing::info!(epoch, step, loss = mean_loss, samples_per_sec, checkpoint_ms, "epoch done");
         emit(TrainerEvent::Progress {
             epoch,
             epochs: spec.epochs,

@@ -1,0 +1,252 @@
+//! A real grid for integration tests: nats-server (per test), the broker in-process, and
+//! scripted workers that speak the worker protocol over NATS with fixed bids (so auction
+//! outcomes are exact), plus a researcher that uploads and submits through the real API.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use async_nats::jetstream::{self, consumer::DeliverPolicy, message::PublishMessage};
+use futures::StreamExt;
+use helium_broker_actors::{Broker, BrokerConfig};
+use helium_protocol::{
+    api::{Balance, Empty, Grant, JobEvent, JobEventKind, JobView, SubmitJob},
+    artifacts::{ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, UploadChunk, UploadStarted},
+    decode, encode,
+    job::{DeclaredWork, DeviceKind, JobState, Loss, OptimizerKind, OptimizerSpec, Requirements, TrainingSpec},
+    subjects::{self, api, dispatch, streams, worker},
+    worker::{Ask, Award, AwardAck, Bid, BidReply, Register, Registered, RunEvent, RunEventKind},
+    Reply, PROTOCOL_VERSION,
+};
+use helium_test_support::NatsServer;
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const OPERATOR: &str = "operator";
+
+pub struct Grid {
+    pub nats: NatsServer,
+    pub broker: Option<Broker>,
+    pub client: async_nats::Client,
+    _store: tempfile::TempDir,
+    pub config: BrokerConfig,
+}
+
+impl Grid {
+    pub async fn start() -> Result<Grid> {
+        let nats = NatsServer::start()?;
+        let store = tempfile::tempdir()?;
+        let config = BrokerConfig {
+            nats_url: nats.url.clone(),
+            store: format!("file://{}", store.path().display()),
+            bid_window_ms: 1_000,
+            invite_k: 8,
+            heartbeat_ms: 200,
+            operators: vec![OPERATOR.into()],
+            max_artifact_bytes: 1 << 20,
+            replicas: 1,
+        };
+        let broker = Broker::start(&config).await?;
+        let client = nats.connect().await?;
+        Ok(Grid { nats, broker: Some(broker), client, _store: store, config })
+    }
+
+    pub async fn request<Req: Serialize, Resp: DeserializeOwned>(&self, principal: &str, verb: &str, body: &Req) -> Result<Resp> {
+        let message = self.client.request(subjects::api(principal, verb), encode(body).into()).await?;
+        decode::<Reply<Resp>>(&message.payload)?.into_result().map_err(|e| anyhow!("{e}"))
+    }
+
+    pub async fn grant(&self, to: &str, micro: u64) -> Result<Balance> {
+        let g = Grant { v: PROTOCOL_VERSION, to: to.into(), micro, id: uuid::Uuid::new_v4().simple().to_string() };
+        self.request(OPERATOR, api::ACCOUNT_GRANT, &g).await
+    }
+
+    pub async fn balance(&self, principal: &str) -> Result<i128> {
+        Ok(self.request::<_, Balance>(principal, api::ACCOUNT_BALANCE, &Empty { v: PROTOCOL_VERSION }).await?.micro)
+    }
+
+    pub async fn upload(&self, principal: &str, bytes: &[u8]) -> Result<ArtifactInfo> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let begin = BeginUpload { v: PROTOCOL_VERSION, job_id: None, name: "x".into(), size: bytes.len() as u64, sha256 };
+        let started: UploadStarted = self.request(principal, api::ARTIFACT_BEGIN, &begin).await?;
+        let mut offset = 0u64;
+        for chunk in bytes.chunks(100_000) {
+            let c = UploadChunk { v: PROTOCOL_VERSION, upload_id: started.upload_id.clone(), offset, data: chunk.to_vec() };
+            offset = self.request::<_, ChunkAck>(principal, api::ARTIFACT_CHUNK, &c).await?.received;
+        }
+        self.request(principal, api::ARTIFACT_COMMIT, &CommitUpload { v: PROTOCOL_VERSION, upload_id: started.upload_id }).await
+    }
+
+    /// Uploads a stand-in model and `rows` of data, then submits.
+    pub async fn submit(&self, principal: &str, requirements: Requirements, rows: usize) -> Result<JobView> {
+        let model = self.upload(principal, &fake_torchscript()).await?;
+        let data = self.upload(principal, &safetensors_xy(rows, rows)).await?;
+        let request = SubmitJob {
+            v: PROTOCOL_VERSION,
+            model_upload: model.name,
+            data_upload: data.name,
+            training: training(2),
+            requirements,
+            work: DeclaredWork { parameters: 1_000, samples: rows as u64, epochs: 2 },
+            name: None,
+        };
+        self.request(principal, api::JOB_SUBMIT, &request).await
+    }
+
+    /// Follows the job's event stream from the start until `until` matches an event.
+    pub async fn wait_event(&self, principal: &str, job_id: &str, until: impl Fn(&JobEventKind) -> bool) -> Result<Vec<JobEvent>> {
+        let js = jetstream::new(self.client.clone());
+        let stream = js.get_stream(streams::EVENTS).await?;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subjects::job_events(principal, job_id),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let next = tokio::time::timeout_at(deadline, messages.next()).await.map_err(|_| anyhow!("timed out; events so far: {seen:?}"))?;
+            let message = next.ok_or_else(|| anyhow!("event stream ended"))??;
+            let event: JobEvent = decode(&message.payload)?;
+            let done = until(&event.kind);
+            seen.push(event);
+            if done {
+                return Ok(seen);
+            }
+        }
+    }
+
+    pub async fn wait_state(&self, principal: &str, job_id: &str, state: JobState) -> Result<Vec<JobEvent>> {
+        self.wait_event(principal, job_id, |k| matches!(k, JobEventKind::State { state: s, .. } if *s == state)).await
+    }
+}
+
+pub fn requirements(max_price: u64, budget: u64) -> Requirements {
+    Requirements { device: DeviceKind::Any, min_memory_bytes: 0, max_price_per_hour: max_price, budget, deadline_ms: 0 }
+}
+
+pub fn training(epochs: u32) -> TrainingSpec {
+    TrainingSpec {
+        epochs,
+        batch_size: 8,
+        loss: Loss::CrossEntropy,
+        optimizer: OptimizerSpec { kind: OptimizerKind::Adam, lr: 0.01, momentum: 0.0, weight_decay: 0.0, nesterov: false, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        seed: 0,
+        shuffle: true,
+    }
+}
+
+/// Bytes that pass the broker's TorchScript check (a zip with code/ and constants.pkl).
+pub fn fake_torchscript() -> Vec<u8> {
+    let mut bytes = b"PK\x03\x04".to_vec();
+    bytes.extend_from_slice(b"....m/code/__torch__.py....m/constants.pkl....");
+    bytes
+}
+
+/// A safetensors file with `x` (rows × 2 f32) and `y` (y_rows i64).
+pub fn safetensors_xy(rows: usize, y_rows: usize) -> Vec<u8> {
+    let (xb, yb) = (rows * 8, y_rows * 8);
+    let mut header = format!(
+        r#"{{"x":{{"dtype":"F32","shape":[{rows},2],"data_offsets":[0,{xb}]}},"y":{{"dtype":"I64","shape":[{y_rows}],"data_offsets":[{xb},{}]}}}}"#,
+        xb + yb
+    );
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + xb + yb, 0);
+    bytes
+}
+
+/// A worker that bids a fixed price and ETA, and "trains" by uploading a result at once.
+pub struct ScriptedWorker {
+    pub id: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedWorker {
+    pub async fn start(grid: &Grid, id: &str, owner: &str, price_per_hour: u64, eta_secs: f64, memory_gib: u64) -> Result<ScriptedWorker> {
+        let nats = grid.nats.connect().await?;
+        let mut invites = nats.subscribe(subjects::dispatch(id, ">")).await?;
+        let ask = Ask { price_per_hour, device: DeviceKind::Cpu, device_name: "cpu".into(), memory_bytes: memory_gib << 30, throughput: 1e9 };
+        let register = Register { v: PROTOCOL_VERSION, owner: owner.into(), ask };
+        let registered: Registered = worker_request(&nats, id, worker::REGISTER, &register).await?;
+        let (id_owned, beat) = (id.to_string(), Duration::from_millis(registered.heartbeat_ms));
+        let task = tokio::spawn(async move {
+            let id = id_owned;
+            let mut ticker = tokio::time::interval(beat);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        let hb = helium_protocol::worker::Heartbeat { v: PROTOCOL_VERSION, running: None };
+                        let _ = nats.publish(subjects::worker(&id, worker::HEARTBEAT), encode(&hb).into()).await;
+                    }
+                    Some(message) = invites.next() => {
+                        let Some(reply) = message.reply.clone() else { continue };
+                        let verb = message.subject.as_str().rsplitn(3, '.').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(".");
+                        let payload = if verb == dispatch::INVITE {
+                            encode(&Reply::ok(BidReply { bid: Some(Bid { price_per_hour, eta_secs }), decline: None }))
+                        } else if verb == dispatch::AWARD {
+                            let award: Award = match decode(&message.payload) { Ok(a) => a, Err(_) => continue };
+                            let (nats, id) = (nats.clone(), id.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = run_award(&nats, &id, award).await {
+                                    eprintln!("scripted worker {id}: {e:#}");
+                                }
+                            });
+                            encode(&Reply::ok(AwardAck { accepted: true, reason: None }))
+                        } else {
+                            encode(&Reply::ok(true))
+                        };
+                        let _ = nats.publish(reply, payload.into()).await;
+                    }
+                }
+            }
+        });
+        Ok(ScriptedWorker { id: id.into(), task })
+    }
+
+    /// Stops heart-beating and answering, as a vanished worker would.
+    pub fn vanish(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for ScriptedWorker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn worker_request<Req: Serialize, Resp: DeserializeOwned>(nats: &async_nats::Client, id: &str, verb: &str, body: &Req) -> Result<Resp> {
+    let message = nats.request(subjects::worker(id, verb), encode(body).into()).await?;
+    decode::<Reply<Resp>>(&message.payload)?.into_result().map_err(|e| anyhow!("{e}"))
+}
+
+async fn run_award(nats: &async_nats::Client, id: &str, award: Award) -> Result<()> {
+    let js = jetstream::new(nats.clone());
+    let publish = |kind: RunEventKind, dedup: &str| {
+        let event = RunEvent { v: PROTOCOL_VERSION, job_id: award.job_id.clone(), award_id: award.award_id.clone(), kind };
+        let msg = PublishMessage::build().payload(encode(&event).into()).message_id(format!("{}.{dedup}", award.award_id));
+        let js = js.clone();
+        let subject = subjects::worker(id, worker::RUN_EVENT);
+        async move { js.send_publish(subject, msg).await?.await.map(|_| ()).map_err(anyhow::Error::from) }
+    };
+    publish(RunEventKind::Started { device: "cpu".into() }, "started").await?;
+    let result = b"trained".to_vec();
+    let sha256 = hex::encode(Sha256::digest(&result));
+    let begin = BeginUpload { v: PROTOCOL_VERSION, job_id: Some(award.job_id.clone()), name: "result".into(), size: result.len() as u64, sha256 };
+    let started: UploadStarted = worker_request(nats, id, worker::ARTIFACT_BEGIN, &begin).await?;
+    let chunk = UploadChunk { v: PROTOCOL_VERSION, upload_id: started.upload_id.clone(), offset: 0, data: result };
+    let _: ChunkAck = worker_request(nats, id, worker::ARTIFACT_CHUNK, &chunk).await?;
+    let info: ArtifactInfo = worker_request(nats, id, worker::ARTIFACT_COMMIT, &CommitUpload { v: PROTOCOL_VERSION, upload_id: started.upload_id }).await?;
+    if info.size == 0 {
+        bail!("empty result");
+    }
+    publish(RunEventKind::Completed { result: ArtifactInfo { name: "result".into(), ..info } }, "completed").await
+}
