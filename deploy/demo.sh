@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make demo`: a local grid on this machine, the researcher notebook run headless against it
+# (auction outcome, loss per epoch, test accuracy), then the grid stopped, whatever happened.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+deploy/grid.sh up
+trap 'deploy/grid.sh down' EXIT
+source .helium/grid/env
+export HELIUM_NATS_URL
+echo "running notebooks/researcher.ipynb against $HELIUM_NATS_URL"
+start=$(date +%s)
+.venv/bin/python deploy/run_notebook.py notebooks/researcher.ipynb
+echo "notebook finished in $(( $(date +%s) - start )) s"
