@@ -25,7 +25,6 @@ fn main() {
         "LIBTORCH_LIB",
         "DEP_TCH_LIBTORCH_LIB",
         "VIRTUAL_ENV",
-        "PATH",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -83,7 +82,10 @@ fn torch_lib_from_python() -> Result<PathBuf, String> {
             }
             Ok(out) => errors.push(format!(
                 "{python}: {}",
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed")
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
             )),
             Err(e) => errors.push(format!("{python}: {e}")),
         }

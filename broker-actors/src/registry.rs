@@ -73,15 +73,21 @@ impl Actor for WorkerRegistry {
     async fn handle(&self, _me: ActorRef<RegistryMsg>, msg: RegistryMsg, state: &mut RegistryState) -> Result<(), ActorProcessingErr> {
         match msg {
             RegistryMsg::Register { worker_id, register, reply } => {
-                tracing::info!(worker = %worker_id, owner = %register.owner, price = register.ask.price_per_hour,
+                tracing::debug!(worker = %worker_id, owner = %register.owner, price = register.ask.price_per_hour,
                     device = ?register.ask.device, throughput = register.ask.throughput, "worker registered");
-                let busy_with = state.workers.get(&worker_id).and_then(|e| e.busy_with.clone());
+                let known = state.workers.get(&worker_id);
+                let busy_with = known.and_then(|e| e.busy_with.clone());
+                // Workers re-register periodically (so a restarted broker learns of them); only
+                // a new, revived or changed ask is new capacity worth re-auctioning for.
+                let news = known.is_none_or(|e| !e.alive || e.register.ask != register.ask);
                 state.workers.insert(
                     worker_id,
                     Entry { owner: register.owner.clone(), register, last_seen: Instant::now(), busy_with, alive: true },
                 );
                 let _ = reply.send(Registered { heartbeat_ms: state.heartbeat.as_millis() as u64 });
-                state.events.send(RegistryEvent::CapacityAvailable);
+                if news {
+                    state.events.send(RegistryEvent::CapacityAvailable);
+                }
             }
             RegistryMsg::Heartbeat { worker_id, heartbeat } => {
                 if let Some(entry) = state.workers.get_mut(&worker_id) {

@@ -105,3 +105,20 @@ async fn a_budget_below_every_bid_waits_and_moves_no_credits() {
     assert!(other.unwrap_err().to_string().contains("NotFound"));
     let _ = (user("x"), MINT);
 }
+
+#[tokio::test]
+async fn a_restarted_broker_remembers_jobs_and_balances() {
+    let mut grid = Grid::start().await.unwrap();
+    grid.grant("alice", CREDIT).await.unwrap();
+    let _a = ScriptedWorker::start(&grid, "a", "owner-a", CREDIT, 36.0, 8).await.unwrap();
+    let job = grid.submit("alice", requirements(2 * CREDIT, CREDIT), 16).await.unwrap();
+    grid.wait_state("alice", &job.job_id, JobState::Completed).await.unwrap();
+    let before = status(&grid, "alice", &job.job_id).await;
+
+    grid.broker.take().unwrap().stop().await;
+    grid.broker = Some(helium_broker_actors::Broker::start(&grid.config).await.unwrap());
+
+    assert_eq!(status(&grid, "alice", &job.job_id).await, before);
+    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 10_000));
+    assert_eq!(grid.balance("owner-a").await.unwrap(), 10_000);
+}

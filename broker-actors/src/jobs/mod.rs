@@ -10,7 +10,7 @@ use futures::StreamExt;
 use helium_protocol::{
     api::{JobView, SubmitJob},
     artifacts::ArtifactInfo,
-    decode, encode,
+    encode,
     job::JobState,
     subjects::keys,
     worker::RunEvent,
@@ -63,7 +63,8 @@ impl Actor for JobManager {
         }
         for job_id in ids {
             let Some(entry) = state.deps.jobs.entry(job_id.clone()).await? else { continue };
-            match decode::<JobRecord>(&entry.value) {
+            // Records are the broker's own storage, not wire messages: no version envelope.
+            match rmp_serde::from_slice::<JobRecord>(&entry.value) {
                 Ok(record) => state.spawn(&me, record, entry.revision).await?,
                 Err(e) => tracing::error!(job = %job_id, error = %e, "unreadable job record left alone"),
             }
@@ -79,28 +80,28 @@ impl Actor for JobManager {
                 let _ = reply.send(result);
             }
             ManagerMsg::Status { principal, job_id, reply } => match state.jobs.get(&job_id) {
-                Some(s) => s.send_message(SupervisorMsg::Status { principal, reply })?,
+                Some(s) => drop(s.send_message(SupervisorMsg::Status { principal, reply })),
                 None => drop(reply.send(Err(no_job(&job_id)))),
             },
             ManagerMsg::Cancel { principal, job_id, reply } => match state.jobs.get(&job_id) {
-                Some(s) => s.send_message(SupervisorMsg::Cancel { principal, reply })?,
+                Some(s) => drop(s.send_message(SupervisorMsg::Cancel { principal, reply })),
                 None => drop(reply.send(Err(no_job(&job_id)))),
             },
             ManagerMsg::Run { worker_id, event, reply } => match state.jobs.get(&event.job_id) {
-                Some(s) => s.send_message(SupervisorMsg::Run { worker_id, event, reply })?,
+                Some(s) => drop(s.send_message(SupervisorMsg::Run { worker_id, event, reply })),
                 None => drop(reply.send(Err(no_job(&event.job_id)))),
             },
             ManagerMsg::Access { caller, job_id, name, reply } => match state.jobs.get(&job_id) {
-                Some(s) => s.send_message(SupervisorMsg::Access { caller, name, reply })?,
+                Some(s) => drop(s.send_message(SupervisorMsg::Access { caller, name, reply })),
                 None => drop(reply.send(Err(no_job(&job_id)))),
             },
             ManagerMsg::UploadTarget { worker_id, job_id, name, reply } => match state.jobs.get(&job_id) {
-                Some(s) => s.send_message(SupervisorMsg::UploadTarget { worker_id, name, reply })?,
+                Some(s) => drop(s.send_message(SupervisorMsg::UploadTarget { worker_id, name, reply })),
                 None => drop(reply.send(Err(no_job(&job_id)))),
             },
             ManagerMsg::Stored { worker_id, job_id, name, info } => {
                 if let Some(s) = state.jobs.get(&job_id) {
-                    s.send_message(SupervisorMsg::Stored { worker_id, name, info })?;
+                    let _ = s.send_message(SupervisorMsg::Stored { worker_id, name, info });
                 }
             }
             ManagerMsg::Registry(RegistryEvent::CapacityAvailable) => {
@@ -110,7 +111,7 @@ impl Actor for JobManager {
             }
             ManagerMsg::Registry(RegistryEvent::WorkerLost { worker_id, job }) => {
                 if let Some(s) = job.as_ref().and_then(|j| state.jobs.get(j)) {
-                    s.send_message(SupervisorMsg::WorkerLost { worker_id })?;
+                    let _ = s.send_message(SupervisorMsg::WorkerLost { worker_id });
                 }
             }
         }

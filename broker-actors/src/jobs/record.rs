@@ -26,6 +26,9 @@ pub struct AwardRecord {
     /// Result uploaded by this award's worker and verified on commit.
     #[serde(default)]
     pub stored_result: Option<ArtifactInfo>,
+    /// Newest checkpoint uploaded by this award's worker and verified on commit.
+    #[serde(default)]
+    pub stored_checkpoint: Option<ArtifactInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -113,8 +113,10 @@ impl Actor for JobSupervisor {
                 if let Some(award) = state.record.award.as_mut().filter(|a| a.worker_id == worker_id) {
                     if name == artifacts::RESULT {
                         award.stored_result = Some(info);
-                        state.persist().await?;
+                    } else if name.starts_with(artifacts::CHECKPOINTS) {
+                        award.stored_checkpoint = Some(info);
                     }
+                    state.persist().await?;
                 }
             }
             SupervisorMsg::WorkerLost { worker_id } => state.worker_lost(&me, &worker_id).await?,
@@ -264,6 +266,7 @@ impl SupervisorState {
             start_epoch: self.record.view.epochs_done,
             settled: false,
             stored_result: None,
+            stored_checkpoint: None,
         });
         self.record.view.worker = Some(winner.worker_id.clone());
         self.record.view.price = Some(self.record.view.paid + winner.price);
@@ -374,15 +377,23 @@ impl SupervisorState {
                 }
                 self.record.view.epochs_done = epoch;
                 self.record.view.last_loss = loss.is_finite().then_some(loss);
+                // A checkpoint counts (for payment and resume) only if this worker uploaded it and
+                // the broker verified its digest.
                 if let Some(artifact) = checkpoint {
-                    self.record.checkpoint = Some(CheckpointRecord { epoch, step, artifact });
+                    let name = format!("{}{step}", artifacts::CHECKPOINTS);
+                    match &award.stored_checkpoint {
+                        Some(stored) if stored.name == name && same_bytes(stored, &artifact) => {
+                            self.record.checkpoint = Some(CheckpointRecord { epoch, step, artifact: stored.clone() });
+                        }
+                        _ => tracing::warn!(job = %self.job_id(), worker = %worker_id, step, "progress names a checkpoint that was not uploaded; ignored"),
+                    }
                 }
                 self.persist().await?;
                 self.event(JobEventKind::Progress { epoch, epochs, loss, samples_per_sec }).await;
             }
             RunEventKind::Completed { result } => {
                 // Only a result that this worker uploaded and the broker verified counts.
-                if award.stored_result.as_ref() != Some(&result) {
+                if !award.stored_result.as_ref().is_some_and(|stored| same_bytes(stored, &result)) {
                     return Ok(Err(WireError::new(ErrorCode::DigestMismatch, "completed without a verified result upload")));
                 }
                 self.record.view.epochs_done = self.record.work.epochs;
@@ -404,6 +415,14 @@ impl SupervisorState {
         Ok(Ok(()))
     }
 
+    }
+
+/// Same size and digest: names differ between what a worker echoes and what the broker stored.
+fn same_bytes(a: &ArtifactInfo, b: &ArtifactInfo) -> bool {
+    a.size == b.size && a.sha256 == b.sha256
+}
+
+impl SupervisorState {
     /// Epochs of `award` covered by the last checkpoint.
     fn checkpointed_epochs_of(&self, award: &AwardRecord) -> u32 {
         self.record.checkpoint.as_ref().map(|c| c.epoch.saturating_sub(award.start_epoch)).unwrap_or(0)
@@ -413,18 +432,23 @@ impl SupervisorState {
         if self.record.view.state.is_terminal() {
             return Ok(());
         }
-        if let Some(award) = self.record.award.clone().filter(|a| !a.settled) {
-            let cancel = CancelRun { v: PROTOCOL_VERSION, job_id: self.job_id().to_string(), award_id: award.award_id.clone() };
-            let subject = subjects::dispatch(&award.worker_id, subjects::dispatch::CANCEL);
-            let nats = self.deps.nats.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), nats.request(subject, encode(&cancel).into())).await;
-            });
-            let done = self.checkpointed_epochs_of(&award);
-            self.settle(done).await?;
-        }
+        self.abandon_award().await?;
         self.move_to(JobState::Cancelled, Some("cancelled by the researcher".into())).await?;
         Ok(())
+    }
+
+    /// Stops the award in force, if any: tells the worker to stop, pays its checkpointed work
+    /// and returns the rest of the hold.
+    async fn abandon_award(&mut self) -> Result<(), ActorProcessingErr> {
+        let Some(award) = self.record.award.clone().filter(|a| !a.settled) else { return Ok(()) };
+        let cancel = CancelRun { v: PROTOCOL_VERSION, job_id: self.job_id().to_string(), award_id: award.award_id.clone() };
+        let subject = subjects::dispatch(&award.worker_id, subjects::dispatch::CANCEL);
+        let nats = self.deps.nats.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), nats.request(subject, encode(&cancel).into())).await;
+        });
+        let done = self.checkpointed_epochs_of(&award);
+        self.settle(done).await
     }
 
     async fn worker_lost(&mut self, me: &ActorRef<SupervisorMsg>, worker_id: &str) -> Result<(), ActorProcessingErr> {
@@ -447,6 +471,7 @@ impl SupervisorState {
         let waiting = matches!(self.record.view.state, JobState::Queued | JobState::Auctioning);
         if deadline != 0 && waiting && now_ms() > deadline {
             let reason = self.record.view.reason.clone().unwrap_or_default();
+            self.abandon_award().await?;
             self.move_to(JobState::Expired, Some(format!("deadline passed while {reason}"))).await?;
         }
         Ok(())

@@ -62,6 +62,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         .connect(&config.grid)
         .await
         .with_context(|| format!("connect to the grid at {}", config.grid))?;
+    let device_kind = ask.device;
     let args = AgentArgs {
         nats: nats.clone(),
         worker_id: worker_id.clone(),
@@ -70,7 +71,11 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         work_dir,
         device: config.device,
         threads: config.threads,
-        child_memory_bytes: config.child_memory_gb.map(|g| (g * (1u64 << 30) as f64) as u64),
+        // An address-space limit breaks CUDA's virtual reservations, so it binds CPU workers only.
+        child_memory_bytes: config
+            .child_memory_gb
+            .filter(|_| device_kind == helium_protocol::job::DeviceKind::Cpu)
+            .map(|g| (g * (1u64 << 30) as f64) as u64),
         exe: std::env::current_exe().context("locate the helium-worker binary")?,
     };
     let (agent, handle) = ractor::Actor::spawn(Some(format!("agent-{worker_id}")), WorkerAgent, args).await?;

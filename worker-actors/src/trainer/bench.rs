@@ -32,7 +32,9 @@ fn measure(device: Device, seconds: f64) -> Result<f64, TchError> {
     let opts = (Kind::Float, device);
     let init = |rows: i64, cols: i64| -> Result<Tensor, TchError> {
         let scale = 1.0 / (rows as f64).sqrt();
-        Ok(Tensor::f_randn([rows, cols], opts)?.f_mul_scalar(scale)?.set_requires_grad(true))
+        Ok(Tensor::f_randn([rows, cols], opts)?
+            .f_mul_scalar(scale)?
+            .set_requires_grad(true))
     };
     let params = [
         init(INPUTS, HIDDEN)?,
@@ -53,7 +55,8 @@ fn measure(device: Device, seconds: f64) -> Result<f64, TchError> {
         beta2: 0.999,
         eps: 1e-8,
     };
-    let mut optimizer = Optimizer::new(&spec, params.len()).map_err(|e| TchError::Torch(e.to_string()))?;
+    let mut optimizer =
+        Optimizer::new(&spec, params.len()).map_err(|e| TchError::Torch(e.to_string()))?;
 
     let started = Instant::now();
     let mut samples = 0i64;
@@ -64,7 +67,9 @@ fn measure(device: Device, seconds: f64) -> Result<f64, TchError> {
         let logits = hidden.f_matmul(&params[2])?.f_add(&params[3])?;
         let loss = logits.f_cross_entropy_loss::<Tensor>(&yb, None, Reduction::Mean, -100, 0.0)?;
         let grads = Tensor::f_run_backward(&[&loss], &params, false, false)?;
-        optimizer.step(&params, &grads).map_err(|e| TchError::Torch(e.to_string()))?;
+        optimizer
+            .step(&params, &grads)
+            .map_err(|e| TchError::Torch(e.to_string()))?;
         samples += BATCH;
         start = (start + BATCH) % ROWS;
         if samples % (BATCH * 16) == 0 {

@@ -51,8 +51,10 @@ pub fn write(
     let rel = relative_path(step);
     let path = dir.join(&rel);
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|source| TrainError::Write { path: parent.to_owned(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| TrainError::Write {
+            path: parent.to_owned(),
+            source,
+        })?;
     }
     let archive = model.archive_bytes(&path.with_extension("archive.tmp"))?;
     let mut tensors: Vec<(String, Tensor)> = vec![
@@ -81,22 +83,39 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Checkpoint>, TrainError> {
         return Ok(None);
     }
     let tensors = Tensor::read_safetensors(path).map_err(|e| {
-        TrainError::Resume(format!("it is not a safetensors file: {}", super::error::torch_reason(&e)))
+        TrainError::Resume(format!(
+            "it is not a safetensors file: {}",
+            super::error::torch_reason(&e)
+        ))
     })?;
     let mut step = None;
     let mut epoch = None;
-    let mut ck = Checkpoint { step: 0, epoch: 0, params: Vec::new(), optim: HashMap::new(), archive: None };
+    let mut ck = Checkpoint {
+        step: 0,
+        epoch: 0,
+        params: Vec::new(),
+        optim: HashMap::new(),
+        archive: None,
+    };
     for (name, t) in tensors {
         let scalar = |t: &Tensor| -> Result<i64, TrainError> {
             if t.numel() != 1 || t.kind() != Kind::Int64 {
-                return Err(TrainError::Resume(format!("{name} must be an int64 scalar")));
+                return Err(TrainError::Resume(format!(
+                    "{name} must be an int64 scalar"
+                )));
             }
             t.f_int64_value(&[]).ctx("reading a checkpoint scalar")
         };
         if name == "train.step" {
-            step = Some(u64::try_from(scalar(&t)?).map_err(|_| TrainError::Resume("train.step < 0".into()))?);
+            step = Some(
+                u64::try_from(scalar(&t)?)
+                    .map_err(|_| TrainError::Resume("train.step < 0".into()))?,
+            );
         } else if name == "train.epoch" {
-            epoch = Some(u32::try_from(scalar(&t)?).map_err(|_| TrainError::Resume("train.epoch out of range".into()))?);
+            epoch = Some(
+                u32::try_from(scalar(&t)?)
+                    .map_err(|_| TrainError::Resume("train.epoch out of range".into()))?,
+            );
         } else if name == ARCHIVE {
             ck.archive = Some(Vec::<u8>::try_from(&t).ctx("reading the embedded module")?);
         } else if let Some(param) = name.strip_prefix("param.") {
@@ -108,7 +127,9 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Checkpoint>, TrainError> {
         }
     }
     let (Some(step), Some(epoch)) = (step, epoch) else {
-        return Err(TrainError::Resume("it lacks train.step or train.epoch".into()));
+        return Err(TrainError::Resume(
+            "it lacks train.step or train.epoch".into(),
+        ));
     };
     ck.step = step;
     ck.epoch = epoch;
@@ -117,8 +138,13 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Checkpoint>, TrainError> {
 
 /// Makes `tmp` durable, then moves it to `path` and makes the rename durable.
 pub fn sync_and_rename(tmp: &Path, path: &Path) -> Result<(), TrainError> {
-    let write_err = |source| TrainError::Write { path: path.to_owned(), source };
-    File::open(tmp).and_then(|f| f.sync_all()).map_err(write_err)?;
+    let write_err = |source| TrainError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(write_err)?;
     std::fs::rename(tmp, path).map_err(write_err)?;
     if let Some(parent) = path.parent() {
         // A directory fsync makes the rename itself durable (POSIX); not all filesystems allow it.

@@ -11,9 +11,15 @@ use tch::TchError;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("spec.json is not a valid training spec: {0}")]
     Spec(String),
     #[error("model is not a TorchScript archive: {0}")]
@@ -47,7 +53,10 @@ pub enum TrainError {
 impl TrainError {
     /// Wraps a libtorch failure with what the trainer was doing.
     pub fn torch(context: impl Into<String>, err: TchError) -> Self {
-        Self::Torch { context: context.into(), reason: torch_reason(&err) }
+        Self::Torch {
+            context: context.into(),
+            reason: torch_reason(&err),
+        }
     }
 }
 
@@ -62,12 +71,24 @@ impl<T> TorchContext<T> for Result<T, TchError> {
     }
 }
 
-/// The message of a libtorch error without its C++ backtrace and frame list.
+/// The message of a libtorch error without its C++ backtrace and frame list. For an error
+/// inside TorchScript code it is the final `SomeError: message` line under the traceback.
 pub fn torch_reason(err: &TchError) -> String {
     let text = match err {
         TchError::Torch(msg) => msg.clone(),
         other => other.to_string(),
     };
+    if text.contains("Traceback of TorchScript") {
+        let raised = text.lines().rev().find_map(|line| {
+            let (kind, message) = line.trim().split_once(": ")?;
+            let is_kind = kind.ends_with("Error") || kind.ends_with("Exception");
+            (is_kind && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
+                .then_some(message)
+        });
+        if let Some(message) = raised {
+            return message.trim().to_owned();
+        }
+    }
     let mut lines = Vec::new();
     for line in text.lines() {
         let trimmed = line.trim();
@@ -82,7 +103,11 @@ pub fn torch_reason(err: &TchError) -> String {
         }
     }
     if lines.is_empty() {
-        text.lines().next().unwrap_or("unknown libtorch error").trim().to_owned()
+        text.lines()
+            .next()
+            .unwrap_or("unknown libtorch error")
+            .trim()
+            .to_owned()
     } else {
         lines.join(" ")
     }
@@ -103,6 +128,22 @@ mod tests {
         assert_eq!(
             torch_reason(&err),
             "PytorchStreamReader failed reading zip archive: failed finding central directory"
+        );
+    }
+
+    #[test]
+    fn torchscript_errors_keep_the_raised_message() {
+        let err = TchError::Torch(
+            "The following operation failed in the TorchScript interpreter.\n\
+             Traceback of TorchScript, serialized code (most recent call last):\n  \
+             File \"code/__torch__/m.py\", line 12, in forward\n    \
+             return torch.linear(input, weight, bias)\n           ~~~~~~~~~~~~ <--- HERE\n\
+             RuntimeError: mat1 and mat2 shapes cannot be multiplied (8x5 and 8x4)\n"
+                .into(),
+        );
+        assert_eq!(
+            torch_reason(&err),
+            "mat1 and mat2 shapes cannot be multiplied (8x5 and 8x4)"
         );
     }
 }

@@ -17,7 +17,7 @@
 //! - [`optim`]: SGD, Adam, AdamW as torch.optim computes them, with saveable state;
 //! - [`checkpoint`]: the safetensors checkpoint and its tensor names;
 //! - [`report`]: the stdout protocol to the agent;
-//! - [`bench`]: the start-up throughput benchmark;
+//! - [`bench`](mod@bench): the start-up throughput benchmark;
 //! - [`error`]: why a run failed, in words.
 
 pub mod bench;
@@ -67,11 +67,20 @@ pub struct TrainArgs {
 ///
 /// On error the `failed` line has already been printed when this returns; the caller only
 /// has to exit non-zero.
+///
+/// Stdout is reserved for the events: file descriptor 1 is pointed at stderr for the rest of
+/// the process, so output of the model itself goes to the logs.
 pub fn run(args: &TrainArgs) -> Result<(), TrainError> {
-    let result = setup(args).and_then(|device| session::train(&args.job_dir, device));
+    let result = report::reserve_stdout()
+        .map_err(TrainError::Report)
+        .and_then(|()| setup(args))
+        .and_then(|device| session::train(&args.job_dir, device));
     if let Err(e) = &result {
         tracing::error!(job_dir = %args.job_dir.display(), error = %e, "training failed");
-        let _ = TrainerEvent::Failed { reason: e.to_string() }.emit();
+        let _ = TrainerEvent::Failed {
+            reason: e.to_string(),
+        }
+        .emit();
     }
     result
 }
@@ -84,17 +93,23 @@ pub fn cuda_available() -> bool {
 fn setup(args: &TrainArgs) -> Result<Device, TrainError> {
     if let Some(n) = args.threads {
         if n < 1 {
-            return Err(TrainError::Device(format!("--threads must be at least 1, got {n}")));
+            return Err(TrainError::Device(format!(
+                "--threads must be at least 1, got {n}"
+            )));
         }
         tch::set_num_threads(n);
     }
     match args.device {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(if cuda_available() { Device::Cuda(0) } else { Device::Cpu }),
+        DeviceChoice::Auto => Ok(if cuda_available() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }),
         DeviceChoice::Cuda if cuda_available() => Ok(Device::Cuda(0)),
-        DeviceChoice::Cuda => {
-            Err(TrainError::Device("CUDA was asked for but libtorch sees no CUDA device here".into()))
-        }
+        DeviceChoice::Cuda => Err(TrainError::Device(
+            "CUDA was asked for but libtorch sees no CUDA device here".into(),
+        )),
     }
 }
 
@@ -148,9 +163,26 @@ mod tests {
 
     #[test]
     fn parses_the_child_command_line() {
-        let cli = Cli::try_parse_from(["helium-worker", "train", "--job-dir", "/j", "--device", "cpu", "--threads", "1"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "helium-worker",
+            "train",
+            "--job-dir",
+            "/j",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ])
+        .unwrap();
         let Command::Train(args) = cli.command;
-        assert_eq!(args, TrainArgs { job_dir: "/j".into(), device: DeviceChoice::Cpu, threads: Some(1) });
+        assert_eq!(
+            args,
+            TrainArgs {
+                job_dir: "/j".into(),
+                device: DeviceChoice::Cpu,
+                threads: Some(1)
+            }
+        );
         let cli = Cli::try_parse_from(["helium-worker", "train", "--job-dir", "/j"]).unwrap();
         let Command::Train(args) = cli.command;
         assert_eq!(args.device, DeviceChoice::Auto);

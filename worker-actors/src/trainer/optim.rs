@@ -36,26 +36,13 @@ pub struct Optimizer {
 const STATE_NAMES: [&str; 4] = ["step", "exp_avg", "exp_avg_sq", "momentum_buffer"];
 
 impl Optimizer {
-    /// Checks the hyper-parameters the way torch.optim's constructors do.
+    /// An optimizer for `params` parameters, once [`check`] accepts the settings.
     pub fn new(spec: &OptimizerSpec, params: usize) -> Result<Self, TrainError> {
-        let bad = |what: String| Err(TrainError::Optimizer(what));
-        let s = spec;
-        for (name, v) in [("lr", s.lr), ("momentum", s.momentum), ("weight_decay", s.weight_decay), ("eps", s.eps)] {
-            if !(v.is_finite() && v >= 0.0) {
-                return bad(format!("{name} must be a finite number ≥ 0, got {v}"));
-            }
-        }
-        if matches!(s.kind, OptimizerKind::Adam | OptimizerKind::Adamw) {
-            for (name, v) in [("beta1", s.beta1), ("beta2", s.beta2)] {
-                if !(0.0..1.0).contains(&v) {
-                    return bad(format!("{name} must be in [0, 1), got {v}"));
-                }
-            }
-        }
-        if s.kind == OptimizerKind::Sgd && s.nesterov && s.momentum <= 0.0 {
-            return bad("nesterov momentum requires a momentum > 0".into());
-        }
-        Ok(Self { spec: spec.clone(), state: (0..params).map(|_| ParamState::default()).collect() })
+        check(spec)?;
+        Ok(Self {
+            spec: spec.clone(),
+            state: (0..params).map(|_| ParamState::default()).collect(),
+        })
     }
 
     /// One update of every parameter that has a gradient; `grads[i]` belongs to `params[i]`
@@ -83,7 +70,11 @@ impl Optimizer {
         let mut out = Vec::new();
         for (name, st) in names.iter().zip(&self.state) {
             out.push((format!("optim.step.{name}"), Tensor::from(st.step)));
-            for (what, t) in [("exp_avg", &st.exp_avg), ("exp_avg_sq", &st.exp_avg_sq), ("momentum_buffer", &st.momentum_buffer)] {
+            for (what, t) in [
+                ("exp_avg", &st.exp_avg),
+                ("exp_avg_sq", &st.exp_avg_sq),
+                ("momentum_buffer", &st.momentum_buffer),
+            ] {
                 if let Some(t) = t {
                     out.push((format!("optim.{what}.{name}"), t.shallow_clone()));
                 }
@@ -100,12 +91,14 @@ impl Optimizer {
         mut saved: HashMap<String, Tensor>,
     ) -> Result<(), TrainError> {
         for ((name, param), st) in names.iter().zip(params).zip(&mut self.state) {
-            let step = saved
-                .remove(&format!("optim.step.{name}"))
-                .ok_or_else(|| TrainError::Resume(format!("it has no optimizer step for {name}")))?;
+            let step = saved.remove(&format!("optim.step.{name}")).ok_or_else(|| {
+                TrainError::Resume(format!("it has no optimizer step for {name}"))
+            })?;
             st.step = step.f_int64_value(&[]).ctx("reading an optimizer step")?;
             let mut take = |what: &str| -> Result<Option<Tensor>, TrainError> {
-                let Some(t) = saved.remove(&format!("optim.{what}.{name}")) else { return Ok(None) };
+                let Some(t) = saved.remove(&format!("optim.{what}.{name}")) else {
+                    return Ok(None);
+                };
                 if t.size() != param.size() {
                     return Err(TrainError::Resume(format!(
                         "optimizer {what} of {name} has shape {:?}, the parameter {:?}",
@@ -113,13 +106,18 @@ impl Optimizer {
                         param.size()
                     )));
                 }
-                Ok(Some(t.f_to_device(param.device()).ctx("moving optimizer state")?))
+                Ok(Some(
+                    t.f_to_device(param.device())
+                        .ctx("moving optimizer state")?,
+                ))
             };
             st.exp_avg = take("exp_avg")?;
             st.exp_avg_sq = take("exp_avg_sq")?;
             st.momentum_buffer = take("momentum_buffer")?;
             let needs = match self.spec.kind {
-                OptimizerKind::Adam | OptimizerKind::Adamw => st.exp_avg.is_some() && st.exp_avg_sq.is_some(),
+                OptimizerKind::Adam | OptimizerKind::Adamw => {
+                    st.exp_avg.is_some() && st.exp_avg_sq.is_some()
+                }
                 OptimizerKind::Sgd => self.spec.momentum == 0.0 || st.momentum_buffer.is_some(),
             };
             if st.step > 0 && !needs {
@@ -130,10 +128,39 @@ impl Optimizer {
             }
         }
         if let Some(extra) = saved.keys().next() {
-            return Err(TrainError::Resume(format!("unexpected optimizer tensor {extra}")));
+            return Err(TrainError::Resume(format!(
+                "unexpected optimizer tensor {extra}"
+            )));
         }
         Ok(())
     }
+}
+
+/// Checks the hyper-parameters the way torch.optim's constructors do, so that a bad setting
+/// is refused before any data is loaded.
+pub fn check(s: &OptimizerSpec) -> Result<(), TrainError> {
+    let bad = |what: String| Err(TrainError::Optimizer(what));
+    for (name, v) in [
+        ("lr", s.lr),
+        ("momentum", s.momentum),
+        ("weight_decay", s.weight_decay),
+        ("eps", s.eps),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return bad(format!("{name} must be a finite number ≥ 0, got {v}"));
+        }
+    }
+    if matches!(s.kind, OptimizerKind::Adam | OptimizerKind::Adamw) {
+        for (name, v) in [("beta1", s.beta1), ("beta2", s.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(format!("{name} must be in [0, 1), got {v}"));
+            }
+        }
+    }
+    if s.kind == OptimizerKind::Sgd && s.nesterov && s.momentum <= 0.0 {
+        return bad("nesterov momentum requires a momentum > 0".into());
+    }
+    Ok(())
 }
 
 /// Whether a checkpoint key belongs to the optimizer (`optim.<state>.<parameter>`).
@@ -146,7 +173,12 @@ pub fn is_state_key(key: &str) -> bool {
 /// `torch.optim.sgd._single_tensor_sgd` with dampening 0, maximize off.
 // In-place ops return a second handle to the tensor they updated; it is simply dropped.
 #[allow(unused_must_use)]
-fn sgd(s: &OptimizerSpec, param: &mut Tensor, grad: &Tensor, st: &mut ParamState) -> Result<(), tch::TchError> {
+fn sgd(
+    s: &OptimizerSpec,
+    param: &mut Tensor,
+    grad: &Tensor,
+    st: &mut ParamState,
+) -> Result<(), tch::TchError> {
     st.step += 1;
     let mut grad = grad.shallow_clone();
     if s.weight_decay != 0.0 {
@@ -161,7 +193,11 @@ fn sgd(s: &OptimizerSpec, param: &mut Tensor, grad: &Tensor, st: &mut ParamState
                 buf
             }
         };
-        grad = if s.nesterov { grad.f_add(&buf.f_mul_scalar(s.momentum)?)? } else { buf.shallow_clone() };
+        grad = if s.nesterov {
+            grad.f_add(&buf.f_mul_scalar(s.momentum)?)?
+        } else {
+            buf.shallow_clone()
+        };
         st.momentum_buffer = Some(buf);
     }
     param.f_add_(&grad.f_mul_scalar(-s.lr)?)?;
@@ -172,7 +208,13 @@ fn sgd(s: &OptimizerSpec, param: &mut Tensor, grad: &Tensor, st: &mut ParamState
 /// capturable, not differentiable, amsgrad off.
 // In-place ops return a second handle to the tensor they updated; it is simply dropped.
 #[allow(unused_must_use)]
-fn adam(s: &OptimizerSpec, decoupled: bool, param: &mut Tensor, grad: &Tensor, st: &mut ParamState) -> Result<(), tch::TchError> {
+fn adam(
+    s: &OptimizerSpec,
+    decoupled: bool,
+    param: &mut Tensor,
+    grad: &Tensor,
+    st: &mut ParamState,
+) -> Result<(), tch::TchError> {
     st.step += 1;
     let mut grad = grad.shallow_clone();
     if s.weight_decay != 0.0 {
@@ -210,7 +252,16 @@ mod tests {
     use tch::{Device, Kind};
 
     fn spec(kind: OptimizerKind) -> OptimizerSpec {
-        OptimizerSpec { kind, lr: 0.1, momentum: 0.9, weight_decay: 0.01, nesterov: false, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        OptimizerSpec {
+            kind,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            nesterov: false,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 
     fn param() -> Tensor {
@@ -224,7 +275,11 @@ mod tests {
         s.weight_decay = 0.0;
         let p = param();
         let mut opt = Optimizer::new(&s, 1).unwrap();
-        opt.step(&[p.shallow_clone()], &[Tensor::from_slice(&[0.5f32, -3.0, 1e-3])]).unwrap();
+        opt.step(
+            &[p.shallow_clone()],
+            &[Tensor::from_slice(&[0.5f32, -3.0, 1e-3])],
+        )
+        .unwrap();
         let got: Vec<f32> = Vec::try_from(&p.detach()).unwrap();
         for (g, want) in got.iter().zip([0.9f32, -1.9, 2.9]) {
             assert!((g - want).abs() < 1e-4, "{got:?}");
@@ -233,11 +288,15 @@ mod tests {
 
     #[test]
     fn sgd_momentum_matches_hand_computation() {
-        let s = OptimizerSpec { weight_decay: 0.0, ..spec(OptimizerKind::Sgd) };
+        let s = OptimizerSpec {
+            weight_decay: 0.0,
+            ..spec(OptimizerKind::Sgd)
+        };
         let p = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
         let mut opt = Optimizer::new(&s, 1).unwrap();
         let g = Tensor::from_slice(&[1.0f32]);
-        opt.step(&[p.shallow_clone()], &[g.shallow_clone()]).unwrap(); // buf 1, p = 0.9
+        opt.step(&[p.shallow_clone()], &[g.shallow_clone()])
+            .unwrap(); // buf 1, p = 0.9
         opt.step(&[p.shallow_clone()], &[g]).unwrap(); // buf 1.9, p = 0.71
         assert!((p.double_value(&[0]) - 0.71).abs() < 1e-6);
     }
@@ -247,14 +306,21 @@ mod tests {
         let p = param();
         let mut opt = Optimizer::new(&spec(OptimizerKind::Adamw), 1).unwrap();
         opt.step(&[p.shallow_clone()], &[Tensor::new()]).unwrap();
-        assert_eq!(Vec::<f32>::try_from(&p.detach()).unwrap(), vec![1.0, -2.0, 3.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(&p.detach()).unwrap(),
+            vec![1.0, -2.0, 3.0]
+        );
         let state = opt.state_tensors(&["w".into()]);
         assert_eq!(state.len(), 1, "only the step, no moments yet");
     }
 
     #[test]
     fn state_round_trips_through_named_tensors() {
-        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::Adamw] {
+        for kind in [
+            OptimizerKind::Sgd,
+            OptimizerKind::Adam,
+            OptimizerKind::Adamw,
+        ] {
             let names = vec!["fc.weight".to_string()];
             let (a, b) = (param(), param());
             let mut first = Optimizer::new(&spec(kind), 1).unwrap();
@@ -266,14 +332,23 @@ mod tests {
             assert!(state.iter().all(|(k, _)| is_state_key(k)), "{state:?}");
             let file = tempfile::NamedTempFile::new().unwrap();
             Tensor::write_safetensors(&state, file.path()).unwrap();
-            let saved: HashMap<_, _> = Tensor::read_safetensors(file.path()).unwrap().into_iter().collect();
+            let saved: HashMap<_, _> = Tensor::read_safetensors(file.path())
+                .unwrap()
+                .into_iter()
+                .collect();
             assert_eq!(saved.len(), state.len());
             let mut second = Optimizer::new(&spec(kind), 1).unwrap();
-            second.load_state(&names, &[b.shallow_clone()], saved).unwrap();
+            second
+                .load_state(&names, &[b.shallow_clone()], saved)
+                .unwrap();
             tch::no_grad(|| b.shallow_clone().copy_(&a));
             first.step(&[a.shallow_clone()], &[grad()]).unwrap();
             second.step(&[b.shallow_clone()], &[grad()]).unwrap();
-            assert_eq!(Vec::<f32>::try_from(&a.detach()).unwrap(), Vec::<f32>::try_from(&b.detach()).unwrap(), "{kind:?}");
+            assert_eq!(
+                Vec::<f32>::try_from(&a.detach()).unwrap(),
+                Vec::<f32>::try_from(&b.detach()).unwrap(),
+                "{kind:?}"
+            );
         }
     }
 
@@ -282,7 +357,11 @@ mod tests {
         let names = vec!["w".to_string()];
         let p = param();
         let mut sgd = Optimizer::new(&spec(OptimizerKind::Sgd), 1).unwrap();
-        sgd.step(&[p.shallow_clone()], &[Tensor::ones([3], (Kind::Float, Device::Cpu))]).unwrap();
+        sgd.step(
+            &[p.shallow_clone()],
+            &[Tensor::ones([3], (Kind::Float, Device::Cpu))],
+        )
+        .unwrap();
         let saved = sgd.state_tensors(&names).into_iter().collect();
         let mut adam = Optimizer::new(&spec(OptimizerKind::Adam), 1).unwrap();
         let err = adam.load_state(&names, &[p], saved).err().unwrap();
@@ -294,9 +373,16 @@ mod tests {
         let mut s = spec(OptimizerKind::Adam);
         s.beta2 = 1.0;
         assert!(Optimizer::new(&s, 1).is_err());
-        let s = OptimizerSpec { lr: -1.0, ..spec(OptimizerKind::Sgd) };
+        let s = OptimizerSpec {
+            lr: -1.0,
+            ..spec(OptimizerKind::Sgd)
+        };
         assert!(Optimizer::new(&s, 1).is_err());
-        let s = OptimizerSpec { momentum: 0.0, nesterov: true, ..spec(OptimizerKind::Sgd) };
+        let s = OptimizerSpec {
+            momentum: 0.0,
+            nesterov: true,
+            ..spec(OptimizerKind::Sgd)
+        };
         assert!(Optimizer::new(&s, 1).is_err());
     }
 }

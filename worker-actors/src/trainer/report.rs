@@ -4,9 +4,36 @@
 //! code) and parses these lines with the same enum, so the wire shape lives in one place.
 //! Logs never go to stdout; they go to stderr through `tracing`.
 
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
+
+/// Where events go once [`reserve_stdout`] ran: the process's original stdout.
+static SINK: OnceLock<Mutex<File>> = OnceLock::new();
+
+/// Keeps the original stdout for events only and points file descriptor 1 at stderr, so that
+/// whatever the model prints (TorchScript has `print`) or libtorch writes cannot corrupt the
+/// line protocol. Called once, at the start of a run.
+pub fn reserve_stdout() -> std::io::Result<()> {
+    if SINK.get().is_some() {
+        return Ok(());
+    }
+    std::io::stdout().flush()?;
+    // SAFETY: plain descriptor calls on fds 1 and 2, which every process has; the duplicate is
+    // owned by the `File` from here on.
+    let events = unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 || libc::dup2(2, 1) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        File::from_raw_fd(fd)
+    };
+    let _ = SINK.set(Mutex::new(events));
+    Ok(())
+}
 
 /// What the trainer child reports, one per line, e.g.
 /// `{"event":"progress","epoch":1,"epochs":3,"step":16,"loss":0.52,…}`.
@@ -49,10 +76,20 @@ pub enum TrainerEvent {
 impl TrainerEvent {
     /// Writes the event as one line on stdout and flushes, so the parent sees it at once.
     pub fn emit(&self) -> std::io::Result<()> {
-        let line = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")?;
-        out.flush()
+        let mut line = serde_json::to_string(self).map_err(std::io::Error::other)?;
+        line.push('\n');
+        match SINK.get() {
+            Some(sink) => {
+                let mut out = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                out.write_all(line.as_bytes())?;
+                out.flush()
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(line.as_bytes())?;
+                out.flush()
+            }
+        }
     }
 }
 
@@ -83,16 +120,26 @@ mod tests {
 
     #[test]
     fn parses_the_lines_of_the_contract() {
-        let started: TrainerEvent =
-            serde_json::from_str(r#"{"event":"started","device":"cpu","parameters":5,"samples":9}"#)
-                .unwrap();
+        let started: TrainerEvent = serde_json::from_str(
+            r#"{"event":"started","device":"cpu","parameters":5,"samples":9}"#,
+        )
+        .unwrap();
         assert_eq!(
             started,
-            TrainerEvent::Started { device: "cpu".into(), parameters: 5, samples: 9 }
+            TrainerEvent::Started {
+                device: "cpu".into(),
+                parameters: 5,
+                samples: 9
+            }
         );
         let failed: TrainerEvent =
             serde_json::from_str(r#"{"event":"failed","reason":"x has 3 rows but y has 2"}"#)
                 .unwrap();
-        assert_eq!(failed, TrainerEvent::Failed { reason: "x has 3 rows but y has 2".into() });
+        assert_eq!(
+            failed,
+            TrainerEvent::Failed {
+                reason: "x has 3 rows but y has 2".into()
+            }
+        );
     }
 }

@@ -59,10 +59,21 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
     while epoch < spec.epochs {
         epoch += 1;
         let started = Instant::now();
-        let mean_loss = run_epoch(&spec, &model, &data.train, &params, &mut optimizer, epoch, &mut step)?;
+        let mean_loss = run_epoch(
+            &spec,
+            &model,
+            &data.train,
+            &params,
+            &mut optimizer,
+            epoch,
+            &mut step,
+        )?;
         let samples_per_sec = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
         if !mean_loss.is_finite() {
-            return Err(TrainError::NonFinite { epoch, value: mean_loss });
+            return Err(TrainError::NonFinite {
+                epoch,
+                value: mean_loss,
+            });
         }
         let (val_loss, val_accuracy) = match &data.val {
             Some(val) => validate(&spec, &mut model, val)?,
@@ -71,7 +82,14 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
         let written = Instant::now();
         let rel = checkpoint::write(dir, step, epoch, &model, &optimizer, &names)?;
         let checkpoint_ms = written.elapsed().as_millis() as u64;
-        tracing::info!(epoch, step, loss = mean_loss, samples_per_sec, checkpoint_ms, "epoch done");
+        tracing::info!(
+            epoch,
+            step,
+            loss = mean_loss,
+            samples_per_sec,
+            checkpoint_ms,
+            "epoch done"
+        );
         emit(TrainerEvent::Progress {
             epoch,
             epochs: spec.epochs,
@@ -85,7 +103,9 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
     }
 
     model.save_result(&dir.join("result.pt"))?;
-    emit(TrainerEvent::Completed { result: "result.pt".into() })
+    emit(TrainerEvent::Completed {
+        result: "result.pt".into(),
+    })
 }
 
 fn emit(event: TrainerEvent) -> Result<(), TrainError> {
@@ -93,8 +113,10 @@ fn emit(event: TrainerEvent) -> Result<(), TrainError> {
 }
 
 fn read_spec(path: &Path) -> Result<TrainingSpec, TrainError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| TrainError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let spec: TrainingSpec =
         serde_json::from_str(&text).map_err(|e| TrainError::Spec(e.to_string()))?;
     if spec.batch_size == 0 {
@@ -103,6 +125,7 @@ fn read_spec(path: &Path) -> Result<TrainingSpec, TrainError> {
     if spec.epochs == 0 {
         return Err(TrainError::Spec("epochs must be at least 1".into()));
     }
+    super::optim::check(&spec.optimizer)?;
     Ok(spec)
 }
 
@@ -128,12 +151,15 @@ fn run_epoch(
     let device = train.x.device();
     let order = if spec.shuffle {
         let order = data::epoch_order(rows as usize, spec.seed, epoch, true);
-        Tensor::f_from_slice(&order).and_then(|t| t.f_to_device(device)).ctx("building the batch order")?
+        Tensor::f_from_slice(&order)
+            .and_then(|t| t.f_to_device(device))
+            .ctx("building the batch order")?
     } else {
         Tensor::new()
     };
     // Summed on the device so that a GPU is not synchronised every batch.
-    let mut loss_sum = Tensor::f_zeros([], (Kind::Double, device)).ctx("allocating the loss sum")?;
+    let mut loss_sum =
+        Tensor::f_zeros([], (Kind::Double, device)).ctx("allocating the loss sum")?;
     let batch = i64::from(spec.batch_size);
     let mut start = 0;
     while start < rows {
@@ -145,15 +171,26 @@ fn run_epoch(
         optimizer.step(params, &grads)?;
         *step += 1;
         let _guard = tch::no_grad_guard();
-        let weighted = loss.f_to_kind(Kind::Double).and_then(|l| l.f_mul_scalar(len as f64));
-        loss_sum = weighted.and_then(|w| loss_sum.f_add(&w)).ctx("summing the loss")?;
+        let weighted = loss
+            .f_to_kind(Kind::Double)
+            .and_then(|l| l.f_mul_scalar(len as f64));
+        loss_sum = weighted
+            .and_then(|w| loss_sum.f_add(&w))
+            .ctx("summing the loss")?;
         start += len;
     }
     Ok(loss_sum.f_double_value(&[]).ctx("reading the epoch loss")? / rows as f64)
 }
 
 /// Mean loss and, for classification, accuracy on the validation split, in eval mode.
-fn validate(spec: &TrainingSpec, model: &mut ScriptModel, val: &Split) -> Result<(Option<f64>, Option<f64>), TrainError> {
+fn validate(
+    spec: &TrainingSpec,
+    model: &mut ScriptModel,
+    val: &Split,
+) -> Result<(Option<f64>, Option<f64>), TrainError> {
+    if val.rows() == 0 {
+        return Ok((None, None));
+    }
     model.set_train(false)?;
     let result = (|| {
         let _guard = tch::no_grad_guard();
@@ -169,13 +206,17 @@ fn validate(spec: &TrainingSpec, model: &mut ScriptModel, val: &Split) -> Result
                 loss::compute(spec.loss, model, &x, &y)?
             } else {
                 let out = model.forward(&x)?;
+                let value = loss::of_output(spec.loss, &out, &y)?;
                 match loss::correct(spec.loss, &out, &y)? {
                     Some(h) => hits += h,
                     None => counted = false,
                 }
-                loss::of_output(spec.loss, &out, &y)?
+                value
             };
-            loss_sum += value.f_double_value(&[]).ctx("reading the validation loss")? * len as f64;
+            loss_sum += value
+                .f_double_value(&[])
+                .ctx("reading the validation loss")?
+                * len as f64;
             start += len;
         }
         let accuracy = counted.then(|| hits / rows as f64);
