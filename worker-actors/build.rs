@@ -15,8 +15,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PRINT_TORCH_LIB: &str =
-    "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
+const PRINT_TORCH_LIB: &str = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
 
 fn main() {
     for var in [
@@ -82,10 +81,7 @@ fn torch_lib_from_python() -> Result<PathBuf, String> {
             }
             Ok(out) => errors.push(format!(
                 "{python}: {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("failed")
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed")
             )),
             Err(e) => errors.push(format!("{python}: {e}")),
         }

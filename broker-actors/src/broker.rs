@@ -46,32 +46,73 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::Connect(config.nats_url.clone(), e.to_string()))?;
         let js = async_nats::jetstream::new(nats.clone());
-        let streams = streams::ensure(&js, config.replicas).await.map_err(|e| BrokerError::Streams(e.to_string()))?;
+        let streams = streams::ensure(&js, config.replicas)
+            .await
+            .map_err(|e| BrokerError::Streams(e.to_string()))?;
         let store = Store::open(&config.store)?;
 
         let (ledger, _) = Actor::spawn(None, Ledger, js.clone()).await?;
-        let (artifacts, _) =
-            Actor::spawn(None, Artifacts, ArtifactsArgs { store: store.clone(), max_artifact_bytes: config.max_artifact_bytes }).await?;
+        let (artifacts, _) = Actor::spawn(
+            None,
+            Artifacts,
+            ArtifactsArgs {
+                store: store.clone(),
+                max_artifact_bytes: config.max_artifact_bytes,
+            },
+        )
+        .await?;
         let registry_events = Arc::new(OutputPort::<RegistryEvent>::default());
-        let (registry, _) =
-            Actor::spawn(None, WorkerRegistry, RegistryArgs { heartbeat: config.heartbeat(), events: registry_events.clone() }).await?;
+        let (registry, _) = Actor::spawn(
+            None,
+            WorkerRegistry,
+            RegistryArgs {
+                heartbeat: config.heartbeat(),
+                events: registry_events.clone(),
+            },
+        )
+        .await?;
         let (auctioneer, _) = Actor::spawn(
             None,
             Auctioneer,
-            AuctioneerArgs { nats: nats.clone(), registry: registry.clone(), invite_k: config.invite_k, bid_window: config.bid_window() },
+            AuctioneerArgs {
+                nats: nats.clone(),
+                registry: registry.clone(),
+                invite_k: config.invite_k,
+                bid_window: config.bid_window(),
+            },
         )
         .await?;
-        let deps = Deps { nats, js, jobs: streams.jobs, store, ledger, artifacts, auctioneer, registry, bid_window: config.bid_window() };
+        let deps = Deps {
+            nats,
+            js,
+            jobs: streams.jobs,
+            store,
+            ledger,
+            artifacts,
+            auctioneer,
+            registry,
+            bid_window: config.bid_window(),
+        };
         let (manager, _): (ActorRef<ManagerMsg>, _) = Actor::spawn(None, JobManager, deps.clone()).await?;
         registry_events.subscribe(manager.clone(), |event| Some(ManagerMsg::Registry(event)));
 
         let ctx = Ctx { deps, manager };
         let service_err = |e: async_nats::Error| BrokerError::Service(e.to_string());
-        let (api, mut tasks) = gateway::api::start(ctx.clone(), config.operators.clone()).await.map_err(service_err)?;
+        let (api, mut tasks) = gateway::api::start(ctx.clone(), config.operators.clone())
+            .await
+            .map_err(service_err)?;
         let (workers, worker_tasks) = gateway::worker::start(ctx.clone()).await.map_err(service_err)?;
         tasks.extend(worker_tasks);
-        ctx.deps.nats.flush().await.map_err(|e| BrokerError::Service(e.to_string()))?;
-        Ok(Broker { ctx, services: vec![api, workers], tasks })
+        ctx.deps
+            .nats
+            .flush()
+            .await
+            .map_err(|e| BrokerError::Service(e.to_string()))?;
+        Ok(Broker {
+            ctx,
+            services: vec![api, workers],
+            tasks,
+        })
     }
 
     /// Stops serving and stops every actor.

@@ -11,7 +11,11 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 1_000;
 pub const DEFAULT_INVITE_K: usize = 8;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "helium-broker", version, about = "Helium broker: auctions, ledger, jobs, artifacts")]
+#[command(
+    name = "helium-broker",
+    version,
+    about = "Helium broker: auctions, ledger, jobs, artifacts"
+)]
 pub struct BrokerConfig {
     /// NATS server to serve on.
     #[arg(long, env = "HELIUM_NATS_URL", default_value = DEFAULT_NATS_URL)]

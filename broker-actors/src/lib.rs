@@ -56,5 +56,8 @@ pub struct Ctx {
 
 /// Wall-clock unix milliseconds (deadlines and event times are wall-clock by nature).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

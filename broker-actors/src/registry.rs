@@ -29,12 +29,22 @@ pub enum RegistryEvent {
 }
 
 pub enum RegistryMsg {
-    Register { worker_id: String, register: Register, reply: RpcReplyPort<Registered> },
-    Heartbeat { worker_id: String, heartbeat: Heartbeat },
+    Register {
+        worker_id: String,
+        register: Register,
+        reply: RpcReplyPort<Registered>,
+    },
+    Heartbeat {
+        worker_id: String,
+        heartbeat: Heartbeat,
+    },
     /// Live, idle workers.
     Candidates(RpcReplyPort<Vec<Candidate>>),
     /// Marks a worker busy with a job (at award) or idle again (`job: None`).
-    SetBusy { worker_id: String, job: Option<String> },
+    SetBusy {
+        worker_id: String,
+        job: Option<String>,
+    },
     List(RpcReplyPort<Vec<WorkerView>>),
     Sweep,
 }
@@ -65,14 +75,31 @@ impl Actor for WorkerRegistry {
     type State = RegistryState;
     type Arguments = RegistryArgs;
 
-    async fn pre_start(&self, me: ActorRef<RegistryMsg>, args: RegistryArgs) -> Result<RegistryState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        me: ActorRef<RegistryMsg>,
+        args: RegistryArgs,
+    ) -> Result<RegistryState, ActorProcessingErr> {
         me.send_interval(args.heartbeat, || RegistryMsg::Sweep);
-        Ok(RegistryState { heartbeat: args.heartbeat, events: args.events, workers: BTreeMap::new() })
+        Ok(RegistryState {
+            heartbeat: args.heartbeat,
+            events: args.events,
+            workers: BTreeMap::new(),
+        })
     }
 
-    async fn handle(&self, _me: ActorRef<RegistryMsg>, msg: RegistryMsg, state: &mut RegistryState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<RegistryMsg>,
+        msg: RegistryMsg,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RegistryMsg::Register { worker_id, register, reply } => {
+            RegistryMsg::Register {
+                worker_id,
+                register,
+                reply,
+            } => {
                 tracing::debug!(worker = %worker_id, owner = %register.owner, price = register.ask.price_per_hour,
                     device = ?register.ask.device, throughput = register.ask.throughput, "worker registered");
                 let known = state.workers.get(&worker_id);
@@ -82,9 +109,17 @@ impl Actor for WorkerRegistry {
                 let news = known.is_none_or(|e| !e.alive || e.register.ask != register.ask);
                 state.workers.insert(
                     worker_id,
-                    Entry { owner: register.owner.clone(), register, last_seen: Instant::now(), busy_with, alive: true },
+                    Entry {
+                        owner: register.owner.clone(),
+                        register,
+                        last_seen: Instant::now(),
+                        busy_with,
+                        alive: true,
+                    },
                 );
-                let _ = reply.send(Registered { heartbeat_ms: state.heartbeat.as_millis() as u64 });
+                let _ = reply.send(Registered {
+                    heartbeat_ms: state.heartbeat.as_millis() as u64,
+                });
                 if news {
                     state.events.send(RegistryEvent::CapacityAvailable);
                 }
@@ -109,7 +144,12 @@ impl Actor for WorkerRegistry {
                     .workers
                     .iter()
                     .filter(|(_, e)| e.alive && e.busy_with.is_none())
-                    .map(|(id, e)| Candidate { worker_id: id.clone(), owner: e.owner.clone(), ask: e.register.ask.clone(), reputation: 1.0 })
+                    .map(|(id, e)| Candidate {
+                        worker_id: id.clone(),
+                        owner: e.owner.clone(),
+                        ask: e.register.ask.clone(),
+                        reputation: 1.0,
+                    })
                     .collect();
                 let _ = reply.send(candidates);
             }
@@ -146,7 +186,10 @@ impl Actor for WorkerRegistry {
                     if entry.alive && entry.last_seen.elapsed() > limit {
                         entry.alive = false;
                         tracing::warn!(worker = %id, job = ?entry.busy_with, "worker lost: no heartbeat");
-                        state.events.send(RegistryEvent::WorkerLost { worker_id: id.clone(), job: entry.busy_with.take() });
+                        state.events.send(RegistryEvent::WorkerLost {
+                            worker_id: id.clone(),
+                            job: entry.busy_with.take(),
+                        });
                     }
                 }
             }

@@ -15,7 +15,16 @@ use helium_protocol::{
 const CREDIT: u64 = 1_000_000;
 
 async fn status(grid: &Grid, principal: &str, job_id: &str) -> JobView {
-    grid.request(principal, api::JOB_STATUS, &JobRef { v: PROTOCOL_VERSION, job_id: job_id.into() }).await.unwrap()
+    grid.request(
+        principal,
+        api::JOB_STATUS,
+        &JobRef {
+            v: PROTOCOL_VERSION,
+            job_id: job_id.into(),
+        },
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -24,13 +33,27 @@ async fn lowest_cost_qualifying_bid_wins_and_is_paid_the_second_price() {
     grid.grant("alice", 10 * CREDIT).await.unwrap();
     // Estimated costs: a = 1.0/h × 36 s = 10 000 µ; b = 2.0/h × 36 s = 20 000 µ;
     // c = 0.5/h × 108 s = 15 000 µ; d is cheapest (0.1/h × 36 s = 1 000 µ) but over max price.
-    let _a = ScriptedWorker::start(&grid, "a", "owner-a", CREDIT, 36.0, 8).await.unwrap();
-    let _b = ScriptedWorker::start(&grid, "b", "owner-b", 2 * CREDIT, 36.0, 8).await.unwrap();
-    let _c = ScriptedWorker::start(&grid, "c", "owner-c", CREDIT / 2, 108.0, 8).await.unwrap();
-    let _d = ScriptedWorker::start(&grid, "d", "owner-d", 100 * CREDIT, 0.36, 8).await.unwrap();
+    let _a = ScriptedWorker::start(&grid, "a", "owner-a", CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let _b = ScriptedWorker::start(&grid, "b", "owner-b", 2 * CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let _c = ScriptedWorker::start(&grid, "c", "owner-c", CREDIT / 2, 108.0, 8)
+        .await
+        .unwrap();
+    let _d = ScriptedWorker::start(&grid, "d", "owner-d", 100 * CREDIT, 0.36, 8)
+        .await
+        .unwrap();
 
-    let job = grid.submit("alice", requirements(3 * CREDIT, CREDIT), 16).await.unwrap();
-    let events = grid.wait_state("alice", &job.job_id, JobState::Completed).await.unwrap();
+    let job = grid
+        .submit("alice", requirements(3 * CREDIT, CREDIT), 16)
+        .await
+        .unwrap();
+    let events = grid
+        .wait_state("alice", &job.job_id, JobState::Completed)
+        .await
+        .unwrap();
 
     let awarded = events.iter().find_map(|e| match &e.kind {
         JobEventKind::Awarded { worker, price, .. } => Some((worker.clone(), *price)),
@@ -50,9 +73,16 @@ async fn lowest_cost_qualifying_bid_wins_and_is_paid_the_second_price() {
 async fn a_lone_bid_is_paid_its_own_price() {
     let grid = Grid::start().await.unwrap();
     grid.grant("alice", CREDIT).await.unwrap();
-    let _a = ScriptedWorker::start(&grid, "solo", "owner-solo", CREDIT, 36.0, 8).await.unwrap();
-    let job = grid.submit("alice", requirements(2 * CREDIT, CREDIT), 16).await.unwrap();
-    grid.wait_state("alice", &job.job_id, JobState::Completed).await.unwrap();
+    let _a = ScriptedWorker::start(&grid, "solo", "owner-solo", CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let job = grid
+        .submit("alice", requirements(2 * CREDIT, CREDIT), 16)
+        .await
+        .unwrap();
+    grid.wait_state("alice", &job.job_id, JobState::Completed)
+        .await
+        .unwrap();
     assert_eq!(status(&grid, "alice", &job.job_id).await.paid, 10_000);
     assert_eq!(grid.balance("owner-solo").await.unwrap(), 10_000);
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 10_000));
@@ -62,12 +92,22 @@ async fn a_lone_bid_is_paid_its_own_price() {
 async fn no_qualifying_worker_waits_with_a_reason_then_runs_when_one_joins() {
     let grid = Grid::start().await.unwrap();
     grid.grant("alice", CREDIT).await.unwrap();
-    let _small = ScriptedWorker::start(&grid, "small", "owner-small", CREDIT, 36.0, 8).await.unwrap();
+    let _small = ScriptedWorker::start(&grid, "small", "owner-small", CREDIT, 36.0, 8)
+        .await
+        .unwrap();
     let mut req = requirements(2 * CREDIT, CREDIT);
     req.min_memory_bytes = 16 << 30;
     let job = grid.submit("alice", req, 16).await.unwrap();
     let events = grid
-        .wait_event("alice", &job.job_id, |k| matches!(k, JobEventKind::State { state: JobState::Queued, reason: Some(_) }))
+        .wait_event("alice", &job.job_id, |k| {
+            matches!(
+                k,
+                JobEventKind::State {
+                    state: JobState::Queued,
+                    reason: Some(_)
+                }
+            )
+        })
         .await
         .unwrap();
     let reason = match &events.last().unwrap().kind {
@@ -76,10 +116,18 @@ async fn no_qualifying_worker_waits_with_a_reason_then_runs_when_one_joins() {
     };
     assert!(reason.contains("16.0 GiB"), "{reason}");
     assert_eq!(status(&grid, "alice", &job.job_id).await.state, JobState::Queued);
-    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT), "nothing is held while waiting");
+    assert_eq!(
+        grid.balance("alice").await.unwrap(),
+        i128::from(CREDIT),
+        "nothing is held while waiting"
+    );
 
-    let _big = ScriptedWorker::start(&grid, "big", "owner-big", CREDIT, 36.0, 32).await.unwrap();
-    grid.wait_state("alice", &job.job_id, JobState::Completed).await.unwrap();
+    let _big = ScriptedWorker::start(&grid, "big", "owner-big", CREDIT, 36.0, 32)
+        .await
+        .unwrap();
+    grid.wait_state("alice", &job.job_id, JobState::Completed)
+        .await
+        .unwrap();
     let view = status(&grid, "alice", &job.job_id).await;
     assert_eq!(view.worker.as_deref(), Some("big"));
     assert_eq!(grid.balance("owner-big").await.unwrap(), 10_000);
@@ -89,19 +137,48 @@ async fn no_qualifying_worker_waits_with_a_reason_then_runs_when_one_joins() {
 async fn a_budget_below_every_bid_waits_and_moves_no_credits() {
     let grid = Grid::start().await.unwrap();
     grid.grant("alice", CREDIT).await.unwrap();
-    let _a = ScriptedWorker::start(&grid, "a", "owner-a", CREDIT, 36.0, 8).await.unwrap();
+    let _a = ScriptedWorker::start(&grid, "a", "owner-a", CREDIT, 36.0, 8)
+        .await
+        .unwrap();
     let job = grid.submit("alice", requirements(2 * CREDIT, 5_000), 16).await.unwrap();
     let events = grid
-        .wait_event("alice", &job.job_id, |k| matches!(k, JobEventKind::State { state: JobState::Queued, reason: Some(_) }))
+        .wait_event("alice", &job.job_id, |k| {
+            matches!(
+                k,
+                JobEventKind::State {
+                    state: JobState::Queued,
+                    reason: Some(_)
+                }
+            )
+        })
         .await
         .unwrap();
     assert!(format!("{:?}", events.last().unwrap()).contains("budget"));
-    let cancelled: JobView = grid.request("alice", api::JOB_CANCEL, &JobRef { v: PROTOCOL_VERSION, job_id: job.job_id.clone() }).await.unwrap();
+    let cancelled: JobView = grid
+        .request(
+            "alice",
+            api::JOB_CANCEL,
+            &JobRef {
+                v: PROTOCOL_VERSION,
+                job_id: job.job_id.clone(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
     assert_eq!(grid.balance("owner-a").await.unwrap(), 0);
     // Another principal cannot see the job.
-    let other = grid.request::<_, JobView>("mallory", api::JOB_STATUS, &JobRef { v: PROTOCOL_VERSION, job_id: job.job_id.clone() }).await;
+    let other = grid
+        .request::<_, JobView>(
+            "mallory",
+            api::JOB_STATUS,
+            &JobRef {
+                v: PROTOCOL_VERSION,
+                job_id: job.job_id.clone(),
+            },
+        )
+        .await;
     assert!(other.unwrap_err().to_string().contains("NotFound"));
     let _ = (user("x"), MINT);
 }
@@ -110,9 +187,16 @@ async fn a_budget_below_every_bid_waits_and_moves_no_credits() {
 async fn a_restarted_broker_remembers_jobs_and_balances() {
     let mut grid = Grid::start().await.unwrap();
     grid.grant("alice", CREDIT).await.unwrap();
-    let _a = ScriptedWorker::start(&grid, "a", "owner-a", CREDIT, 36.0, 8).await.unwrap();
-    let job = grid.submit("alice", requirements(2 * CREDIT, CREDIT), 16).await.unwrap();
-    grid.wait_state("alice", &job.job_id, JobState::Completed).await.unwrap();
+    let _a = ScriptedWorker::start(&grid, "a", "owner-a", CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let job = grid
+        .submit("alice", requirements(2 * CREDIT, CREDIT), 16)
+        .await
+        .unwrap();
+    grid.wait_state("alice", &job.job_id, JobState::Completed)
+        .await
+        .unwrap();
     let before = status(&grid, "alice", &job.job_id).await;
 
     grid.broker.take().unwrap().stop().await;

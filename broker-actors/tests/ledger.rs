@@ -14,7 +14,14 @@ use helium_test_support::NatsServer;
 use ractor::{Actor, ActorRef};
 
 fn t(id: &str, debit: &str, credit: &str, amount: u64) -> Transfer {
-    Transfer { v: PROTOCOL_VERSION, id: id.into(), debit: debit.into(), credit: credit.into(), amount, memo: String::new() }
+    Transfer {
+        v: PROTOCOL_VERSION,
+        id: id.into(),
+        debit: debit.into(),
+        credit: credit.into(),
+        amount,
+        memo: String::new(),
+    }
 }
 
 async fn apply(ledger: &ActorRef<LedgerMsg>, transfer: Transfer) -> Result<Applied, LedgerError> {
@@ -38,16 +45,34 @@ async fn hold_post_void_keep_the_books_balanced_and_replay_to_the_same_balances(
     let (ledger, handle) = Actor::spawn(None, Ledger, js.clone()).await.unwrap();
 
     apply(&ledger, t("grant.1", MINT, &user("r"), 1_000)).await.unwrap();
-    apply(&ledger, t("hold.j.1", &user("r"), &escrow("j"), 600)).await.unwrap();
-    apply(&ledger, t("pay.j.1", &escrow("j"), &user("owner"), 450)).await.unwrap();
-    apply(&ledger, t("refund.j.1", &escrow("j"), &user("r"), 150)).await.unwrap();
+    apply(&ledger, t("hold.j.1", &user("r"), &escrow("j"), 600))
+        .await
+        .unwrap();
+    apply(&ledger, t("pay.j.1", &escrow("j"), &user("owner"), 450))
+        .await
+        .unwrap();
+    apply(&ledger, t("refund.j.1", &escrow("j"), &user("r"), 150))
+        .await
+        .unwrap();
     // Refused: overdraft, and a different transfer under a used id. Neither changes anything.
-    let overdraft = apply(&ledger, t("hold.j.2", &user("r"), &escrow("j"), 10_000)).await.unwrap_err();
-    assert!(matches!(overdraft, LedgerError::Book(BookError::InsufficientFunds { .. })));
-    let reused = apply(&ledger, t("pay.j.1", &escrow("j"), &user("owner"), 1)).await.unwrap_err();
+    let overdraft = apply(&ledger, t("hold.j.2", &user("r"), &escrow("j"), 10_000))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        overdraft,
+        LedgerError::Book(BookError::InsufficientFunds { .. })
+    ));
+    let reused = apply(&ledger, t("pay.j.1", &escrow("j"), &user("owner"), 1))
+        .await
+        .unwrap_err();
     assert!(matches!(reused, LedgerError::Book(BookError::IdReused(_))));
     // A retry of the same transfer is a no-op.
-    assert_eq!(apply(&ledger, t("pay.j.1", &escrow("j"), &user("owner"), 450)).await.unwrap(), Applied::Duplicate);
+    assert_eq!(
+        apply(&ledger, t("pay.j.1", &escrow("j"), &user("owner"), 450))
+            .await
+            .unwrap(),
+        Applied::Duplicate
+    );
 
     let before = balances(&ledger).await;
     assert_eq!(before[&user("r")], 550);
@@ -64,7 +89,10 @@ async fn hold_post_void_keep_the_books_balanced_and_replay_to_the_same_balances(
     let (replayed, _) = Actor::spawn(None, Ledger, js).await.unwrap();
     assert_eq!(balances(&replayed).await, before);
     // Idempotency survives the restart.
-    assert_eq!(apply(&replayed, t("grant.1", MINT, &user("r"), 1_000)).await.unwrap(), Applied::Duplicate);
+    assert_eq!(
+        apply(&replayed, t("grant.1", MINT, &user("r"), 1_000)).await.unwrap(),
+        Applied::Duplicate
+    );
     assert_eq!(balances(&replayed).await, before);
 }
 
@@ -79,7 +107,10 @@ async fn a_second_ledger_writer_catches_up_instead_of_forking_the_journal() {
     // `second` has not seen g1; its append is fenced by expected-last-sequence, it catches up,
     // and then refuses the overdraft that g1 makes impossible to miss.
     apply(&second, t("g2", MINT, &user("a"), 5)).await.unwrap();
-    assert_eq!(apply(&second, t("spend", &user("a"), &user("b"), 105)).await.unwrap(), Applied::New);
+    assert_eq!(
+        apply(&second, t("spend", &user("a"), &user("b"), 105)).await.unwrap(),
+        Applied::New
+    );
     let b = balances(&second).await;
     assert_eq!((b[&user("a")], b[&user("b")]), (0, 105));
     assert_invariants(&b);

@@ -115,7 +115,17 @@ pub enum JobEventKind {
     /// The job entered `state`; `reason` says why it waits or failed.
     State { state: JobState, reason: Option<String> },
     /// The auction closed with a winner.
-    Awarded { worker: String, bids: u32, price: u64, eta_secs: f64 },
+    Awarded {
+        worker: String,
+        bids: u32,
+        price: u64,
+        eta_secs: f64,
+    },
     /// One epoch done.
-    Progress { epoch: u32, epochs: u32, loss: f64, samples_per_sec: f64 },
+    Progress {
+        epoch: u32,
+        epochs: u32,
+        loss: f64,
+        samples_per_sec: f64,
+    },
 }

@@ -45,7 +45,10 @@ pub struct WireError {
 
 impl WireError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
@@ -68,10 +71,18 @@ pub struct Reply<T> {
 
 impl<T> Reply<T> {
     pub fn ok(body: T) -> Self {
-        Self { v: PROTOCOL_VERSION, ok: Some(body), error: None }
+        Self {
+            v: PROTOCOL_VERSION,
+            ok: Some(body),
+            error: None,
+        }
     }
     pub fn err(error: WireError) -> Self {
-        Self { v: PROTOCOL_VERSION, ok: None, error: Some(error) }
+        Self {
+            v: PROTOCOL_VERSION,
+            ok: None,
+            error: Some(error),
+        }
     }
     pub fn from_result(result: Result<T, WireError>) -> Self {
         match result {
@@ -94,8 +105,7 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     // Serialising our own plain structs into a Vec cannot fail: no maps with non-string keys,
     // no I/O. A failure here is a programming error, so it is reported loudly but not panicked.
     rmp_serde::to_vec_named(message).unwrap_or_else(|e| {
-        rmp_serde::to_vec_named(&Reply::<()>::err(WireError::internal(format!("encode: {e}"))))
-            .unwrap_or_default()
+        rmp_serde::to_vec_named(&Reply::<()>::err(WireError::internal(format!("encode: {e}")))).unwrap_or_default()
     })
 }
 
@@ -140,7 +150,10 @@ mod tests {
 
     #[test]
     fn round_trips_as_named_map() {
-        let bytes = encode(&Ping { v: PROTOCOL_VERSION, n: 7 });
+        let bytes = encode(&Ping {
+            v: PROTOCOL_VERSION,
+            n: 7,
+        });
         // A fixmap with two entries, so Python sees {"v": 1, "n": 7}.
         assert_eq!(bytes[0], 0x82);
         assert_eq!(decode::<Ping>(&bytes).unwrap(), Ping { v: 1, n: 7 });

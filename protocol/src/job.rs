@@ -142,7 +142,11 @@ impl DeclaredWork {
     /// The ETA a worker measuring `throughput` parameter-samples/s quotes for this work. Broker
     /// (to rank invitees) and worker (to bid) use this same estimate.
     pub fn eta_secs(&self, throughput: f64) -> f64 {
-        let compute = if throughput > 0.0 { self.parameter_samples() / throughput } else { f64::INFINITY };
+        let compute = if throughput > 0.0 {
+            self.parameter_samples() / throughput
+        } else {
+            f64::INFINITY
+        };
         compute + FIXED_OVERHEAD_SECS
     }
 }

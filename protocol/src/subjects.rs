@@ -184,8 +184,14 @@ mod tests {
         assert!(!valid_id("a.b"));
         assert!(!valid_id(""));
         assert!(valid_id("gpu-owner_2"));
-        assert_eq!(keys::parse_job_key(&keys::checkpoint("j", 7)), Some(("j".into(), "checkpoints/7".into())));
-        assert_eq!(keys::parse_job_key(&keys::result("j")), Some(("j".into(), "result".into())));
+        assert_eq!(
+            keys::parse_job_key(&keys::checkpoint("j", 7)),
+            Some(("j".into(), "checkpoints/7".into()))
+        );
+        assert_eq!(
+            keys::parse_job_key(&keys::result("j")),
+            Some(("j".into(), "result".into()))
+        );
         assert_eq!(keys::parse_job_key("jobs/j/evil.pt"), None);
     }
 }

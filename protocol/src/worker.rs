@@ -113,7 +113,9 @@ pub struct RunEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RunEventKind {
-    Started { device: String },
+    Started {
+        device: String,
+    },
     /// One epoch done; `checkpoint` names the uploaded checkpoint artifact, if any.
     Progress {
         epoch: u32,
@@ -124,8 +126,12 @@ pub enum RunEventKind {
         checkpoint: Option<ArtifactInfo>,
     },
     /// Training finished and `result` was uploaded and verified.
-    Completed { result: ArtifactInfo },
-    Failed { reason: String },
+    Completed {
+        result: ArtifactInfo,
+    },
+    Failed {
+        reason: String,
+    },
     Cancelled,
 }
 

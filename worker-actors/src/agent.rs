@@ -66,12 +66,23 @@ impl Actor for WorkerAgent {
     async fn pre_start(&self, me: ActorRef<AgentMsg>, args: AgentArgs) -> Result<AgentState, ActorProcessingErr> {
         listen(&args.nats, &args.worker_id, me.clone()).await?;
         let registered = register(&args).await?;
-        me.send_interval(Duration::from_millis(registered.heartbeat_ms.max(100)), || AgentMsg::Heartbeat);
+        me.send_interval(Duration::from_millis(registered.heartbeat_ms.max(100)), || {
+            AgentMsg::Heartbeat
+        });
         tracing::info!(worker = %args.worker_id, owner = %args.owner, price = args.ask.price_per_hour, "registered with the grid");
-        Ok(AgentState { args, current: None, beats: 0 })
+        Ok(AgentState {
+            args,
+            current: None,
+            beats: 0,
+        })
     }
 
-    async fn handle(&self, me: ActorRef<AgentMsg>, msg: AgentMsg, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentMsg::Invite(invite, reply) => {
                 let _ = reply.send(state.bid(&invite));
@@ -98,7 +109,10 @@ impl Actor for WorkerAgent {
                         tracing::warn!(error = %e, "re-registration failed");
                     }
                 }
-                let heartbeat = Heartbeat { v: PROTOCOL_VERSION, running: state.current.as_ref().map(|c| c.job_id.clone()) };
+                let heartbeat = Heartbeat {
+                    v: PROTOCOL_VERSION,
+                    running: state.current.as_ref().map(|c| c.job_id.clone()),
+                };
                 let subject = subjects::worker(&state.args.worker_id, worker::HEARTBEAT);
                 let _ = state.args.nats.publish(subject, encode(&heartbeat).into()).await;
             }
@@ -106,7 +120,12 @@ impl Actor for WorkerAgent {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _me: ActorRef<AgentMsg>, evt: SupervisionEvent, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _me: ActorRef<AgentMsg>,
+        evt: SupervisionEvent,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
         // A run that ends, cleanly or not, frees the worker; the agent itself keeps going.
         let ended = match &evt {
             SupervisionEvent::ActorTerminated(cell, ..) | SupervisionEvent::ActorFailed(cell, _) => Some(cell.get_id()),
@@ -124,7 +143,10 @@ impl Actor for WorkerAgent {
 
 impl AgentState {
     fn bid(&self, invite: &Invite) -> BidReply {
-        let decline = |why: String| BidReply { bid: None, decline: Some(why) };
+        let decline = |why: String| BidReply {
+            bid: None,
+            decline: Some(why),
+        };
         let (ask, req) = (&self.args.ask, &invite.requirements);
         if let Some(c) = &self.current {
             return decline(format!("busy with {}", c.job_id));
@@ -140,12 +162,21 @@ impl AgentState {
         }
         let eta_secs = invite.work.eta_secs(ask.throughput);
         tracing::info!(job = %invite.job_id, eta_secs, cost = cost(ask.price_per_hour, eta_secs), "bidding");
-        BidReply { bid: Some(Bid { price_per_hour: ask.price_per_hour, eta_secs }), decline: None }
+        BidReply {
+            bid: Some(Bid {
+                price_per_hour: ask.price_per_hour,
+                eta_secs,
+            }),
+            decline: None,
+        }
     }
 
     async fn accept(&mut self, me: &ActorRef<AgentMsg>, award: Award) -> AwardAck {
         if let Some(c) = &self.current {
-            return AwardAck { accepted: false, reason: Some(format!("busy with {}", c.job_id)) };
+            return AwardAck {
+                accepted: false,
+                reason: Some(format!("busy with {}", c.job_id)),
+            };
         }
         let (job_id, award_id) = (award.job_id.clone(), award.award_id.clone());
         let args = RunArgs {
@@ -162,21 +193,33 @@ impl AgentState {
             Ok((run, _)) => {
                 tracing::info!(job = %job_id, award = %award_id, "award accepted");
                 self.current = Some(Current { job_id, award_id, run });
-                AwardAck { accepted: true, reason: None }
+                AwardAck {
+                    accepted: true,
+                    reason: None,
+                }
             }
-            Err(e) => AwardAck { accepted: false, reason: Some(format!("cannot start the run: {e}")) },
+            Err(e) => AwardAck {
+                accepted: false,
+                reason: Some(format!("cannot start the run: {e}")),
+            },
         }
     }
 }
 
 /// Registers, retrying while no broker answers yet (a grid may start its workers first).
 async fn register(args: &AgentArgs) -> Result<Registered, ActorProcessingErr> {
-    let body = Register { v: PROTOCOL_VERSION, owner: args.owner.clone(), ask: args.ask.clone() };
+    let body = Register {
+        v: PROTOCOL_VERSION,
+        owner: args.owner.clone(),
+        ask: args.ask.clone(),
+    };
     let mut last = String::new();
     for attempt in 0..120u32 {
         match transfer::request::<_, Registered>(&args.nats, &args.worker_id, worker::REGISTER, &body).await {
             Ok(registered) => return Ok(registered),
-            Err(transfer::TransferError::Refused(e)) => return Err(format!("the grid refused registration: {e}").into()),
+            Err(transfer::TransferError::Refused(e)) => {
+                return Err(format!("the grid refused registration: {e}").into())
+            }
             Err(e) => {
                 last = e.to_string();
                 if attempt == 0 {
@@ -191,18 +234,46 @@ async fn register(args: &AgentArgs) -> Result<Registered, ActorProcessingErr> {
 
 /// Serves `helium.v1.dispatch.<worker>.>`: each request becomes an actor message, and the
 /// answer goes back in the reply envelope.
-async fn listen(nats: &async_nats::Client, worker_id: &str, agent: ActorRef<AgentMsg>) -> Result<(), ActorProcessingErr> {
+async fn listen(
+    nats: &async_nats::Client,
+    worker_id: &str,
+    agent: ActorRef<AgentMsg>,
+) -> Result<(), ActorProcessingErr> {
     let mut sub = nats.subscribe(subjects::dispatch(worker_id, ">")).await?;
     let (nats, prefix) = (nats.clone(), subjects::dispatch(worker_id, ""));
     tokio::spawn(async move {
         while let Some(message) = sub.next().await {
-            let Some(reply_to) = message.reply.clone() else { continue };
-            let verb = message.subject.as_str().strip_prefix(&prefix).unwrap_or_default().to_string();
+            let Some(reply_to) = message.reply.clone() else {
+                continue;
+            };
+            let verb = message
+                .subject
+                .as_str()
+                .strip_prefix(&prefix)
+                .unwrap_or_default()
+                .to_string();
             let payload = match verb.as_str() {
-                dispatch::INVITE => answer(decode::<Invite>(&message.payload), |i| async { ractor::call_t!(agent, AgentMsg::Invite, 5_000, i) }).await,
-                dispatch::AWARD => answer(decode::<Award>(&message.payload), |a| async { ractor::call_t!(agent, AgentMsg::Award, 10_000, a) }).await,
-                dispatch::CANCEL => answer(decode::<CancelRun>(&message.payload), |c| async { ractor::call_t!(agent, AgentMsg::Cancel, 5_000, c) }).await,
-                other => encode(&Reply::<()>::err(WireError::bad_request(format!("unknown verb {other}")))),
+                dispatch::INVITE => {
+                    answer(decode::<Invite>(&message.payload), |i| async {
+                        ractor::call_t!(agent, AgentMsg::Invite, 5_000, i)
+                    })
+                    .await
+                }
+                dispatch::AWARD => {
+                    answer(decode::<Award>(&message.payload), |a| async {
+                        ractor::call_t!(agent, AgentMsg::Award, 10_000, a)
+                    })
+                    .await
+                }
+                dispatch::CANCEL => {
+                    answer(decode::<CancelRun>(&message.payload), |c| async {
+                        ractor::call_t!(agent, AgentMsg::Cancel, 5_000, c)
+                    })
+                    .await
+                }
+                other => encode(&Reply::<()>::err(WireError::bad_request(format!(
+                    "unknown verb {other}"
+                )))),
             };
             let _ = nats.publish(reply_to, payload.into()).await;
         }
@@ -218,7 +289,9 @@ where
     E: std::fmt::Display,
 {
     let result = match request {
-        Ok(req) => call(req).await.map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string())),
+        Ok(req) => call(req)
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string())),
         Err(e) => Err(e),
     };
     encode(&Reply::from_result(result))

@@ -32,8 +32,13 @@ pub fn measure_ask(config: &WorkerConfig) -> Ask {
     if let Some(threads) = config.threads {
         tch::set_num_threads(threads);
     }
-    let throughput = config.throughput.unwrap_or_else(|| trainer::benchmark(device, BENCHMARK_SECS));
-    let memory_bytes = config.memory_gb.map(|g| (g * (1u64 << 30) as f64) as u64).unwrap_or_else(machine_memory_bytes);
+    let throughput = config
+        .throughput
+        .unwrap_or_else(|| trainer::benchmark(device, BENCHMARK_SECS));
+    let memory_bytes = config
+        .memory_gb
+        .map(|g| (g * (1u64 << 30) as f64) as u64)
+        .unwrap_or_else(machine_memory_bytes);
     Ask {
         price_per_hour: config.price_micro(),
         device: if cuda { DeviceKind::Cuda } else { DeviceKind::Cpu },

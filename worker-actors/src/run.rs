@@ -69,7 +69,15 @@ impl Actor for TrainingRun {
     async fn pre_start(&self, me: ActorRef<RunMsg>, args: RunArgs) -> Result<RunState, ActorProcessingErr> {
         me.send_message(RunMsg::Prepare)?;
         let js = jetstream::new(args.nats.clone());
-        Ok(RunState { args, js, kill: None, failure: None, finished: false, cancelled: false, last_checkpoint: None })
+        Ok(RunState {
+            args,
+            js,
+            kill: None,
+            failure: None,
+            finished: false,
+            cancelled: false,
+            last_checkpoint: None,
+        })
     }
 
     async fn post_stop(&self, _me: ActorRef<RunMsg>, state: &mut RunState) -> Result<(), ActorProcessingErr> {
@@ -95,7 +103,10 @@ impl Actor for TrainingRun {
             }
             RunMsg::Exited(status) => {
                 if !state.finished && !state.cancelled {
-                    let reason = state.failure.take().unwrap_or_else(|| format!("trainer exited ({status}) without finishing"));
+                    let reason = state
+                        .failure
+                        .take()
+                        .unwrap_or_else(|| format!("trainer exited ({status}) without finishing"));
                     state.report(RunEventKind::Failed { reason }).await;
                 }
                 me.stop(None);
@@ -118,12 +129,21 @@ impl RunState {
 
     async fn prepare_and_spawn(&mut self, me: &ActorRef<RunMsg>) -> Result<(), String> {
         let dir = &self.args.job_dir;
-        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("worker cannot create its job dir: {e}"))?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| format!("worker cannot create its job dir: {e}"))?;
         let award = &self.args.award;
         let fetch = |info: ArtifactInfo, file: &'static str| {
-            let (nats, worker_id, job_id, path) = (self.args.nats.clone(), self.args.worker_id.clone(), award.job_id.clone(), dir.join(file));
+            let (nats, worker_id, job_id, path) = (
+                self.args.nats.clone(),
+                self.args.worker_id.clone(),
+                award.job_id.clone(),
+                dir.join(file),
+            );
             async move {
-                transfer::download(&nats, &worker_id, &job_id, &info, &path).await.map_err(|e| format!("fetching {}: {e}", info.name))
+                transfer::download(&nats, &worker_id, &job_id, &info, &path)
+                    .await
+                    .map_err(|e| format!("fetching {}: {e}", info.name))
             }
         };
         fetch(award.model.clone(), "model.pt").await?;
@@ -132,14 +152,25 @@ impl RunState {
             fetch(resume, "resume.safetensors").await?;
         }
         let spec = serde_json::to_vec(&award.training).map_err(|e| e.to_string())?;
-        tokio::fs::write(dir.join("spec.json"), spec).await.map_err(|e| e.to_string())?;
+        tokio::fs::write(dir.join("spec.json"), spec)
+            .await
+            .map_err(|e| e.to_string())?;
 
         let mut command = Command::new(&self.args.exe);
-        command.arg("train").arg("--job-dir").arg(dir).arg("--device").arg(device_flag(self.args.device));
+        command
+            .arg("train")
+            .arg("--job-dir")
+            .arg(dir)
+            .arg("--device")
+            .arg(device_flag(self.args.device));
         if let Some(threads) = self.args.threads {
             command.arg("--threads").arg(threads.to_string());
         }
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
         limit_child(&mut command, self.args.child_memory_bytes);
         let mut child = command.spawn().map_err(|e| format!("cannot start the trainer: {e}"))?;
         let stdout = child.stdout.take().ok_or("trainer has no stdout")?;
@@ -179,10 +210,19 @@ impl RunState {
         };
         match event {
             TrainerEvent::Started { device, .. } => self.report(RunEventKind::Started { device }).await,
-            TrainerEvent::Progress { epoch, epochs, step, loss, samples_per_sec, checkpoint, .. } => {
+            TrainerEvent::Progress {
+                epoch,
+                epochs,
+                step,
+                loss,
+                samples_per_sec,
+                checkpoint,
+                ..
+            } => {
                 let path = self.args.job_dir.join(&checkpoint);
                 let name = format!("{}{step}", artifacts::CHECKPOINTS);
-                let uploaded = transfer::upload(&self.args.nats, &self.args.worker_id, self.job_id(), &name, &path).await;
+                let uploaded =
+                    transfer::upload(&self.args.nats, &self.args.worker_id, self.job_id(), &name, &path).await;
                 let checkpoint = match uploaded {
                     Ok(info) => Some(info),
                     Err(e) => {
@@ -194,11 +234,27 @@ impl RunState {
                 if let Some(old) = self.last_checkpoint.replace(path) {
                     let _ = tokio::fs::remove_file(old).await;
                 }
-                self.report(RunEventKind::Progress { epoch, epochs, step, loss, samples_per_sec, checkpoint }).await;
+                self.report(RunEventKind::Progress {
+                    epoch,
+                    epochs,
+                    step,
+                    loss,
+                    samples_per_sec,
+                    checkpoint,
+                })
+                .await;
             }
             TrainerEvent::Completed { result } => {
                 let path = self.args.job_dir.join(result);
-                match transfer::upload(&self.args.nats, &self.args.worker_id, self.job_id(), artifacts::RESULT, &path).await {
+                match transfer::upload(
+                    &self.args.nats,
+                    &self.args.worker_id,
+                    self.job_id(),
+                    artifacts::RESULT,
+                    &path,
+                )
+                .await
+                {
                     Ok(result) => {
                         self.finished = true;
                         self.report(RunEventKind::Completed { result }).await;
@@ -214,9 +270,18 @@ impl RunState {
     async fn report(&self, kind: RunEventKind) {
         let dedup = match &kind {
             RunEventKind::Progress { epoch, .. } => format!("progress-{epoch}"),
-            other => format!("{other:?}").split([' ', '{']).next().unwrap_or("event").to_lowercase(),
+            other => format!("{other:?}")
+                .split([' ', '{'])
+                .next()
+                .unwrap_or("event")
+                .to_lowercase(),
         };
-        let event = RunEvent { v: PROTOCOL_VERSION, job_id: self.job_id().into(), award_id: self.args.award.award_id.clone(), kind };
+        let event = RunEvent {
+            v: PROTOCOL_VERSION,
+            job_id: self.job_id().into(),
+            award_id: self.args.award.award_id.clone(),
+            kind,
+        };
         let subject = subjects::worker(&self.args.worker_id, worker::RUN_EVENT);
         let id = format!("{}.{dedup}", self.args.award.award_id);
         for attempt in 1..=5u32 {
@@ -253,7 +318,10 @@ fn limit_child(command: &mut Command, memory_bytes: Option<u64>) {
         command.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if let Some(bytes) = memory_bytes {
-                let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+                let limit = libc::rlimit {
+                    rlim_cur: bytes as libc::rlim_t,
+                    rlim_max: bytes as libc::rlim_t,
+                };
                 libc::setrlimit(libc::RLIMIT_AS, &limit);
             }
             Ok(())

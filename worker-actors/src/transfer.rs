@@ -6,7 +6,9 @@ use std::path::Path;
 
 use bytes::Bytes;
 use helium_protocol::{
-    artifacts::{ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted},
+    artifacts::{
+        ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
+    },
     decode, encode,
     limits::DEFAULT_CHUNK_BYTES,
     subjects::{self, worker},
@@ -25,7 +27,11 @@ pub enum TransferError {
     #[error("file: {0}")]
     Io(#[from] std::io::Error),
     #[error("{name}: SHA-256 is {actual}, expected {expected}")]
-    Digest { name: String, actual: String, expected: String },
+    Digest {
+        name: String,
+        actual: String,
+        expected: String,
+    },
 }
 
 /// Sends a request on the worker's own subject and unwraps the reply envelope.
@@ -36,7 +42,10 @@ pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
     body: &Req,
 ) -> Result<Resp, TransferError> {
     let subject = subjects::worker(worker_id, verb);
-    let message = nats.request(subject, Bytes::from(encode(body))).await.map_err(|e| TransferError::Nats(e.to_string()))?;
+    let message = nats
+        .request(subject, Bytes::from(encode(body)))
+        .await
+        .map_err(|e| TransferError::Nats(e.to_string()))?;
     Ok(decode::<Reply<Resp>>(&message.payload)?.into_result()?)
 }
 
@@ -52,10 +61,19 @@ pub async fn download(
     let mut hasher = Sha256::new();
     let mut offset = 0;
     loop {
-        let read = ReadArtifact { v: PROTOCOL_VERSION, job_id: job_id.into(), name: expected.name.clone(), offset, len: DEFAULT_CHUNK_BYTES };
+        let read = ReadArtifact {
+            v: PROTOCOL_VERSION,
+            job_id: job_id.into(),
+            name: expected.name.clone(),
+            offset,
+            len: DEFAULT_CHUNK_BYTES,
+        };
         let chunk: ArtifactChunk = request(nats, worker_id, worker::ARTIFACT_READ, &read).await?;
         if chunk.offset != offset || (chunk.data.is_empty() && offset < chunk.size) {
-            return Err(TransferError::Nats(format!("broker sent chunk at {} for offset {offset}", chunk.offset)));
+            return Err(TransferError::Nats(format!(
+                "broker sent chunk at {} for offset {offset}",
+                chunk.offset
+            )));
         }
         hasher.update(&chunk.data);
         file.write_all(&chunk.data).await?;
@@ -67,7 +85,11 @@ pub async fn download(
     file.flush().await?;
     let actual = hex::encode(hasher.finalize());
     if actual != expected.sha256 {
-        return Err(TransferError::Digest { name: expected.name.clone(), actual, expected: expected.sha256.clone() });
+        return Err(TransferError::Digest {
+            name: expected.name.clone(),
+            actual,
+            expected: expected.sha256.clone(),
+        });
     }
     Ok(())
 }
@@ -90,9 +112,21 @@ pub async fn digest_file(path: &Path) -> Result<(String, u64), TransferError> {
 }
 
 /// Uploads `path` as artifact `name` of `job_id`; the broker verifies size and digest.
-pub async fn upload(nats: &async_nats::Client, worker_id: &str, job_id: &str, name: &str, path: &Path) -> Result<ArtifactInfo, TransferError> {
+pub async fn upload(
+    nats: &async_nats::Client,
+    worker_id: &str,
+    job_id: &str,
+    name: &str,
+    path: &Path,
+) -> Result<ArtifactInfo, TransferError> {
     let (sha256, size) = digest_file(path).await?;
-    let begin = BeginUpload { v: PROTOCOL_VERSION, job_id: Some(job_id.into()), name: name.into(), size, sha256 };
+    let begin = BeginUpload {
+        v: PROTOCOL_VERSION,
+        job_id: Some(job_id.into()),
+        name: name.into(),
+        size,
+        sha256,
+    };
     let started: UploadStarted = request(nats, worker_id, worker::ARTIFACT_BEGIN, &begin).await?;
     let chunk_len = started.max_chunk.min(DEFAULT_CHUNK_BYTES) as usize;
     let mut file = tokio::fs::File::open(path).await?;
@@ -103,13 +137,24 @@ pub async fn upload(nats: &async_nats::Client, worker_id: &str, job_id: &str, na
         if n == 0 {
             break;
         }
-        let chunk = UploadChunk { v: PROTOCOL_VERSION, upload_id: started.upload_id.clone(), offset, data: buf[..n].to_vec() };
+        let chunk = UploadChunk {
+            v: PROTOCOL_VERSION,
+            upload_id: started.upload_id.clone(),
+            offset,
+            data: buf[..n].to_vec(),
+        };
         let ack: ChunkAck = request(nats, worker_id, worker::ARTIFACT_CHUNK, &chunk).await?;
         offset = ack.received;
     }
-    let commit = CommitUpload { v: PROTOCOL_VERSION, upload_id: started.upload_id };
+    let commit = CommitUpload {
+        v: PROTOCOL_VERSION,
+        upload_id: started.upload_id,
+    };
     let info: ArtifactInfo = request(nats, worker_id, worker::ARTIFACT_COMMIT, &commit).await?;
-    Ok(ArtifactInfo { name: name.into(), ..info })
+    Ok(ArtifactInfo {
+        name: name.into(),
+        ..info
+    })
 }
 
 async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {

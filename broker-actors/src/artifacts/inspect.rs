@@ -29,7 +29,10 @@ const ALLOWED_DTYPES: [&str; 10] = ["F64", "F32", "F16", "BF16", "I64", "I32", "
 
 /// Reads the length prefix of a safetensors file.
 pub fn header_len(prefix: &[u8]) -> Result<u64, String> {
-    let bytes: [u8; 8] = prefix.get(..8).and_then(|b| b.try_into().ok()).ok_or("data is shorter than a safetensors header")?;
+    let bytes: [u8; 8] = prefix
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("data is shorter than a safetensors header")?;
     let n = u64::from_le_bytes(bytes);
     if n == 0 || n > MAX_HEADER_BYTES {
         return Err(format!("data is not safetensors (header length {n})"));
@@ -40,14 +43,15 @@ pub fn header_len(prefix: &[u8]) -> Result<u64, String> {
 /// Checks a safetensors header: `x` and `y` present, same number of rows, known dtypes, offsets
 /// inside the file; `x_val`/`y_val` likewise when given.
 pub fn check_data(header_json: &[u8], file_size: u64, header_len: u64) -> Result<DataSummary, String> {
-    let raw: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(header_json).map_err(|e| format!("data is not safetensors: header is not JSON ({e})"))?;
+    let raw: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header_json)
+        .map_err(|e| format!("data is not safetensors: header is not JSON ({e})"))?;
     let mut tensors = BTreeMap::new();
     for (name, value) in raw {
         if name == "__metadata__" {
             continue;
         }
-        let t: TensorHeader = serde_json::from_value(value).map_err(|e| format!("data tensor `{name}` has a malformed header: {e}"))?;
+        let t: TensorHeader =
+            serde_json::from_value(value).map_err(|e| format!("data tensor `{name}` has a malformed header: {e}"))?;
         if !ALLOWED_DTYPES.contains(&t.dtype.as_str()) {
             return Err(format!("data tensor `{name}` has unsupported dtype {}", t.dtype));
         }
@@ -57,8 +61,13 @@ pub fn check_data(header_json: &[u8], file_size: u64, header_len: u64) -> Result
         tensors.insert(name, t);
     }
     let rows = |name: &str| -> Result<u64, String> {
-        let t = tensors.get(name).ok_or_else(|| format!("data has no tensor `{name}` (expected `x` and `y`)"))?;
-        t.shape.first().copied().ok_or_else(|| format!("data tensor `{name}` is a scalar; it needs one row per sample"))
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| format!("data has no tensor `{name}` (expected `x` and `y`)"))?;
+        t.shape
+            .first()
+            .copied()
+            .ok_or_else(|| format!("data tensor `{name}` is a scalar; it needs one row per sample"))
     };
     let (x, y) = (rows("x")?, rows("y")?);
     if x != y {
@@ -73,7 +82,11 @@ pub fn check_data(header_json: &[u8], file_size: u64, header_len: u64) -> Result
             return Err(format!("x_val has {xv} rows but y_val has {yv}"));
         }
     }
-    Ok(DataSummary { rows: x, x_dtype: tensors["x"].dtype.clone(), y_dtype: tensors["y"].dtype.clone() })
+    Ok(DataSummary {
+        rows: x,
+        x_dtype: tensors["x"].dtype.clone(),
+        y_dtype: tensors["y"].dtype.clone(),
+    })
 }
 
 /// A TorchScript archive is a zip whose directory lists `<name>/code/` entries and a
@@ -100,10 +113,14 @@ mod tests {
 
     #[test]
     fn data_rows_must_match() {
-        let (h, n) = header(r#"{"x":{"dtype":"F32","shape":[3,2],"data_offsets":[0,24]},"y":{"dtype":"I64","shape":[2],"data_offsets":[24,40]}}"#);
+        let (h, n) = header(
+            r#"{"x":{"dtype":"F32","shape":[3,2],"data_offsets":[0,24]},"y":{"dtype":"I64","shape":[2],"data_offsets":[24,40]}}"#,
+        );
         let e = check_data(&h, 8 + n + 40, n).unwrap_err();
         assert_eq!(e, "x has 3 rows but y has 2");
-        let (h, n) = header(r#"{"x":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"y":{"dtype":"I64","shape":[2],"data_offsets":[16,32]}}"#);
+        let (h, n) = header(
+            r#"{"x":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"y":{"dtype":"I64","shape":[2],"data_offsets":[16,32]}}"#,
+        );
         assert_eq!(check_data(&h, 8 + n + 32, n).unwrap().rows, 2);
         assert!(check_data(&h, 8 + n + 31, n).unwrap_err().contains("outside"));
         assert!(check_data(b"{\"x\":1}", 100, 7).is_err());
@@ -113,7 +130,9 @@ mod tests {
     #[test]
     fn model_must_be_torchscript_zip() {
         assert!(check_model(b"\x80\x02pickle", b"").unwrap_err().contains("not a zip"));
-        assert!(check_model(b"PK\x03\x04", b"archive/data.pkl").unwrap_err().contains("torch.save"));
+        assert!(check_model(b"PK\x03\x04", b"archive/data.pkl")
+            .unwrap_err()
+            .contains("torch.save"));
         assert!(check_model(b"PK\x03\x04", b"m/code/__torch__.py m/constants.pkl").is_ok());
         assert!(header_len(&[0; 4]).is_err());
         assert!(header_len(&u64::MAX.to_le_bytes()).is_err());

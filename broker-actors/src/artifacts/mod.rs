@@ -49,12 +49,31 @@ pub enum Target {
 }
 
 pub enum ArtifactsMsg {
-    Begin { caller: Caller, target: Target, size: u64, sha256: String, reply: RpcReplyPort<Result<UploadStarted, WireError>> },
-    Chunk { caller: Caller, chunk: UploadChunk, reply: RpcReplyPort<Result<ChunkAck, WireError>> },
+    Begin {
+        caller: Caller,
+        target: Target,
+        size: u64,
+        sha256: String,
+        reply: RpcReplyPort<Result<UploadStarted, WireError>>,
+    },
+    Chunk {
+        caller: Caller,
+        chunk: UploadChunk,
+        reply: RpcReplyPort<Result<ChunkAck, WireError>>,
+    },
     /// Replies the object key and what was stored.
-    Commit { caller: Caller, upload_id: String, reply: RpcReplyPort<Result<(String, ArtifactInfo), WireError>> },
+    Commit {
+        caller: Caller,
+        upload_id: String,
+        reply: RpcReplyPort<Result<(String, ArtifactInfo), WireError>>,
+    },
     /// Moves a committed staging upload of `principal` to `dest_key`.
-    Claim { principal: String, upload_id: String, dest_key: String, reply: RpcReplyPort<Result<ArtifactInfo, WireError>> },
+    Claim {
+        principal: String,
+        upload_id: String,
+        dest_key: String,
+        reply: RpcReplyPort<Result<ArtifactInfo, WireError>>,
+    },
     ExpireIdle,
 }
 
@@ -93,28 +112,61 @@ impl Actor for Artifacts {
     type State = ArtifactsState;
     type Arguments = ArtifactsArgs;
 
-    async fn pre_start(&self, me: ActorRef<ArtifactsMsg>, args: ArtifactsArgs) -> Result<ArtifactsState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        me: ActorRef<ArtifactsMsg>,
+        args: ArtifactsArgs,
+    ) -> Result<ArtifactsState, ActorProcessingErr> {
         me.send_interval(Duration::from_secs(60), || ArtifactsMsg::ExpireIdle);
-        Ok(ArtifactsState { store: args.store, max_artifact_bytes: args.max_artifact_bytes, uploads: HashMap::new(), staged: HashMap::new() })
+        Ok(ArtifactsState {
+            store: args.store,
+            max_artifact_bytes: args.max_artifact_bytes,
+            uploads: HashMap::new(),
+            staged: HashMap::new(),
+        })
     }
 
-    async fn handle(&self, _me: ActorRef<ArtifactsMsg>, msg: ArtifactsMsg, state: &mut ArtifactsState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<ArtifactsMsg>,
+        msg: ArtifactsMsg,
+        state: &mut ArtifactsState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ArtifactsMsg::Begin { caller, target, size, sha256, reply } => {
+            ArtifactsMsg::Begin {
+                caller,
+                target,
+                size,
+                sha256,
+                reply,
+            } => {
                 let _ = reply.send(state.begin(caller, target, size, sha256).await);
             }
             ArtifactsMsg::Chunk { caller, chunk, reply } => {
                 let _ = reply.send(state.chunk(&caller, chunk).await);
             }
-            ArtifactsMsg::Commit { caller, upload_id, reply } => {
+            ArtifactsMsg::Commit {
+                caller,
+                upload_id,
+                reply,
+            } => {
                 let _ = reply.send(state.commit(&caller, &upload_id).await);
             }
-            ArtifactsMsg::Claim { principal, upload_id, dest_key, reply } => {
+            ArtifactsMsg::Claim {
+                principal,
+                upload_id,
+                dest_key,
+                reply,
+            } => {
                 let _ = reply.send(state.claim(&principal, &upload_id, &dest_key).await);
             }
             ArtifactsMsg::ExpireIdle => {
-                let idle: Vec<String> =
-                    state.uploads.iter().filter(|(_, u)| u.touched.elapsed() > IDLE_UPLOAD).map(|(id, _)| id.clone()).collect();
+                let idle: Vec<String> = state
+                    .uploads
+                    .iter()
+                    .filter(|(_, u)| u.touched.elapsed() > IDLE_UPLOAD)
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 for id in idle {
                     if let Some(upload) = state.uploads.remove(&id) {
                         tracing::info!(upload = %id, key = %upload.key, "aborting idle upload");
@@ -128,24 +180,39 @@ impl Actor for Artifacts {
 }
 
 impl ArtifactsState {
-    async fn begin(&mut self, caller: Caller, target: Target, size: u64, sha256: String) -> Result<UploadStarted, WireError> {
+    async fn begin(
+        &mut self,
+        caller: Caller,
+        target: Target,
+        size: u64,
+        sha256: String,
+    ) -> Result<UploadStarted, WireError> {
         if size > self.max_artifact_bytes {
             return Err(WireError::new(
                 ErrorCode::TooLarge,
-                format!("artifact of {:.1} MiB is over this grid's limit of {:.1} MiB", mib(size), mib(self.max_artifact_bytes)),
+                format!(
+                    "artifact of {:.1} MiB is over this grid's limit of {:.1} MiB",
+                    mib(size),
+                    mib(self.max_artifact_bytes)
+                ),
             ));
         }
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(WireError::bad_request("sha256 must be 64 hex digits"));
         }
         if self.uploads.values().filter(|u| u.caller == caller).count() >= MAX_OPEN_PER_CALLER {
-            return Err(WireError::new(ErrorCode::Conflict, format!("at most {MAX_OPEN_PER_CALLER} uploads may be open at once")));
+            return Err(WireError::new(
+                ErrorCode::Conflict,
+                format!("at most {MAX_OPEN_PER_CALLER} uploads may be open at once"),
+            ));
         }
         let upload_id = uuid::Uuid::now_v7().simple().to_string();
         let key = match (&target, &caller) {
             (Target::Staging, Caller::Researcher(principal)) => keys::staging(principal, &upload_id),
             (Target::Key(key), _) => key.clone(),
-            (Target::Staging, Caller::Worker(_)) => return Err(WireError::bad_request("workers upload to a job, not to staging")),
+            (Target::Staging, Caller::Worker(_)) => {
+                return Err(WireError::bad_request("workers upload to a job, not to staging"))
+            }
         };
         let multipart = self
             .store
@@ -156,59 +223,113 @@ impl ArtifactsState {
         let writer = WriteMultipart::new_with_chunk_size(multipart, PART_BYTES);
         self.uploads.insert(
             upload_id.clone(),
-            Upload { caller, key, size, sha256: sha256.to_ascii_lowercase(), received: 0, hasher: Sha256::new(), writer, touched: Instant::now() },
+            Upload {
+                caller,
+                key,
+                size,
+                sha256: sha256.to_ascii_lowercase(),
+                received: 0,
+                hasher: Sha256::new(),
+                writer,
+                touched: Instant::now(),
+            },
         );
-        Ok(UploadStarted { upload_id, max_chunk: MAX_CHUNK_BYTES })
+        Ok(UploadStarted {
+            upload_id,
+            max_chunk: MAX_CHUNK_BYTES,
+        })
     }
 
     fn upload_of(&mut self, caller: &Caller, upload_id: &str) -> Result<&mut Upload, WireError> {
         match self.uploads.get_mut(upload_id) {
             Some(u) if &u.caller == caller => Ok(u),
-            _ => Err(WireError::new(ErrorCode::NotFound, format!("no open upload {upload_id}"))),
+            _ => Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("no open upload {upload_id}"),
+            )),
         }
     }
 
     async fn chunk(&mut self, caller: &Caller, chunk: UploadChunk) -> Result<ChunkAck, WireError> {
         let upload = self.upload_of(caller, &chunk.upload_id)?;
         if chunk.data.len() as u64 > MAX_CHUNK_BYTES {
-            return Err(WireError::new(ErrorCode::TooLarge, format!("chunk of {} bytes is over the {MAX_CHUNK_BYTES}-byte limit", chunk.data.len())));
+            return Err(WireError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "chunk of {} bytes is over the {MAX_CHUNK_BYTES}-byte limit",
+                    chunk.data.len()
+                ),
+            ));
         }
         if chunk.offset != upload.received {
             return Err(WireError::new(
                 ErrorCode::Conflict,
-                format!("chunk at offset {} but {} bytes were received; resume from {}", chunk.offset, upload.received, upload.received),
+                format!(
+                    "chunk at offset {} but {} bytes were received; resume from {}",
+                    chunk.offset, upload.received, upload.received
+                ),
             ));
         }
         if upload.received + chunk.data.len() as u64 > upload.size {
-            return Err(WireError::new(ErrorCode::TooLarge, format!("more bytes than the declared {} bytes", upload.size)));
+            return Err(WireError::new(
+                ErrorCode::TooLarge,
+                format!("more bytes than the declared {} bytes", upload.size),
+            ));
         }
-        upload.writer.wait_for_capacity(2).await.map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
+        upload
+            .writer
+            .wait_for_capacity(2)
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
         upload.hasher.update(&chunk.data);
         upload.writer.write(&chunk.data);
         upload.received += chunk.data.len() as u64;
         upload.touched = Instant::now();
-        Ok(ChunkAck { received: upload.received })
+        Ok(ChunkAck {
+            received: upload.received,
+        })
     }
 
     async fn commit(&mut self, caller: &Caller, upload_id: &str) -> Result<(String, ArtifactInfo), WireError> {
         self.upload_of(caller, upload_id)?;
         let Some(upload) = self.uploads.remove(upload_id) else {
-            return Err(WireError::new(ErrorCode::NotFound, format!("no open upload {upload_id}")));
+            return Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("no open upload {upload_id}"),
+            ));
         };
         if upload.received != upload.size {
             let _ = upload.writer.abort().await;
-            return Err(WireError::bad_request(format!("upload incomplete: {} of {} bytes", upload.received, upload.size)));
+            return Err(WireError::bad_request(format!(
+                "upload incomplete: {} of {} bytes",
+                upload.received, upload.size
+            )));
         }
         let digest = hex::encode(upload.hasher.finalize());
         if digest != upload.sha256 {
             let _ = upload.writer.abort().await;
-            return Err(WireError::new(ErrorCode::DigestMismatch, format!("SHA-256 of the received bytes is {digest}, not the declared {}", upload.sha256)));
+            return Err(WireError::new(
+                ErrorCode::DigestMismatch,
+                format!(
+                    "SHA-256 of the received bytes is {digest}, not the declared {}",
+                    upload.sha256
+                ),
+            ));
         }
-        upload.writer.finish().await.map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
-        let info = ArtifactInfo { name: upload_id.to_string(), size: upload.size, sha256: digest };
+        upload
+            .writer
+            .finish()
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
+        let info = ArtifactInfo {
+            name: upload_id.to_string(),
+            size: upload.size,
+            sha256: digest,
+        };
         if let Caller::Researcher(principal) = caller {
             if upload.key == keys::staging(principal, upload_id) {
-                self.staged.insert(upload_id.to_string(), (principal.clone(), info.clone()));
+                self.staged
+                    .insert(upload_id.to_string(), (principal.clone(), info.clone()));
             }
         }
         tracing::info!(key = %upload.key, size = upload.size, "artifact stored");
@@ -218,13 +339,21 @@ impl ArtifactsState {
     async fn claim(&mut self, principal: &str, upload_id: &str, dest_key: &str) -> Result<ArtifactInfo, WireError> {
         match self.staged.get(upload_id) {
             Some((owner, _)) if owner == principal => {}
-            _ => return Err(WireError::new(ErrorCode::NotFound, format!("no committed upload {upload_id} of {principal}"))),
+            _ => {
+                return Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("no committed upload {upload_id} of {principal}"),
+                ))
+            }
         }
         self.store
             .rename(&keys::staging(principal, upload_id), dest_key)
             .await
             .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
-        let (_, info) = self.staged.remove(upload_id).ok_or_else(|| WireError::internal("staged upload vanished"))?;
+        let (_, info) = self
+            .staged
+            .remove(upload_id)
+            .ok_or_else(|| WireError::internal("staged upload vanished"))?;
         Ok(info)
     }
 }

@@ -40,13 +40,21 @@ impl Store {
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let parsed = Url::parse(url).map_err(|e| StoreError::Url(url.into(), e.to_string()))?;
         if parsed.scheme() == "file" {
-            let dir = parsed.to_file_path().map_err(|_| StoreError::Url(url.into(), "not an absolute path".into()))?;
+            let dir = parsed
+                .to_file_path()
+                .map_err(|_| StoreError::Url(url.into(), "not an absolute path".into()))?;
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::Url(url.into(), e.to_string()))?;
             let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
-            return Ok(Self { inner: Arc::new(fs), root: Path::default() });
+            return Ok(Self {
+                inner: Arc::new(fs),
+                root: Path::default(),
+            });
         }
         let (store, root) = object_store::parse_url(&parsed).map_err(|e| StoreError::Url(url.into(), e.to_string()))?;
-        Ok(Self { inner: Arc::from(store), root })
+        Ok(Self {
+            inner: Arc::from(store),
+            root,
+        })
     }
 
     pub fn path(&self, key: &str) -> Path {
@@ -69,7 +77,11 @@ impl Store {
         if len == 0 {
             return Ok(Vec::new());
         }
-        Ok(self.inner.get_range(&self.path(key), offset..offset + len).await?.to_vec())
+        Ok(self
+            .inner
+            .get_range(&self.path(key), offset..offset + len)
+            .await?
+            .to_vec())
     }
 
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
@@ -95,7 +107,11 @@ impl Store {
         let prefix = self.read(key, 0, size.min(8)).await?;
         let n = match inspect::header_len(&prefix) {
             Ok(n) if 8 + n <= size => n,
-            Ok(_) => return Ok(Err("data is not safetensors: header runs past the end of the file".into())),
+            Ok(_) => {
+                return Ok(Err(
+                    "data is not safetensors: header runs past the end of the file".into()
+                ))
+            }
             Err(e) => return Ok(Err(e)),
         };
         let header = self.read(key, 8, n).await?;

@@ -21,7 +21,12 @@ use crate::registry::RegistryMsg;
 pub use decide::{Candidate, Offer, Outcome, Winner};
 
 pub enum AuctioneerMsg {
-    Run { job_id: String, requirements: Requirements, work: DeclaredWork, reply: RpcReplyPort<Outcome> },
+    Run {
+        job_id: String,
+        requirements: Requirements,
+        work: DeclaredWork,
+        reply: RpcReplyPort<Outcome>,
+    },
 }
 
 pub struct Auctioneer;
@@ -40,13 +45,27 @@ impl Actor for Auctioneer {
     type State = AuctioneerArgs;
     type Arguments = AuctioneerArgs;
 
-    async fn pre_start(&self, _me: ActorRef<AuctioneerMsg>, args: AuctioneerArgs) -> Result<AuctioneerArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<AuctioneerMsg>,
+        args: AuctioneerArgs,
+    ) -> Result<AuctioneerArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _me: ActorRef<AuctioneerMsg>, msg: AuctioneerMsg, state: &mut AuctioneerArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<AuctioneerMsg>,
+        msg: AuctioneerMsg,
+        state: &mut AuctioneerArgs,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AuctioneerMsg::Run { job_id, requirements, work, reply } => {
+            AuctioneerMsg::Run {
+                job_id,
+                requirements,
+                work,
+                reply,
+            } => {
                 let candidates = ractor::call_t!(state.registry, RegistryMsg::Candidates, 2_000).unwrap_or_default();
                 let invited = match decide::invitees(&candidates, &requirements, &work, state.invite_k) {
                     Ok(invited) => invited,
@@ -89,13 +108,22 @@ async fn collect_and_decide(
             let answer = tokio::time::timeout(args.bid_window, request).await;
             let reply = match answer {
                 Ok(Ok(message)) => decode::<Reply<BidReply>>(&message.payload).and_then(Reply::into_result),
-                Ok(Err(e)) => Err(helium_protocol::WireError::new(helium_protocol::ErrorCode::Unavailable, e.to_string())),
-                Err(_) => Err(helium_protocol::WireError::new(helium_protocol::ErrorCode::Unavailable, "bid window closed")),
+                Ok(Err(e)) => Err(helium_protocol::WireError::new(
+                    helium_protocol::ErrorCode::Unavailable,
+                    e.to_string(),
+                )),
+                Err(_) => Err(helium_protocol::WireError::new(
+                    helium_protocol::ErrorCode::Unavailable,
+                    "bid window closed",
+                )),
             };
             match reply {
-                Ok(BidReply { bid: Some(bid), .. }) if bid.eta_secs.is_finite() && bid.eta_secs >= 0.0 => {
-                    Some(Offer { worker_id: c.worker_id.clone(), owner: c.owner.clone(), reputation: c.reputation, bid })
-                }
+                Ok(BidReply { bid: Some(bid), .. }) if bid.eta_secs.is_finite() && bid.eta_secs >= 0.0 => Some(Offer {
+                    worker_id: c.worker_id.clone(),
+                    owner: c.owner.clone(),
+                    reputation: c.reputation,
+                    bid,
+                }),
                 Ok(other) => {
                     tracing::info!(job = %job_id, worker = %c.worker_id, decline = ?other.decline, "no bid");
                     None

@@ -32,7 +32,10 @@ where
             tokio::spawn(async move {
                 let subject = request.message.subject.to_string();
                 let result = match subjects::identity_of(&subject) {
-                    None => Err(WireError::new(ErrorCode::Unauthorized, format!("subject {subject} carries no valid identity"))),
+                    None => Err(WireError::new(
+                        ErrorCode::Unauthorized,
+                        format!("subject {subject} carries no valid identity"),
+                    )),
                     Some(id) => match decode::<Req>(&request.message.payload) {
                         Ok(body) => handler(id.to_string(), body).await,
                         Err(e) => Err(e),
@@ -58,17 +61,37 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> WireError {
 /// caller and names the object; the bytes come straight from the store.
 pub(crate) async fn read_artifact(ctx: &Ctx, caller: Caller, req: ReadArtifact) -> Result<ArtifactChunk, WireError> {
     if req.len > MAX_CHUNK_BYTES {
-        return Err(WireError::new(ErrorCode::TooLarge, format!("read at most {MAX_CHUNK_BYTES} bytes at a time")));
+        return Err(WireError::new(
+            ErrorCode::TooLarge,
+            format!("read at most {MAX_CHUNK_BYTES} bytes at a time"),
+        ));
     }
     let (job_id, name) = (req.job_id.clone(), req.name.clone());
-    let (key, info) = ractor::call_t!(ctx.manager, |reply| ManagerMsg::Access { caller, job_id, name, reply }, 10_000)
-        .map_err(unavailable)??;
+    let (key, info) = ractor::call_t!(
+        ctx.manager,
+        |reply| ManagerMsg::Access {
+            caller,
+            job_id,
+            name,
+            reply
+        },
+        10_000
+    )
+    .map_err(unavailable)??;
     if req.offset > info.size {
-        return Err(WireError::bad_request(format!("offset {} is past the end ({} bytes)", req.offset, info.size)));
+        return Err(WireError::bad_request(format!(
+            "offset {} is past the end ({} bytes)",
+            req.offset, info.size
+        )));
     }
     let len = req.len.min(info.size - req.offset);
     let data = ctx.deps.store.read(&key, req.offset, len).await.map_err(unavailable)?;
-    Ok(ArtifactChunk { offset: req.offset, data, size: info.size, sha256: info.sha256 })
+    Ok(ArtifactChunk {
+        offset: req.offset,
+        data,
+        size: info.size,
+        sha256: info.sha256,
+    })
 }
 
 /// Subject templates as a JSON object, for `helium-broker print-subjects` (and through it the
@@ -78,10 +101,17 @@ pub fn subject_templates() -> String {
     for verb in subjects::api::ALL {
         map.insert(format!("api.{verb}"), subjects::api("{principal}", verb).into());
     }
-    for verb in subjects::worker::REQUESTS.iter().chain([&subjects::worker::HEARTBEAT, &subjects::worker::RUN_EVENT]) {
+    for verb in subjects::worker::REQUESTS
+        .iter()
+        .chain([&subjects::worker::HEARTBEAT, &subjects::worker::RUN_EVENT])
+    {
         map.insert(format!("worker.{verb}"), subjects::worker("{worker}", verb).into());
     }
-    for verb in [subjects::dispatch::INVITE, subjects::dispatch::AWARD, subjects::dispatch::CANCEL] {
+    for verb in [
+        subjects::dispatch::INVITE,
+        subjects::dispatch::AWARD,
+        subjects::dispatch::CANCEL,
+    ] {
         map.insert(format!("dispatch.{verb}"), subjects::dispatch("{worker}", verb).into());
     }
     map.insert("events".into(), subjects::job_events("{principal}", "{job}").into());

@@ -27,13 +27,44 @@ pub use record::JobRecord;
 pub use supervisor::{JobSupervisor, SupervisorArgs, SupervisorMsg};
 
 pub enum ManagerMsg {
-    Submit { principal: String, request: SubmitJob, reply: RpcReplyPort<Result<JobView, WireError>> },
-    Status { principal: String, job_id: String, reply: RpcReplyPort<Result<JobView, WireError>> },
-    Cancel { principal: String, job_id: String, reply: RpcReplyPort<Result<JobView, WireError>> },
-    Run { worker_id: String, event: RunEvent, reply: RpcReplyPort<Result<(), WireError>> },
-    Access { caller: Caller, job_id: String, name: String, reply: RpcReplyPort<Result<(String, ArtifactInfo), WireError>> },
-    UploadTarget { worker_id: String, job_id: String, name: String, reply: RpcReplyPort<Result<String, WireError>> },
-    Stored { worker_id: String, job_id: String, name: String, info: ArtifactInfo },
+    Submit {
+        principal: String,
+        request: SubmitJob,
+        reply: RpcReplyPort<Result<JobView, WireError>>,
+    },
+    Status {
+        principal: String,
+        job_id: String,
+        reply: RpcReplyPort<Result<JobView, WireError>>,
+    },
+    Cancel {
+        principal: String,
+        job_id: String,
+        reply: RpcReplyPort<Result<JobView, WireError>>,
+    },
+    Run {
+        worker_id: String,
+        event: RunEvent,
+        reply: RpcReplyPort<Result<(), WireError>>,
+    },
+    Access {
+        caller: Caller,
+        job_id: String,
+        name: String,
+        reply: RpcReplyPort<Result<(String, ArtifactInfo), WireError>>,
+    },
+    UploadTarget {
+        worker_id: String,
+        job_id: String,
+        name: String,
+        reply: RpcReplyPort<Result<String, WireError>>,
+    },
+    Stored {
+        worker_id: String,
+        job_id: String,
+        name: String,
+        info: ArtifactInfo,
+    },
     Registry(RegistryEvent),
 }
 
@@ -54,7 +85,10 @@ impl Actor for JobManager {
     type Arguments = Deps;
 
     async fn pre_start(&self, me: ActorRef<ManagerMsg>, deps: Deps) -> Result<ManagerState, ActorProcessingErr> {
-        let mut state = ManagerState { deps, jobs: HashMap::new() };
+        let mut state = ManagerState {
+            deps,
+            jobs: HashMap::new(),
+        };
         // Respawn a supervisor for every recorded job; finished ones only answer queries.
         let mut keys = state.deps.jobs.keys().await?;
         let mut ids = Vec::new();
@@ -62,7 +96,9 @@ impl Actor for JobManager {
             ids.push(key?);
         }
         for job_id in ids {
-            let Some(entry) = state.deps.jobs.entry(job_id.clone()).await? else { continue };
+            let Some(entry) = state.deps.jobs.entry(job_id.clone()).await? else {
+                continue;
+            };
             // Records are the broker's own storage, not wire messages: no version envelope.
             match rmp_serde::from_slice::<JobRecord>(&entry.value) {
                 Ok(record) => state.spawn(&me, record, entry.revision).await?,
@@ -73,33 +109,73 @@ impl Actor for JobManager {
         Ok(state)
     }
 
-    async fn handle(&self, me: ActorRef<ManagerMsg>, msg: ManagerMsg, state: &mut ManagerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<ManagerMsg>,
+        msg: ManagerMsg,
+        state: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ManagerMsg::Submit { principal, request, reply } => {
+            ManagerMsg::Submit {
+                principal,
+                request,
+                reply,
+            } => {
                 let result = state.submit(&me, principal, request).await;
                 let _ = reply.send(result);
             }
-            ManagerMsg::Status { principal, job_id, reply } => match state.jobs.get(&job_id) {
+            ManagerMsg::Status {
+                principal,
+                job_id,
+                reply,
+            } => match state.jobs.get(&job_id) {
                 Some(s) => drop(s.send_message(SupervisorMsg::Status { principal, reply })),
                 None => drop(reply.send(Err(no_job(&job_id)))),
             },
-            ManagerMsg::Cancel { principal, job_id, reply } => match state.jobs.get(&job_id) {
+            ManagerMsg::Cancel {
+                principal,
+                job_id,
+                reply,
+            } => match state.jobs.get(&job_id) {
                 Some(s) => drop(s.send_message(SupervisorMsg::Cancel { principal, reply })),
                 None => drop(reply.send(Err(no_job(&job_id)))),
             },
-            ManagerMsg::Run { worker_id, event, reply } => match state.jobs.get(&event.job_id) {
-                Some(s) => drop(s.send_message(SupervisorMsg::Run { worker_id, event, reply })),
+            ManagerMsg::Run {
+                worker_id,
+                event,
+                reply,
+            } => match state.jobs.get(&event.job_id) {
+                Some(s) => drop(s.send_message(SupervisorMsg::Run {
+                    worker_id,
+                    event,
+                    reply,
+                })),
                 None => drop(reply.send(Err(no_job(&event.job_id)))),
             },
-            ManagerMsg::Access { caller, job_id, name, reply } => match state.jobs.get(&job_id) {
+            ManagerMsg::Access {
+                caller,
+                job_id,
+                name,
+                reply,
+            } => match state.jobs.get(&job_id) {
                 Some(s) => drop(s.send_message(SupervisorMsg::Access { caller, name, reply })),
                 None => drop(reply.send(Err(no_job(&job_id)))),
             },
-            ManagerMsg::UploadTarget { worker_id, job_id, name, reply } => match state.jobs.get(&job_id) {
+            ManagerMsg::UploadTarget {
+                worker_id,
+                job_id,
+                name,
+                reply,
+            } => match state.jobs.get(&job_id) {
                 Some(s) => drop(s.send_message(SupervisorMsg::UploadTarget { worker_id, name, reply })),
                 None => drop(reply.send(Err(no_job(&job_id)))),
             },
-            ManagerMsg::Stored { worker_id, job_id, name, info } => {
+            ManagerMsg::Stored {
+                worker_id,
+                job_id,
+                name,
+                info,
+            } => {
                 if let Some(s) = state.jobs.get(&job_id) {
                     let _ = s.send_message(SupervisorMsg::Stored { worker_id, name, info });
                 }
@@ -118,7 +194,12 @@ impl Actor for JobManager {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _me: ActorRef<ManagerMsg>, evt: SupervisionEvent, state: &mut ManagerState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _me: ActorRef<ManagerMsg>,
+        evt: SupervisionEvent,
+        state: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
         // A supervisor that dies (e.g. its record was taken over) is dropped from the map; the
         // manager itself keeps serving the other jobs.
         let gone = match evt {
@@ -140,32 +221,67 @@ impl Actor for JobManager {
 }
 
 impl ManagerState {
-    async fn spawn(&mut self, me: &ActorRef<ManagerMsg>, record: JobRecord, revision: u64) -> Result<(), ActorProcessingErr> {
+    async fn spawn(
+        &mut self,
+        me: &ActorRef<ManagerMsg>,
+        record: JobRecord,
+        revision: u64,
+    ) -> Result<(), ActorProcessingErr> {
         let job_id = record.view.job_id.clone();
-        let args = SupervisorArgs { deps: self.deps.clone(), record, revision };
+        let args = SupervisorArgs {
+            deps: self.deps.clone(),
+            record,
+            revision,
+        };
         let (actor, _) = ractor::Actor::spawn_linked(None, JobSupervisor, args, me.get_cell()).await?;
         self.jobs.insert(job_id, actor);
         Ok(())
     }
 
-    async fn submit(&mut self, me: &ActorRef<ManagerMsg>, principal: String, request: SubmitJob) -> Result<JobView, WireError> {
+    async fn submit(
+        &mut self,
+        me: &ActorRef<ManagerMsg>,
+        principal: String,
+        request: SubmitJob,
+    ) -> Result<JobView, WireError> {
         let now = crate::now_ms();
         record::validate(&request, now)?;
         let job_id = uuid::Uuid::now_v7().simple().to_string();
         let claim = |upload_id: String, dest_key: String| {
             let principal = principal.clone();
-            move |reply| ArtifactsMsg::Claim { principal, upload_id, dest_key, reply }
+            move |reply| ArtifactsMsg::Claim {
+                principal,
+                upload_id,
+                dest_key,
+                reply,
+            }
         };
         let artifacts = &self.deps.artifacts;
-        let model = ractor::call_t!(artifacts, claim(request.model_upload.clone(), keys::model(&job_id)), 30_000)
-            .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))??;
-        let data = ractor::call_t!(artifacts, claim(request.data_upload.clone(), keys::data(&job_id)), 30_000)
-            .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))??;
+        let model = ractor::call_t!(
+            artifacts,
+            claim(request.model_upload.clone(), keys::model(&job_id)),
+            30_000
+        )
+        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))??;
+        let data = ractor::call_t!(
+            artifacts,
+            claim(request.data_upload.clone(), keys::data(&job_id)),
+            30_000
+        )
+        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))??;
         let store = &self.deps.store;
         let unavailable = |e: crate::artifacts::StoreError| WireError::new(ErrorCode::Unavailable, e.to_string());
         let checked = async {
-            store.inspect_model(&keys::model(&job_id)).await.map_err(unavailable)?.map_err(|m| WireError::new(ErrorCode::InvalidModel, m))?;
-            store.inspect_data(&keys::data(&job_id)).await.map_err(unavailable)?.map_err(|m| WireError::new(ErrorCode::InvalidData, m))
+            store
+                .inspect_model(&keys::model(&job_id))
+                .await
+                .map_err(unavailable)?
+                .map_err(|m| WireError::new(ErrorCode::InvalidModel, m))?;
+            store
+                .inspect_data(&keys::data(&job_id))
+                .await
+                .map_err(unavailable)?
+                .map_err(|m| WireError::new(ErrorCode::InvalidData, m))
         }
         .await;
         let summary = match checked {
@@ -176,8 +292,14 @@ impl ManagerState {
                 return Err(e);
             }
         };
-        let model = ArtifactInfo { name: helium_protocol::artifacts::MODEL.into(), ..model };
-        let data = ArtifactInfo { name: helium_protocol::artifacts::DATA.into(), ..data };
+        let model = ArtifactInfo {
+            name: helium_protocol::artifacts::MODEL.into(),
+            ..model
+        };
+        let data = ArtifactInfo {
+            name: helium_protocol::artifacts::DATA.into(),
+            ..data
+        };
         let mut work = request.work;
         work.samples = summary.rows; // the data, not the declaration, says how many samples
         let view = JobView {
@@ -213,10 +335,20 @@ impl ManagerState {
             .create(&job_id, encode(&record).into())
             .await
             .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("job store: {e}")))?;
-        crate::events::publish_job_event(&self.deps.js, &principal, &job_id, helium_protocol::api::JobEventKind::State { state: JobState::Queued, reason: None })
-            .await;
+        crate::events::publish_job_event(
+            &self.deps.js,
+            &principal,
+            &job_id,
+            helium_protocol::api::JobEventKind::State {
+                state: JobState::Queued,
+                reason: None,
+            },
+        )
+        .await;
         tracing::info!(job = %job_id, principal = %principal, "job submitted");
-        self.spawn(me, record, revision).await.map_err(|e| WireError::internal(e.to_string()))?;
+        self.spawn(me, record, revision)
+            .await
+            .map_err(|e| WireError::internal(e.to_string()))?;
         Ok(view)
     }
 }

@@ -33,17 +33,44 @@ pub enum SupervisorMsg {
     /// Capacity may have appeared: auction if the job is queued.
     Auction,
     AuctionClosed(Outcome),
-    AwardAnswered { award_id: String, answer: Result<AwardAck, String> },
-    Run { worker_id: String, event: RunEvent, reply: RpcReplyPort<Result<(), WireError>> },
-    Status { principal: String, reply: RpcReplyPort<Result<JobView, WireError>> },
-    Cancel { principal: String, reply: RpcReplyPort<Result<JobView, WireError>> },
+    AwardAnswered {
+        award_id: String,
+        answer: Result<AwardAck, String>,
+    },
+    Run {
+        worker_id: String,
+        event: RunEvent,
+        reply: RpcReplyPort<Result<(), WireError>>,
+    },
+    Status {
+        principal: String,
+        reply: RpcReplyPort<Result<JobView, WireError>>,
+    },
+    Cancel {
+        principal: String,
+        reply: RpcReplyPort<Result<JobView, WireError>>,
+    },
     /// May `caller` read artifact `name`? Replies its key and digest.
-    Access { caller: Caller, name: String, reply: RpcReplyPort<Result<(String, ArtifactInfo), WireError>> },
+    Access {
+        caller: Caller,
+        name: String,
+        reply: RpcReplyPort<Result<(String, ArtifactInfo), WireError>>,
+    },
     /// Where may worker `worker_id` upload artifact `name`?
-    UploadTarget { worker_id: String, name: String, reply: RpcReplyPort<Result<String, WireError>> },
+    UploadTarget {
+        worker_id: String,
+        name: String,
+        reply: RpcReplyPort<Result<String, WireError>>,
+    },
     /// The worker's upload of `name` was committed and verified.
-    Stored { worker_id: String, name: String, info: ArtifactInfo },
-    WorkerLost { worker_id: String },
+    Stored {
+        worker_id: String,
+        name: String,
+        info: ArtifactInfo,
+    },
+    WorkerLost {
+        worker_id: String,
+    },
     Tick,
 }
 
@@ -69,7 +96,11 @@ impl Actor for JobSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, me: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        me: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let state = args.record.view.state;
         if !state.is_terminal() {
             me.send_interval(Duration::from_secs(1), || SupervisorMsg::Tick);
@@ -77,10 +108,21 @@ impl Actor for JobSupervisor {
                 me.send_message(SupervisorMsg::Auction)?;
             }
         }
-        Ok(SupervisorState { deps: args.deps, record: args.record, revision: args.revision, auction_in_flight: false, poked: false })
+        Ok(SupervisorState {
+            deps: args.deps,
+            record: args.record,
+            revision: args.revision,
+            auction_in_flight: false,
+            poked: false,
+        })
     }
 
-    async fn handle(&self, me: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Auction => state.start_auction(&me).await?,
             SupervisorMsg::AuctionClosed(outcome) => {
@@ -88,7 +130,11 @@ impl Actor for JobSupervisor {
                 state.auction_closed(&me, outcome).await?;
             }
             SupervisorMsg::AwardAnswered { award_id, answer } => state.award_answered(&me, award_id, answer).await?,
-            SupervisorMsg::Run { worker_id, event, reply } => {
+            SupervisorMsg::Run {
+                worker_id,
+                event,
+                reply,
+            } => {
                 let result = state.run_event(&me, &worker_id, event).await?;
                 let _ = reply.send(result);
             }
@@ -135,7 +181,10 @@ impl SupervisorState {
         if self.record.view.principal == principal {
             Ok(&self.record)
         } else {
-            Err(WireError::new(ErrorCode::NotFound, format!("no job {} of {principal}", self.job_id())))
+            Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("no job {} of {principal}", self.job_id()),
+            ))
         }
     }
 
@@ -181,11 +230,25 @@ impl SupervisorState {
         Ok(true)
     }
 
-    async fn transfer(&self, id: String, debit: String, credit: String, amount: u64, memo: &str) -> Result<(), WireError> {
+    async fn transfer(
+        &self,
+        id: String,
+        debit: String,
+        credit: String,
+        amount: u64,
+        memo: &str,
+    ) -> Result<(), WireError> {
         if amount == 0 {
             return Ok(());
         }
-        let t = Transfer { v: PROTOCOL_VERSION, id, debit, credit, amount, memo: memo.to_string() };
+        let t = Transfer {
+            v: PROTOCOL_VERSION,
+            id,
+            debit,
+            credit,
+            amount,
+            memo: memo.to_string(),
+        };
         match ractor::call_t!(self.deps.ledger, LedgerMsg::Transfer, 10_000, t) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
@@ -196,7 +259,10 @@ impl SupervisorState {
     /// Epochs not yet done, i.e. the work an auction sells now.
     fn remaining_work(&self) -> DeclaredWork {
         let done = self.record.view.epochs_done;
-        DeclaredWork { epochs: self.record.work.epochs.saturating_sub(done).max(1), ..self.record.work }
+        DeclaredWork {
+            epochs: self.record.work.epochs.saturating_sub(done).max(1),
+            ..self.record.work
+        }
     }
 
     async fn start_auction(&mut self, me: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
@@ -213,23 +279,44 @@ impl SupervisorState {
         self.move_to(JobState::Auctioning, reason).await?;
         let mut requirements = self.record.requirements.clone();
         requirements.budget = requirements.budget.saturating_sub(self.record.view.paid);
-        let (auctioneer, me, job_id, work) = (self.deps.auctioneer.clone(), me.clone(), self.job_id().to_string(), self.remaining_work());
+        let (auctioneer, me, job_id, work) = (
+            self.deps.auctioneer.clone(),
+            me.clone(),
+            self.job_id().to_string(),
+            self.remaining_work(),
+        );
         let wait = self.deps.bid_window.as_millis() as u64 + 5_000;
         tokio::spawn(async move {
-            let outcome = ractor::call_t!(auctioneer, |reply| AuctioneerMsg::Run { job_id, requirements, work, reply }, wait)
-                .unwrap_or_else(|e| Outcome::NoWinner { reason: format!("auction failed: {e}") });
+            let outcome = ractor::call_t!(
+                auctioneer,
+                |reply| AuctioneerMsg::Run {
+                    job_id,
+                    requirements,
+                    work,
+                    reply
+                },
+                wait
+            )
+            .unwrap_or_else(|e| Outcome::NoWinner {
+                reason: format!("auction failed: {e}"),
+            });
             let _ = me.send_message(SupervisorMsg::AuctionClosed(outcome));
         });
         Ok(())
     }
 
-    async fn auction_closed(&mut self, me: &ActorRef<SupervisorMsg>, outcome: Outcome) -> Result<(), ActorProcessingErr> {
+    async fn auction_closed(
+        &mut self,
+        me: &ActorRef<SupervisorMsg>,
+        outcome: Outcome,
+    ) -> Result<(), ActorProcessingErr> {
         if self.record.view.state != JobState::Auctioning {
             return Ok(()); // cancelled or expired meanwhile
         }
         match outcome {
             Outcome::NoWinner { reason } => {
-                self.move_to(JobState::Queued, Some(format!("waiting: {reason}"))).await?;
+                self.move_to(JobState::Queued, Some(format!("waiting: {reason}")))
+                    .await?;
                 if self.poked {
                     me.send_message(SupervisorMsg::Auction)?;
                 }
@@ -239,7 +326,12 @@ impl SupervisorState {
         Ok(())
     }
 
-    async fn award(&mut self, me: &ActorRef<SupervisorMsg>, winner: Winner, bids: u32) -> Result<(), ActorProcessingErr> {
+    async fn award(
+        &mut self,
+        me: &ActorRef<SupervisorMsg>,
+        winner: Winner,
+        bids: u32,
+    ) -> Result<(), ActorProcessingErr> {
         if self.record.awards >= MAX_AWARDS {
             let reason = format!("gave up after {MAX_AWARDS} awards");
             self.move_to(JobState::Failed, Some(reason)).await?;
@@ -248,9 +340,22 @@ impl SupervisorState {
         let n = self.record.awards + 1;
         let job_id = self.job_id().to_string();
         let principal = self.record.view.principal.clone();
-        if let Err(e) = self.transfer(format!("hold.{job_id}.{n}"), user(&principal), escrow(&job_id), winner.price, "hold on award").await {
+        if let Err(e) = self
+            .transfer(
+                format!("hold.{job_id}.{n}"),
+                user(&principal),
+                escrow(&job_id),
+                winner.price,
+                "hold on award",
+            )
+            .await
+        {
             let reason = format!("could not hold {} micro-credits: {}", winner.price, e.message);
-            let next = if e.code == ErrorCode::InsufficientFunds { JobState::Failed } else { JobState::Queued };
+            let next = if e.code == ErrorCode::InsufficientFunds {
+                JobState::Failed
+            } else {
+                JobState::Queued
+            };
             self.move_to(next, Some(reason)).await?;
             return Ok(());
         }
@@ -271,8 +376,17 @@ impl SupervisorState {
         self.record.view.worker = Some(winner.worker_id.clone());
         self.record.view.price = Some(self.record.view.paid + winner.price);
         self.persist().await?;
-        let _ = self.deps.registry.send_message(RegistryMsg::SetBusy { worker_id: winner.worker_id.clone(), job: Some(job_id.clone()) });
-        self.event(JobEventKind::Awarded { worker: winner.worker_id.clone(), bids, price: winner.price, eta_secs: winner.eta_secs }).await;
+        let _ = self.deps.registry.send_message(RegistryMsg::SetBusy {
+            worker_id: winner.worker_id.clone(),
+            job: Some(job_id.clone()),
+        });
+        self.event(JobEventKind::Awarded {
+            worker: winner.worker_id.clone(),
+            bids,
+            price: winner.price,
+            eta_secs: winner.eta_secs,
+        })
+        .await;
 
         let award = Award {
             v: PROTOCOL_VERSION,
@@ -289,20 +403,31 @@ impl SupervisorState {
         let (nats, me) = (self.deps.nats.clone(), me.clone());
         tokio::spawn(async move {
             let subject = subjects::dispatch(&winner.worker_id, subjects::dispatch::AWARD);
-            let answer = match tokio::time::timeout(Duration::from_secs(10), nats.request(subject, encode(&award).into())).await {
-                Ok(Ok(message)) => helium_protocol::decode::<Reply<AwardAck>>(&message.payload)
-                    .and_then(Reply::into_result)
-                    .map_err(|e| e.to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("no answer to the award in 10 s".into()),
-            };
+            let answer =
+                match tokio::time::timeout(Duration::from_secs(10), nats.request(subject, encode(&award).into())).await
+                {
+                    Ok(Ok(message)) => helium_protocol::decode::<Reply<AwardAck>>(&message.payload)
+                        .and_then(Reply::into_result)
+                        .map_err(|e| e.to_string()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no answer to the award in 10 s".into()),
+                };
             let _ = me.send_message(SupervisorMsg::AwardAnswered { award_id, answer });
         });
         Ok(())
     }
 
-    async fn award_answered(&mut self, me: &ActorRef<SupervisorMsg>, award_id: String, answer: Result<AwardAck, String>) -> Result<(), ActorProcessingErr> {
-        let current = self.record.award.as_ref().is_some_and(|a| a.award_id == award_id && !a.settled);
+    async fn award_answered(
+        &mut self,
+        me: &ActorRef<SupervisorMsg>,
+        award_id: String,
+        answer: Result<AwardAck, String>,
+    ) -> Result<(), ActorProcessingErr> {
+        let current = self
+            .record
+            .award
+            .as_ref()
+            .is_some_and(|a| a.award_id == award_id && !a.settled);
         if !current || self.record.view.state != JobState::Auctioning {
             return Ok(());
         }
@@ -317,7 +442,11 @@ impl SupervisorState {
                 };
                 tracing::warn!(job = %self.job_id(), award = %award_id, why = %why, "award not accepted; auctioning again");
                 self.settle(0).await?;
-                self.move_to(JobState::Queued, Some(format!("waiting: the winner did not take the job ({why})"))).await?;
+                self.move_to(
+                    JobState::Queued,
+                    Some(format!("waiting: the winner did not take the job ({why})")),
+                )
+                .await?;
                 me.send_message(SupervisorMsg::Auction)?;
             }
         }
@@ -327,14 +456,32 @@ impl SupervisorState {
     /// Pays the current award's owner for `paid_epochs` (of the award's own epochs), refunds the
     /// rest, frees the worker. Transfer ids derive from the award, so a retry is a no-op.
     async fn settle(&mut self, paid_epochs: u32) -> Result<(), ActorProcessingErr> {
-        let Some(award) = self.record.award.clone().filter(|a| !a.settled) else { return Ok(()) };
+        let Some(award) = self.record.award.clone().filter(|a| !a.settled) else {
+            return Ok(());
+        };
         let job_id = self.job_id().to_string();
         let award_epochs = self.record.work.epochs.saturating_sub(award.start_epoch);
         let (pay, refund) = settlement(award.price, award_epochs, paid_epochs);
         let principal = self.record.view.principal.clone();
         let n = award.n;
-        let paid = self.transfer(format!("pay.{job_id}.{n}"), escrow(&job_id), user(&award.owner), pay, "pay for checkpointed work").await;
-        let refunded = self.transfer(format!("refund.{job_id}.{n}"), escrow(&job_id), user(&principal), refund, "return the rest").await;
+        let paid = self
+            .transfer(
+                format!("pay.{job_id}.{n}"),
+                escrow(&job_id),
+                user(&award.owner),
+                pay,
+                "pay for checkpointed work",
+            )
+            .await;
+        let refunded = self
+            .transfer(
+                format!("refund.{job_id}.{n}"),
+                escrow(&job_id),
+                user(&principal),
+                refund,
+                "return the rest",
+            )
+            .await;
         if let Err(e) = paid.and(refunded) {
             // The hold stays in escrow; the ids make the next attempt safe.
             tracing::error!(job = %job_id, error = %e, "settlement failed; will retry on the next event");
@@ -346,16 +493,27 @@ impl SupervisorState {
             a.settled = true;
         }
         self.persist().await?;
-        let _ = self.deps.registry.send_message(RegistryMsg::SetBusy { worker_id: award.worker_id, job: None });
+        let _ = self.deps.registry.send_message(RegistryMsg::SetBusy {
+            worker_id: award.worker_id,
+            job: None,
+        });
         Ok(())
     }
 
-    async fn run_event(&mut self, me: &ActorRef<SupervisorMsg>, worker_id: &str, event: RunEvent) -> Result<Result<(), WireError>, ActorProcessingErr> {
+    async fn run_event(
+        &mut self,
+        me: &ActorRef<SupervisorMsg>,
+        worker_id: &str,
+        event: RunEvent,
+    ) -> Result<Result<(), WireError>, ActorProcessingErr> {
         let Some(award) = self.record.award.clone() else {
             return Ok(Err(WireError::new(ErrorCode::Unauthorized, "job has no award")));
         };
         if award.worker_id != worker_id {
-            return Ok(Err(WireError::new(ErrorCode::Unauthorized, format!("job {} is not awarded to {worker_id}", self.job_id()))));
+            return Ok(Err(WireError::new(
+                ErrorCode::Unauthorized,
+                format!("job {} is not awarded to {worker_id}", self.job_id()),
+            )));
         }
         if award.award_id != event.award_id || award.settled || self.record.view.state.is_terminal() {
             return Ok(Ok(())); // a stale run's late event: acknowledged and ignored
@@ -368,7 +526,14 @@ impl SupervisorState {
                 }
                 self.move_to(JobState::Running, None).await?;
             }
-            RunEventKind::Progress { epoch, epochs, step, loss, samples_per_sec, checkpoint } => {
+            RunEventKind::Progress {
+                epoch,
+                epochs,
+                step,
+                loss,
+                samples_per_sec,
+                checkpoint,
+            } => {
                 if epoch > self.record.work.epochs || epoch < self.record.view.epochs_done {
                     return Ok(Err(WireError::bad_request(format!("epoch {epoch} is out of range"))));
                 }
@@ -383,21 +548,43 @@ impl SupervisorState {
                     let name = format!("{}{step}", artifacts::CHECKPOINTS);
                     match &award.stored_checkpoint {
                         Some(stored) if stored.name == name && same_bytes(stored, &artifact) => {
-                            self.record.checkpoint = Some(CheckpointRecord { epoch, step, artifact: stored.clone() });
+                            self.record.checkpoint = Some(CheckpointRecord {
+                                epoch,
+                                step,
+                                artifact: stored.clone(),
+                            });
                         }
-                        _ => tracing::warn!(job = %self.job_id(), worker = %worker_id, step, "progress names a checkpoint that was not uploaded; ignored"),
+                        _ => {
+                            tracing::warn!(job = %self.job_id(), worker = %worker_id, step, "progress names a checkpoint that was not uploaded; ignored")
+                        }
                     }
                 }
                 self.persist().await?;
-                self.event(JobEventKind::Progress { epoch, epochs, loss, samples_per_sec }).await;
+                self.event(JobEventKind::Progress {
+                    epoch,
+                    epochs,
+                    loss,
+                    samples_per_sec,
+                })
+                .await;
             }
             RunEventKind::Completed { result } => {
                 // Only a result that this worker uploaded and the broker verified counts.
-                if !award.stored_result.as_ref().is_some_and(|stored| same_bytes(stored, &result)) {
-                    return Ok(Err(WireError::new(ErrorCode::DigestMismatch, "completed without a verified result upload")));
+                if !award
+                    .stored_result
+                    .as_ref()
+                    .is_some_and(|stored| same_bytes(stored, &result))
+                {
+                    return Ok(Err(WireError::new(
+                        ErrorCode::DigestMismatch,
+                        "completed without a verified result upload",
+                    )));
                 }
                 self.record.view.epochs_done = self.record.work.epochs;
-                self.record.view.result = Some(ArtifactInfo { name: artifacts::RESULT.into(), ..result });
+                self.record.view.result = Some(ArtifactInfo {
+                    name: artifacts::RESULT.into(),
+                    ..result
+                });
                 let award_epochs = self.record.work.epochs.saturating_sub(award.start_epoch);
                 self.settle(award_epochs).await?;
                 self.move_to(JobState::Completed, None).await?;
@@ -414,8 +601,7 @@ impl SupervisorState {
         }
         Ok(Ok(()))
     }
-
-    }
+}
 
 /// Same size and digest: names differ between what a worker echoes and what the broker stored.
 fn same_bytes(a: &ArtifactInfo, b: &ArtifactInfo) -> bool {
@@ -425,7 +611,11 @@ fn same_bytes(a: &ArtifactInfo, b: &ArtifactInfo) -> bool {
 impl SupervisorState {
     /// Epochs of `award` covered by the last checkpoint.
     fn checkpointed_epochs_of(&self, award: &AwardRecord) -> u32 {
-        self.record.checkpoint.as_ref().map(|c| c.epoch.saturating_sub(award.start_epoch)).unwrap_or(0)
+        self.record
+            .checkpoint
+            .as_ref()
+            .map(|c| c.epoch.saturating_sub(award.start_epoch))
+            .unwrap_or(0)
     }
 
     async fn cancel(&mut self) -> Result<(), ActorProcessingErr> {
@@ -433,15 +623,22 @@ impl SupervisorState {
             return Ok(());
         }
         self.abandon_award().await?;
-        self.move_to(JobState::Cancelled, Some("cancelled by the researcher".into())).await?;
+        self.move_to(JobState::Cancelled, Some("cancelled by the researcher".into()))
+            .await?;
         Ok(())
     }
 
     /// Stops the award in force, if any: tells the worker to stop, pays its checkpointed work
     /// and returns the rest of the hold.
     async fn abandon_award(&mut self) -> Result<(), ActorProcessingErr> {
-        let Some(award) = self.record.award.clone().filter(|a| !a.settled) else { return Ok(()) };
-        let cancel = CancelRun { v: PROTOCOL_VERSION, job_id: self.job_id().to_string(), award_id: award.award_id.clone() };
+        let Some(award) = self.record.award.clone().filter(|a| !a.settled) else {
+            return Ok(());
+        };
+        let cancel = CancelRun {
+            v: PROTOCOL_VERSION,
+            job_id: self.job_id().to_string(),
+            award_id: award.award_id.clone(),
+        };
         let subject = subjects::dispatch(&award.worker_id, subjects::dispatch::CANCEL);
         let nats = self.deps.nats.clone();
         tokio::spawn(async move {
@@ -452,7 +649,14 @@ impl SupervisorState {
     }
 
     async fn worker_lost(&mut self, me: &ActorRef<SupervisorMsg>, worker_id: &str) -> Result<(), ActorProcessingErr> {
-        let Some(award) = self.record.award.clone().filter(|a| a.worker_id == worker_id && !a.settled) else { return Ok(()) };
+        let Some(award) = self
+            .record
+            .award
+            .clone()
+            .filter(|a| a.worker_id == worker_id && !a.settled)
+        else {
+            return Ok(());
+        };
         if self.record.view.state.is_terminal() {
             return Ok(());
         }
@@ -460,7 +664,10 @@ impl SupervisorState {
         self.settle(done).await?;
         // Resume from the last checkpoint: the next award sells only the remaining epochs.
         self.record.view.epochs_done = self.record.checkpoint.as_ref().map(|c| c.epoch).unwrap_or(0);
-        let reason = format!("waiting: worker {worker_id} was lost; resuming from epoch {}", self.record.view.epochs_done);
+        let reason = format!(
+            "waiting: worker {worker_id} was lost; resuming from epoch {}",
+            self.record.view.epochs_done
+        );
         self.move_to(JobState::Queued, Some(reason)).await?;
         me.send_message(SupervisorMsg::Auction)?;
         Ok(())
@@ -472,17 +679,28 @@ impl SupervisorState {
         if deadline != 0 && waiting && now_ms() > deadline {
             let reason = self.record.view.reason.clone().unwrap_or_default();
             self.abandon_award().await?;
-            self.move_to(JobState::Expired, Some(format!("deadline passed while {reason}"))).await?;
+            self.move_to(JobState::Expired, Some(format!("deadline passed while {reason}")))
+                .await?;
         }
         Ok(())
     }
 
     fn access(&self, caller: &Caller, name: &str) -> Result<(String, ArtifactInfo), WireError> {
         let job_id = self.job_id();
-        let not_found = || WireError::new(ErrorCode::NotFound, format!("job {job_id} has no artifact {name} for you"));
+        let not_found = || {
+            WireError::new(
+                ErrorCode::NotFound,
+                format!("job {job_id} has no artifact {name} for you"),
+            )
+        };
         match caller {
             Caller::Researcher(p) if p == &self.record.view.principal => {}
-            Caller::Worker(w) if self.record.award.as_ref().is_some_and(|a| &a.worker_id == w && !a.settled) => {}
+            Caller::Worker(w)
+                if self
+                    .record
+                    .award
+                    .as_ref()
+                    .is_some_and(|a| &a.worker_id == w && !a.settled) => {}
             _ => return Err(not_found()),
         }
         let checkpoint = self.record.checkpoint.as_ref();
@@ -494,7 +712,9 @@ impl SupervisorState {
                 _ => Err(not_found()),
             },
             other => match checkpoint {
-                Some(c) if other == format!("{}{}", artifacts::CHECKPOINTS, c.step) => Ok((keys::checkpoint(job_id, c.step), c.artifact.clone())),
+                Some(c) if other == format!("{}{}", artifacts::CHECKPOINTS, c.step) => {
+                    Ok((keys::checkpoint(job_id, c.step), c.artifact.clone()))
+                }
                 _ => Err(not_found()),
             },
         }
@@ -502,16 +722,28 @@ impl SupervisorState {
 
     fn upload_target(&self, worker_id: &str, name: &str) -> Result<String, WireError> {
         let job_id = self.job_id();
-        let awarded = self.record.award.as_ref().is_some_and(|a| a.worker_id == worker_id && !a.settled);
+        let awarded = self
+            .record
+            .award
+            .as_ref()
+            .is_some_and(|a| a.worker_id == worker_id && !a.settled);
         if !awarded || self.record.view.state.is_terminal() {
-            return Err(WireError::new(ErrorCode::Unauthorized, format!("job {job_id} is not awarded to {worker_id}")));
+            return Err(WireError::new(
+                ErrorCode::Unauthorized,
+                format!("job {job_id} is not awarded to {worker_id}"),
+            ));
         }
         if name == artifacts::RESULT {
             return Ok(keys::result(job_id));
         }
-        match name.strip_prefix(artifacts::CHECKPOINTS).and_then(|s| s.parse::<u64>().ok()) {
+        match name
+            .strip_prefix(artifacts::CHECKPOINTS)
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             Some(step) => Ok(keys::checkpoint(job_id, step)),
-            None => Err(WireError::bad_request(format!("a worker uploads `result` or `checkpoints/<step>`, not `{name}`"))),
+            None => Err(WireError::bad_request(format!(
+                "a worker uploads `result` or `checkpoints/<step>`, not `{name}`"
+            ))),
         }
     }
 }

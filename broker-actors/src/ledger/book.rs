@@ -11,7 +11,11 @@ pub enum BookError {
     #[error("transfer id {0} was already used for a different transfer")]
     IdReused(String),
     #[error("account {account} holds {balance} micro-credits, {needed} needed")]
-    InsufficientFunds { account: String, balance: i128, needed: u64 },
+    InsufficientFunds {
+        account: String,
+        balance: i128,
+        needed: u64,
+    },
     #[error("transfer {0} moves nothing or moves credits from an account to itself")]
     Degenerate(String),
 }
@@ -35,14 +39,22 @@ impl Book {
     /// Checks a transfer without applying it.
     pub fn check(&self, t: &Transfer) -> Result<Applied, BookError> {
         if let Some(previous) = self.transfers.get(&t.id) {
-            return if previous == t { Ok(Applied::Duplicate) } else { Err(BookError::IdReused(t.id.clone())) };
+            return if previous == t {
+                Ok(Applied::Duplicate)
+            } else {
+                Err(BookError::IdReused(t.id.clone()))
+            };
         }
         if t.amount == 0 || t.debit == t.credit {
             return Err(BookError::Degenerate(t.id.clone()));
         }
         let balance = self.balance(&t.debit);
         if t.debit != MINT && balance < i128::from(t.amount) {
-            return Err(BookError::InsufficientFunds { account: t.debit.clone(), balance, needed: t.amount });
+            return Err(BookError::InsufficientFunds {
+                account: t.debit.clone(),
+                balance,
+                needed: t.amount,
+            });
         }
         Ok(Applied::New)
     }
@@ -85,7 +97,14 @@ mod tests {
     use helium_protocol::PROTOCOL_VERSION;
 
     fn t(id: &str, debit: &str, credit: &str, amount: u64) -> Transfer {
-        Transfer { v: PROTOCOL_VERSION, id: id.into(), debit: debit.into(), credit: credit.into(), amount, memo: String::new() }
+        Transfer {
+            v: PROTOCOL_VERSION,
+            id: id.into(),
+            debit: debit.into(),
+            credit: credit.into(),
+            amount,
+            memo: String::new(),
+        }
     }
 
     #[test]
@@ -108,7 +127,10 @@ mod tests {
         book.apply(t("g", MINT, "user:a", 5)).unwrap();
         assert_eq!(book.apply(t("g", MINT, "user:a", 5)).unwrap(), Applied::Duplicate);
         assert_eq!(book.balance("user:a"), 5);
-        assert_eq!(book.apply(t("g", MINT, "user:a", 6)), Err(BookError::IdReused("g".into())));
+        assert_eq!(
+            book.apply(t("g", MINT, "user:a", 6)),
+            Err(BookError::IdReused("g".into()))
+        );
     }
 
     #[test]

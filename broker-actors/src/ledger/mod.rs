@@ -9,12 +9,7 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, context::PublishErrorKind, message::PublishMessage};
 use futures::StreamExt;
-use helium_protocol::{
-    decode, encode,
-    ledger::Transfer,
-    subjects::streams,
-    ErrorCode, WireError,
-};
+use helium_protocol::{decode, encode, ledger::Transfer, subjects::streams, ErrorCode, WireError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 pub use book::{Applied, Book, BookError};
@@ -59,17 +54,34 @@ impl Actor for Ledger {
     type State = LedgerState;
     type Arguments = jetstream::Context;
 
-    async fn pre_start(&self, _me: ActorRef<LedgerMsg>, js: jetstream::Context) -> Result<LedgerState, ActorProcessingErr> {
-        let mut state = LedgerState { js, book: Book::default(), last_seq: 0 };
+    async fn pre_start(
+        &self,
+        _me: ActorRef<LedgerMsg>,
+        js: jetstream::Context,
+    ) -> Result<LedgerState, ActorProcessingErr> {
+        let mut state = LedgerState {
+            js,
+            book: Book::default(),
+            last_seq: 0,
+        };
         state.catch_up().await?;
-        tracing::info!(transfers = state.book.transfer_count(), last_seq = state.last_seq, "ledger replayed");
+        tracing::info!(
+            transfers = state.book.transfer_count(),
+            last_seq = state.last_seq,
+            "ledger replayed"
+        );
         if !state.book.invariants_hold() {
             return Err("ledger journal replays to balances that break the invariants".into());
         }
         Ok(state)
     }
 
-    async fn handle(&self, _me: ActorRef<LedgerMsg>, msg: LedgerMsg, state: &mut LedgerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<LedgerMsg>,
+        msg: LedgerMsg,
+        state: &mut LedgerState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             LedgerMsg::Transfer(t, reply) => {
                 let result = state.transfer(t).await;
@@ -106,7 +118,9 @@ impl LedgerState {
                 Err(AppendError::Other(e)) => return Err(LedgerError::Journal(e)),
             }
         }
-        Err(LedgerError::Journal("another ledger writer keeps appending; gave up".into()))
+        Err(LedgerError::Journal(
+            "another ledger writer keeps appending; gave up".into(),
+        ))
     }
 
     async fn append(&self, t: &Transfer) -> Result<u64, AppendError> {
@@ -136,7 +150,9 @@ impl LedgerState {
         }
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: self.last_seq + 1 },
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: self.last_seq + 1,
+                },
                 filter_subject: streams::LEDGER_SUBJECT.to_string(),
                 ..Default::default()
             })
@@ -148,7 +164,9 @@ impl LedgerState {
             let seq = message.info()?.stream_sequence;
             let transfer: Transfer = decode(&message.payload)?;
             // A journal entry that no longer applies means the journal was tampered with.
-            self.book.apply(transfer).map_err(|e| format!("journal entry {seq} does not apply: {e}"))?;
+            self.book
+                .apply(transfer)
+                .map_err(|e| format!("journal entry {seq} does not apply: {e}"))?;
             self.last_seq = seq;
         }
         Ok(())

@@ -49,33 +49,79 @@ impl Grid {
         };
         let broker = Broker::start(&config).await?;
         let client = nats.connect().await?;
-        Ok(Grid { nats, broker: Some(broker), client, _store: store, config })
+        Ok(Grid {
+            nats,
+            broker: Some(broker),
+            client,
+            _store: store,
+            config,
+        })
     }
 
-    pub async fn request<Req: Serialize, Resp: DeserializeOwned>(&self, principal: &str, verb: &str, body: &Req) -> Result<Resp> {
-        let message = self.client.request(subjects::api(principal, verb), encode(body).into()).await?;
-        decode::<Reply<Resp>>(&message.payload)?.into_result().map_err(|e| anyhow!("{e}"))
+    pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        principal: &str,
+        verb: &str,
+        body: &Req,
+    ) -> Result<Resp> {
+        let message = self
+            .client
+            .request(subjects::api(principal, verb), encode(body).into())
+            .await?;
+        decode::<Reply<Resp>>(&message.payload)?
+            .into_result()
+            .map_err(|e| anyhow!("{e}"))
     }
 
     pub async fn grant(&self, to: &str, micro: u64) -> Result<Balance> {
-        let g = Grant { v: PROTOCOL_VERSION, to: to.into(), micro, id: uuid::Uuid::new_v4().simple().to_string() };
+        let g = Grant {
+            v: PROTOCOL_VERSION,
+            to: to.into(),
+            micro,
+            id: uuid::Uuid::new_v4().simple().to_string(),
+        };
         self.request(OPERATOR, api::ACCOUNT_GRANT, &g).await
     }
 
     pub async fn balance(&self, principal: &str) -> Result<i128> {
-        Ok(self.request::<_, Balance>(principal, api::ACCOUNT_BALANCE, &Empty { v: PROTOCOL_VERSION }).await?.micro)
+        Ok(self
+            .request::<_, Balance>(principal, api::ACCOUNT_BALANCE, &Empty { v: PROTOCOL_VERSION })
+            .await?
+            .micro)
     }
 
     pub async fn upload(&self, principal: &str, bytes: &[u8]) -> Result<ArtifactInfo> {
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let begin = BeginUpload { v: PROTOCOL_VERSION, job_id: None, name: "x".into(), size: bytes.len() as u64, sha256 };
+        let begin = BeginUpload {
+            v: PROTOCOL_VERSION,
+            job_id: None,
+            name: "x".into(),
+            size: bytes.len() as u64,
+            sha256,
+        };
         let started: UploadStarted = self.request(principal, api::ARTIFACT_BEGIN, &begin).await?;
         let mut offset = 0u64;
         for chunk in bytes.chunks(100_000) {
-            let c = UploadChunk { v: PROTOCOL_VERSION, upload_id: started.upload_id.clone(), offset, data: chunk.to_vec() };
-            offset = self.request::<_, ChunkAck>(principal, api::ARTIFACT_CHUNK, &c).await?.received;
+            let c = UploadChunk {
+                v: PROTOCOL_VERSION,
+                upload_id: started.upload_id.clone(),
+                offset,
+                data: chunk.to_vec(),
+            };
+            offset = self
+                .request::<_, ChunkAck>(principal, api::ARTIFACT_CHUNK, &c)
+                .await?
+                .received;
         }
-        self.request(principal, api::ARTIFACT_COMMIT, &CommitUpload { v: PROTOCOL_VERSION, upload_id: started.upload_id }).await
+        self.request(
+            principal,
+            api::ARTIFACT_COMMIT,
+            &CommitUpload {
+                v: PROTOCOL_VERSION,
+                upload_id: started.upload_id,
+            },
+        )
+        .await
     }
 
     /// Uploads a stand-in model and `rows` of data, then submits.
@@ -88,14 +134,23 @@ impl Grid {
             data_upload: data.name,
             training: training(2),
             requirements,
-            work: DeclaredWork { parameters: 1_000, samples: rows as u64, epochs: 2 },
+            work: DeclaredWork {
+                parameters: 1_000,
+                samples: rows as u64,
+                epochs: 2,
+            },
             name: None,
         };
         self.request(principal, api::JOB_SUBMIT, &request).await
     }
 
     /// Follows the job's event stream from the start until `until` matches an event.
-    pub async fn wait_event(&self, principal: &str, job_id: &str, until: impl Fn(&JobEventKind) -> bool) -> Result<Vec<JobEvent>> {
+    pub async fn wait_event(
+        &self,
+        principal: &str,
+        job_id: &str,
+        until: impl Fn(&JobEventKind) -> bool,
+    ) -> Result<Vec<JobEvent>> {
         let js = jetstream::new(self.client.clone());
         let stream = js.get_stream(streams::EVENTS).await?;
         let consumer = stream
@@ -109,7 +164,9 @@ impl Grid {
         let mut seen = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let next = tokio::time::timeout_at(deadline, messages.next()).await.map_err(|_| anyhow!("timed out; events so far: {seen:?}"))?;
+            let next = tokio::time::timeout_at(deadline, messages.next())
+                .await
+                .map_err(|_| anyhow!("timed out; events so far: {seen:?}"))?;
             let message = next.ok_or_else(|| anyhow!("event stream ended"))??;
             let event: JobEvent = decode(&message.payload)?;
             let done = until(&event.kind);
@@ -121,12 +178,23 @@ impl Grid {
     }
 
     pub async fn wait_state(&self, principal: &str, job_id: &str, state: JobState) -> Result<Vec<JobEvent>> {
-        self.wait_event(principal, job_id, |k| matches!(k, JobEventKind::State { state: s, .. } if *s == state)).await
+        self.wait_event(
+            principal,
+            job_id,
+            |k| matches!(k, JobEventKind::State { state: s, .. } if *s == state),
+        )
+        .await
     }
 }
 
 pub fn requirements(max_price: u64, budget: u64) -> Requirements {
-    Requirements { device: DeviceKind::Any, min_memory_bytes: 0, max_price_per_hour: max_price, budget, deadline_ms: 0 }
+    Requirements {
+        device: DeviceKind::Any,
+        min_memory_bytes: 0,
+        max_price_per_hour: max_price,
+        budget,
+        deadline_ms: 0,
+    }
 }
 
 pub fn training(epochs: u32) -> TrainingSpec {
@@ -134,7 +202,16 @@ pub fn training(epochs: u32) -> TrainingSpec {
         epochs,
         batch_size: 8,
         loss: Loss::CrossEntropy,
-        optimizer: OptimizerSpec { kind: OptimizerKind::Adam, lr: 0.01, momentum: 0.0, weight_decay: 0.0, nesterov: false, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        optimizer: OptimizerSpec {
+            kind: OptimizerKind::Adam,
+            lr: 0.01,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
         seed: 0,
         shuffle: true,
     }
@@ -170,11 +247,28 @@ pub struct ScriptedWorker {
 }
 
 impl ScriptedWorker {
-    pub async fn start(grid: &Grid, id: &str, owner: &str, price_per_hour: u64, eta_secs: f64, memory_gib: u64) -> Result<ScriptedWorker> {
+    pub async fn start(
+        grid: &Grid,
+        id: &str,
+        owner: &str,
+        price_per_hour: u64,
+        eta_secs: f64,
+        memory_gib: u64,
+    ) -> Result<ScriptedWorker> {
         let nats = grid.nats.connect().await?;
         let mut invites = nats.subscribe(subjects::dispatch(id, ">")).await?;
-        let ask = Ask { price_per_hour, device: DeviceKind::Cpu, device_name: "cpu".into(), memory_bytes: memory_gib << 30, throughput: 1e9 };
-        let register = Register { v: PROTOCOL_VERSION, owner: owner.into(), ask };
+        let ask = Ask {
+            price_per_hour,
+            device: DeviceKind::Cpu,
+            device_name: "cpu".into(),
+            memory_bytes: memory_gib << 30,
+            throughput: 1e9,
+        };
+        let register = Register {
+            v: PROTOCOL_VERSION,
+            owner: owner.into(),
+            ask,
+        };
         let registered: Registered = worker_request(&nats, id, worker::REGISTER, &register).await?;
         let (id_owned, beat) = (id.to_string(), Duration::from_millis(registered.heartbeat_ms));
         let task = tokio::spawn(async move {
@@ -223,30 +317,79 @@ impl Drop for ScriptedWorker {
     }
 }
 
-async fn worker_request<Req: Serialize, Resp: DeserializeOwned>(nats: &async_nats::Client, id: &str, verb: &str, body: &Req) -> Result<Resp> {
+async fn worker_request<Req: Serialize, Resp: DeserializeOwned>(
+    nats: &async_nats::Client,
+    id: &str,
+    verb: &str,
+    body: &Req,
+) -> Result<Resp> {
     let message = nats.request(subjects::worker(id, verb), encode(body).into()).await?;
-    decode::<Reply<Resp>>(&message.payload)?.into_result().map_err(|e| anyhow!("{e}"))
+    decode::<Reply<Resp>>(&message.payload)?
+        .into_result()
+        .map_err(|e| anyhow!("{e}"))
 }
 
 async fn run_award(nats: &async_nats::Client, id: &str, award: Award) -> Result<()> {
     let js = jetstream::new(nats.clone());
     let publish = |kind: RunEventKind, dedup: &str| {
-        let event = RunEvent { v: PROTOCOL_VERSION, job_id: award.job_id.clone(), award_id: award.award_id.clone(), kind };
-        let msg = PublishMessage::build().payload(encode(&event).into()).message_id(format!("{}.{dedup}", award.award_id));
+        let event = RunEvent {
+            v: PROTOCOL_VERSION,
+            job_id: award.job_id.clone(),
+            award_id: award.award_id.clone(),
+            kind,
+        };
+        let msg = PublishMessage::build()
+            .payload(encode(&event).into())
+            .message_id(format!("{}.{dedup}", award.award_id));
         let js = js.clone();
         let subject = subjects::worker(id, worker::RUN_EVENT);
-        async move { js.send_publish(subject, msg).await?.await.map(|_| ()).map_err(anyhow::Error::from) }
+        async move {
+            js.send_publish(subject, msg)
+                .await?
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
     };
     publish(RunEventKind::Started { device: "cpu".into() }, "started").await?;
     let result = b"trained".to_vec();
     let sha256 = hex::encode(Sha256::digest(&result));
-    let begin = BeginUpload { v: PROTOCOL_VERSION, job_id: Some(award.job_id.clone()), name: "result".into(), size: result.len() as u64, sha256 };
+    let begin = BeginUpload {
+        v: PROTOCOL_VERSION,
+        job_id: Some(award.job_id.clone()),
+        name: "result".into(),
+        size: result.len() as u64,
+        sha256,
+    };
     let started: UploadStarted = worker_request(nats, id, worker::ARTIFACT_BEGIN, &begin).await?;
-    let chunk = UploadChunk { v: PROTOCOL_VERSION, upload_id: started.upload_id.clone(), offset: 0, data: result };
+    let chunk = UploadChunk {
+        v: PROTOCOL_VERSION,
+        upload_id: started.upload_id.clone(),
+        offset: 0,
+        data: result,
+    };
     let _: ChunkAck = worker_request(nats, id, worker::ARTIFACT_CHUNK, &chunk).await?;
-    let info: ArtifactInfo = worker_request(nats, id, worker::ARTIFACT_COMMIT, &CommitUpload { v: PROTOCOL_VERSION, upload_id: started.upload_id }).await?;
+    let info: ArtifactInfo = worker_request(
+        nats,
+        id,
+        worker::ARTIFACT_COMMIT,
+        &CommitUpload {
+            v: PROTOCOL_VERSION,
+            upload_id: started.upload_id,
+        },
+    )
+    .await?;
     if info.size == 0 {
         bail!("empty result");
     }
-    publish(RunEventKind::Completed { result: ArtifactInfo { name: "result".into(), ..info } }, "completed").await
+    publish(
+        RunEventKind::Completed {
+            result: ArtifactInfo {
+                name: "result".into(),
+                ..info
+            },
+        },
+        "completed",
+    )
+    .await
 }

@@ -51,7 +51,13 @@ impl NatsServer {
         let store = dir.path().join("jetstream");
         let port = free_port()?;
         let child = spawn(port, &store)?;
-        Ok(Self { child, port, url: format!("nats://127.0.0.1:{port}"), store, _dir: dir })
+        Ok(Self {
+            child,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            store,
+            _dir: dir,
+        })
     }
 
     /// Kills the server and starts it again on the same port and store (data survives).
@@ -62,7 +68,9 @@ impl NatsServer {
     }
 
     pub async fn connect(&self) -> Result<async_nats::Client> {
-        async_nats::connect(&self.url).await.with_context(|| format!("connect to {}", self.url))
+        async_nats::connect(&self.url)
+            .await
+            .with_context(|| format!("connect to {}", self.url))
     }
 
     fn kill(&mut self) {
@@ -79,7 +87,12 @@ fn spawn(port: u16, store: &std::path::Path) -> Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("start {} (run `make venv` first or set HELIUM_NATS_SERVER)", binary.display()))?;
+        .with_context(|| {
+            format!(
+                "start {} (run `make venv` first or set HELIUM_NATS_SERVER)",
+                binary.display()
+            )
+        })?;
     let stderr = child.stderr.take().context("nats-server stderr")?;
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::spawn(move || {

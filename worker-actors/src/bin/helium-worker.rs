@@ -17,7 +17,9 @@ fn main() -> ExitCode {
         return trainer::cli_main(std::env::args_os());
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -39,10 +41,22 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
-    let worker_id = config.id.clone().unwrap_or_else(|| format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
-    anyhow::ensure!(helium_protocol::subjects::valid_id(&worker_id), "--id must be 1-64 of [A-Za-z0-9_-]");
-    anyhow::ensure!(helium_protocol::subjects::valid_id(&config.owner), "--owner must be 1-64 of [A-Za-z0-9_-]");
-    anyhow::ensure!(config.price.is_finite() && config.price > 0.0, "--price must be a positive number of credits per hour");
+    let worker_id = config
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    anyhow::ensure!(
+        helium_protocol::subjects::valid_id(&worker_id),
+        "--id must be 1-64 of [A-Za-z0-9_-]"
+    );
+    anyhow::ensure!(
+        helium_protocol::subjects::valid_id(&config.owner),
+        "--owner must be 1-64 of [A-Za-z0-9_-]"
+    );
+    anyhow::ensure!(
+        config.price.is_finite() && config.price > 0.0,
+        "--price must be a positive number of credits per hour"
+    );
     let ask = tokio::task::spawn_blocking({
         let config = config.clone();
         move || measure_ask(&config)

@@ -55,8 +55,7 @@ fn measure(device: Device, seconds: f64) -> Result<f64, TchError> {
         beta2: 0.999,
         eps: 1e-8,
     };
-    let mut optimizer =
-        Optimizer::new(&spec, params.len()).map_err(|e| TchError::Torch(e.to_string()))?;
+    let mut optimizer = Optimizer::new(&spec, params.len()).map_err(|e| TchError::Torch(e.to_string()))?;
 
     let started = Instant::now();
     let mut samples = 0i64;

@@ -100,22 +100,15 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Checkpoint>, TrainError> {
     for (name, t) in tensors {
         let scalar = |t: &Tensor| -> Result<i64, TrainError> {
             if t.numel() != 1 || t.kind() != Kind::Int64 {
-                return Err(TrainError::Resume(format!(
-                    "{name} must be an int64 scalar"
-                )));
+                return Err(TrainError::Resume(format!("{name} must be an int64 scalar")));
             }
             t.f_int64_value(&[]).ctx("reading a checkpoint scalar")
         };
         if name == "train.step" {
-            step = Some(
-                u64::try_from(scalar(&t)?)
-                    .map_err(|_| TrainError::Resume("train.step < 0".into()))?,
-            );
+            step = Some(u64::try_from(scalar(&t)?).map_err(|_| TrainError::Resume("train.step < 0".into()))?);
         } else if name == "train.epoch" {
-            epoch = Some(
-                u32::try_from(scalar(&t)?)
-                    .map_err(|_| TrainError::Resume("train.epoch out of range".into()))?,
-            );
+            epoch =
+                Some(u32::try_from(scalar(&t)?).map_err(|_| TrainError::Resume("train.epoch out of range".into()))?);
         } else if name == ARCHIVE {
             ck.archive = Some(Vec::<u8>::try_from(&t).ctx("reading the embedded module")?);
         } else if let Some(param) = name.strip_prefix("param.") {
@@ -127,9 +120,7 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Checkpoint>, TrainError> {
         }
     }
     let (Some(step), Some(epoch)) = (step, epoch) else {
-        return Err(TrainError::Resume(
-            "it lacks train.step or train.epoch".into(),
-        ));
+        return Err(TrainError::Resume("it lacks train.step or train.epoch".into()));
     };
     ck.step = step;
     ck.epoch = epoch;
@@ -142,9 +133,7 @@ pub fn sync_and_rename(tmp: &Path, path: &Path) -> Result<(), TrainError> {
         path: path.to_owned(),
         source,
     };
-    File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(write_err)?;
+    File::open(tmp).and_then(|f| f.sync_all()).map_err(write_err)?;
     std::fs::rename(tmp, path).map_err(write_err)?;
     if let Some(parent) = path.parent() {
         // A directory fsync makes the rename itself durable (POSIX); not all filesystems allow it.

@@ -85,31 +85,17 @@ impl Split {
     }
 
     /// Rows `order[start..start+len]`, or a view of the contiguous range when unshuffled.
-    pub fn batch(
-        &self,
-        order: &Tensor,
-        start: i64,
-        len: i64,
-        shuffled: bool,
-    ) -> Result<(Tensor, Tensor), TrainError> {
+    pub fn batch(&self, order: &Tensor, start: i64, len: i64, shuffled: bool) -> Result<(Tensor, Tensor), TrainError> {
         if shuffled {
             let idx = order.f_narrow(0, start, len).ctx("selecting a batch")?;
             Ok((
-                self.x
-                    .f_index_select(0, &idx)
-                    .ctx("selecting a batch of x")?,
-                self.y
-                    .f_index_select(0, &idx)
-                    .ctx("selecting a batch of y")?,
+                self.x.f_index_select(0, &idx).ctx("selecting a batch of x")?,
+                self.y.f_index_select(0, &idx).ctx("selecting a batch of y")?,
             ))
         } else {
             Ok((
-                self.x
-                    .f_narrow(0, start, len)
-                    .ctx("selecting a batch of x")?,
-                self.y
-                    .f_narrow(0, start, len)
-                    .ctx("selecting a batch of y")?,
+                self.x.f_narrow(0, start, len).ctx("selecting a batch of x")?,
+                self.y.f_narrow(0, start, len).ctx("selecting a batch of y")?,
             ))
         }
     }
@@ -124,10 +110,7 @@ pub struct Dataset {
 impl Dataset {
     pub fn load(path: &Path, device: Device) -> Result<Self, TrainError> {
         if !path.exists() {
-            return Err(TrainError::Data(format!(
-                "the job has no {}",
-                file_name(path)
-            )));
+            return Err(TrainError::Data(format!("the job has no {}", file_name(path))));
         }
         let mut tensors = Tensor::read_safetensors(path).map_err(|e| {
             TrainError::Data(format!(
@@ -157,11 +140,7 @@ impl Dataset {
         let val = match (x_val, y_val) {
             (None, None) => None,
             (Some(x), Some(y)) => Some(split("x_val", x, "y_val", y, device)?),
-            _ => {
-                return Err(TrainError::Data(
-                    "x_val and y_val must be given together".into(),
-                ))
-            }
+            _ => return Err(TrainError::Data("x_val and y_val must be given together".into())),
         };
         Ok(Self { train, val })
     }
@@ -169,24 +148,18 @@ impl Dataset {
 
 fn split(xn: &str, x: Tensor, yn: &str, y: Tensor, device: Device) -> Result<Split, TrainError> {
     let rows = |name: &str, t: &Tensor| {
-        t.size().first().copied().ok_or_else(|| {
-            TrainError::Data(format!("{name} is a scalar; it needs one row per sample"))
-        })
+        t.size()
+            .first()
+            .copied()
+            .ok_or_else(|| TrainError::Data(format!("{name} is a scalar; it needs one row per sample")))
     };
     let (xr, yr) = (rows(xn, &x)?, rows(yn, &y)?);
     if xr != yr {
-        return Err(TrainError::Data(format!(
-            "{xn} has {xr} rows but {yn} has {yr}"
-        )));
+        return Err(TrainError::Data(format!("{xn} has {xr} rows but {yn} has {yr}")));
     }
     for (name, t) in [(xn, &x), (yn, &y)] {
-        if matches!(
-            t.kind(),
-            Kind::ComplexFloat | Kind::ComplexDouble | Kind::ComplexHalf
-        ) {
-            return Err(TrainError::Data(format!(
-                "{name} is complex, which is not supported"
-            )));
+        if matches!(t.kind(), Kind::ComplexFloat | Kind::ComplexDouble | Kind::ComplexHalf) {
+            return Err(TrainError::Data(format!("{name} is complex, which is not supported")));
         }
     }
     Ok(Split {
@@ -226,11 +199,7 @@ mod tests {
             assert!(is_permutation(&order), "n={n}");
         }
         let order = epoch_order(1797, 42, 1, true);
-        let fixed = order
-            .iter()
-            .enumerate()
-            .filter(|(i, &v)| *i as i64 == v)
-            .count();
+        let fixed = order.iter().enumerate().filter(|(i, &v)| *i as i64 == v).count();
         assert!(fixed < 20, "{fixed} rows stayed in place");
     }
 
@@ -245,14 +214,8 @@ mod tests {
         let mut rng = SplitMix64 { state: 1_234_567 };
         assert_eq!(rng.next_u64(), 6_457_827_717_110_365_317);
         // The e2e test ports the shuffle to Python (and researchers may); this pins it.
-        assert_eq!(
-            epoch_order(10, 42, 1, true),
-            vec![1, 4, 6, 8, 5, 2, 7, 3, 9, 0]
-        );
-        assert_eq!(
-            epoch_order(10, 42, 2, true),
-            vec![9, 0, 2, 5, 6, 4, 3, 7, 8, 1]
-        );
+        assert_eq!(epoch_order(10, 42, 1, true), vec![1, 4, 6, 8, 5, 2, 7, 3, 9, 0]);
+        assert_eq!(epoch_order(10, 42, 2, true), vec![9, 0, 2, 5, 6, 4, 3, 7, 8, 1]);
     }
 
     #[test]
@@ -262,10 +225,7 @@ mod tests {
         for _ in 0..30_000 {
             counts[rng.below(3) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
     }
 
     #[test]

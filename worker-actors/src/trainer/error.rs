@@ -11,15 +11,9 @@ use tch::TchError;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("spec.json is not a valid training spec: {0}")]
     Spec(String),
     #[error("model is not a TorchScript archive: {0}")]
@@ -82,8 +76,7 @@ pub fn torch_reason(err: &TchError) -> String {
         let raised = text.lines().rev().find_map(|line| {
             let (kind, message) = line.trim().split_once(": ")?;
             let is_kind = kind.ends_with("Error") || kind.ends_with("Exception");
-            (is_kind && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
-                .then_some(message)
+            (is_kind && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')).then_some(message)
         });
         if let Some(message) = raised {
             return message.trim().to_owned();

@@ -24,17 +24,11 @@ pub fn name(loss: Loss) -> &'static str {
 }
 
 fn is_integer(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Uint8 | Kind::Int8 | Kind::Int16 | Kind::Int | Kind::Int64
-    )
+    matches!(kind, Kind::Uint8 | Kind::Int8 | Kind::Int16 | Kind::Int | Kind::Int64)
 }
 
 fn is_float(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double
-    )
+    matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double)
 }
 
 /// Checks `y` against the loss and returns it in the dtype the loss needs: class labels as
@@ -42,12 +36,8 @@ fn is_float(kind: Kind) -> bool {
 /// dtype per batch, see [`compute`]).
 pub fn prepare_targets(loss: Loss, name_of_y: &str, y: Tensor) -> Result<Tensor, TrainError> {
     let kind = y.kind();
-    let labels_needed = |what: &str| {
-        TrainError::Loss(format!(
-            "loss {} needs {what} in {name_of_y}, got {kind:?}",
-            name(loss)
-        ))
-    };
+    let labels_needed =
+        |what: &str| TrainError::Loss(format!("loss {} needs {what} in {name_of_y}, got {kind:?}", name(loss)));
     match loss {
         Loss::CrossEntropy if is_integer(kind) => y.f_to_kind(Kind::Int64).ctx("converting y"),
         // Class probabilities, one row per sample (torch allows them since 1.10).
@@ -62,12 +52,7 @@ pub fn prepare_targets(loss: Loss, name_of_y: &str, y: Tensor) -> Result<Tensor,
 }
 
 /// The mean loss of one batch, a scalar that `backward` can start from.
-pub fn compute(
-    loss: Loss,
-    model: &ScriptModel,
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<Tensor, TrainError> {
+pub fn compute(loss: Loss, model: &ScriptModel, x: &Tensor, y: &Tensor) -> Result<Tensor, TrainError> {
     if loss == Loss::Module {
         let value = model.training_loss(x, y)?;
         if value.numel() != 1 || !is_float(value.kind()) {
@@ -107,8 +92,7 @@ pub fn of_output(loss: Loss, out: &Tensor, y: &Tensor) -> Result<Tensor, TrainEr
         if t.kind() == out.kind() {
             Ok(t.shallow_clone())
         } else {
-            t.f_to_kind(out.kind())
-                .ctx("converting y to the output dtype")
+            t.f_to_kind(out.kind()).ctx("converting y to the output dtype")
         }
     };
     let context = format!("computing loss {what}");
@@ -132,12 +116,7 @@ pub fn of_output(loss: Loss, out: &Tensor, y: &Tensor) -> Result<Tensor, TrainEr
         }
         Loss::BceWithLogits => {
             same_shape()?;
-            out.f_binary_cross_entropy_with_logits::<Tensor>(
-                &as_out(y)?,
-                None,
-                None,
-                Reduction::Mean,
-            )
+            out.f_binary_cross_entropy_with_logits::<Tensor>(&as_out(y)?, None, None, Reduction::Mean)
         }
         Loss::Module => unreachable!("handled by compute"),
     };
@@ -150,14 +129,10 @@ pub fn correct(loss: Loss, out: &Tensor, y: &Tensor) -> Result<Option<f64>, Trai
         Loss::CrossEntropy | Loss::Nll if out.dim() >= 2 && is_integer(y.kind()) => {
             out.f_argmax(1, false).and_then(|p| p.f_eq_tensor(y))
         }
-        Loss::BceWithLogits => out
-            .f_gt(0.0)
-            .and_then(|p| y.f_gt(0.5).and_then(|t| p.f_eq_tensor(&t))),
+        Loss::BceWithLogits => out.f_gt(0.0).and_then(|p| y.f_gt(0.5).and_then(|t| p.f_eq_tensor(&t))),
         _ => return Ok(None),
     };
-    let hits = hits
-        .and_then(|h| h.f_sum(Kind::Double))
-        .ctx("computing accuracy")?;
+    let hits = hits.and_then(|h| h.f_sum(Kind::Double)).ctx("computing accuracy")?;
     Ok(Some(hits.f_double_value(&[]).ctx("reading accuracy")?))
 }
 
@@ -177,10 +152,7 @@ mod tests {
             "loss cross_entropy needs integer class labels in y, got Float"
         );
         let y = Tensor::zeros([4], (Kind::Int, Device::Cpu));
-        assert_eq!(
-            prepare_targets(Loss::CrossEntropy, "y", y).unwrap().kind(),
-            Kind::Int64
-        );
+        assert_eq!(prepare_targets(Loss::CrossEntropy, "y", y).unwrap().kind(), Kind::Int64);
         let err = prepare_targets(Loss::Nll, "y_val", Tensor::zeros([4], CPU))
             .err()
             .unwrap();
@@ -200,10 +172,7 @@ mod tests {
         assert!((l1 - 7.0 / 3.0).abs() < 1e-6, "{l1}");
         // Integer regression targets are cast to the output dtype.
         let yi = Tensor::from_slice(&[1i64, 2, 4]);
-        assert_eq!(
-            of_output(Loss::Mse, &out, &yi).unwrap().double_value(&[]),
-            0.0
-        );
+        assert_eq!(of_output(Loss::Mse, &out, &yi).unwrap().double_value(&[]), 0.0);
     }
 
     #[test]
@@ -211,9 +180,7 @@ mod tests {
         // Two samples, uniform logits over 4 classes: loss = ln 4.
         let out = Tensor::zeros([2, 4], CPU);
         let y = Tensor::from_slice(&[1i64, 3]);
-        let ce = of_output(Loss::CrossEntropy, &out, &y)
-            .unwrap()
-            .double_value(&[]);
+        let ce = of_output(Loss::CrossEntropy, &out, &y).unwrap().double_value(&[]);
         assert!((ce - 4f64.ln()).abs() < 1e-6, "{ce}");
         let acc = correct(Loss::CrossEntropy, &out, &y).unwrap();
         assert_eq!(acc, Some(0.0), "argmax of equal logits is class 0");
@@ -223,9 +190,7 @@ mod tests {
     fn bce_with_logits_at_zero_is_ln_2() {
         let out = Tensor::zeros([3, 1], CPU);
         let y = Tensor::from_slice(&[1.0f32, 0.0, 1.0]).view([3, 1]);
-        let v = of_output(Loss::BceWithLogits, &out, &y)
-            .unwrap()
-            .double_value(&[]);
+        let v = of_output(Loss::BceWithLogits, &out, &y).unwrap().double_value(&[]);
         assert!((v - 2f64.ln()).abs() < 1e-6, "{v}");
     }
 

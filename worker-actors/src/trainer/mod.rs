@@ -77,10 +77,7 @@ pub fn run(args: &TrainArgs) -> Result<(), TrainError> {
         .and_then(|device| session::train(&args.job_dir, device));
     if let Err(e) = &result {
         tracing::error!(job_dir = %args.job_dir.display(), error = %e, "training failed");
-        let _ = TrainerEvent::Failed {
-            reason: e.to_string(),
-        }
-        .emit();
+        let _ = TrainerEvent::Failed { reason: e.to_string() }.emit();
     }
     result
 }
@@ -93,19 +90,13 @@ pub fn cuda_available() -> bool {
 fn setup(args: &TrainArgs) -> Result<Device, TrainError> {
     if let Some(n) = args.threads {
         if n < 1 {
-            return Err(TrainError::Device(format!(
-                "--threads must be at least 1, got {n}"
-            )));
+            return Err(TrainError::Device(format!("--threads must be at least 1, got {n}")));
         }
         tch::set_num_threads(n);
     }
     match args.device {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(if cuda_available() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
+        DeviceChoice::Auto => Ok(if cuda_available() { Device::Cuda(0) } else { Device::Cpu }),
         DeviceChoice::Cuda if cuda_available() => Ok(Device::Cuda(0)),
         DeviceChoice::Cuda => Err(TrainError::Device(
             "CUDA was asked for but libtorch sees no CUDA device here".into(),

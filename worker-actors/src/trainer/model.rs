@@ -25,36 +25,24 @@ impl ScriptModel {
         if !path.is_file() {
             return Err(TrainError::Model("the job has no model.pt".into()));
         }
-        let module = CModule::load_on_device(path, device)
-            .map_err(|e| TrainError::NotTorchScript(torch_reason(&e)))?;
+        let module = CModule::load_on_device(path, device).map_err(|e| TrainError::NotTorchScript(torch_reason(&e)))?;
         Self::new(module, device)
     }
 
     /// Loads a module from archive bytes (the copy embedded in a checkpoint).
     pub fn load_bytes(bytes: &[u8], device: Device) -> Result<Self, TrainError> {
-        let module = CModule::load_data_on_device(&mut &bytes[..], device).map_err(|e| {
-            TrainError::Resume(format!("its module.torchscript: {}", torch_reason(&e)))
-        })?;
+        let module = CModule::load_data_on_device(&mut &bytes[..], device)
+            .map_err(|e| TrainError::Resume(format!("its module.torchscript: {}", torch_reason(&e))))?;
         Self::new(module, device)
     }
 
     fn new(mut module: CModule, device: Device) -> Result<Self, TrainError> {
-        let params = module
-            .named_parameters()
-            .ctx("listing the model's parameters")?;
+        let params = module.named_parameters().ctx("listing the model's parameters")?;
         if !params.iter().any(|(_, p)| p.requires_grad()) {
-            return Err(TrainError::Model(
-                "the model has no trainable parameters".into(),
-            ));
+            return Err(TrainError::Model("the model has no trainable parameters".into()));
         }
-        module
-            .f_set_train()
-            .ctx("switching the model to training mode")?;
-        Ok(Self {
-            module,
-            params,
-            device,
-        })
+        module.f_set_train().ctx("switching the model to training mode")?;
+        Ok(Self { module, params, device })
     }
 
     pub fn named_parameters(&self) -> &[(String, Tensor)] {
@@ -95,14 +83,12 @@ impl ScriptModel {
 
     /// The module's own `@torch.jit.export def training_loss(self, x, y)` (loss `module`).
     pub fn training_loss(&self, x: &Tensor, y: &Tensor) -> Result<Tensor, TrainError> {
-        self.module
-            .method_ts("training_loss", &[x, y])
-            .map_err(|e| {
-                TrainError::Loss(format!(
-                    "loss module calls the model's exported training_loss(x, y), which failed: {}",
-                    torch_reason(&e)
-                ))
-            })
+        self.module.method_ts("training_loss", &[x, y]).map_err(|e| {
+            TrainError::Loss(format!(
+                "loss module calls the model's exported training_loss(x, y), which failed: {}",
+                torch_reason(&e)
+            ))
+        })
     }
 
     /// Overwrites the parameters with `values` (from a checkpoint), checking names and shapes.
@@ -152,8 +138,7 @@ impl ScriptModel {
         let tmp = path.with_extension("pt.tmp");
         self.module.save(&tmp).ctx("saving the trained model")?;
         if self.device != Device::Cpu {
-            let on_cpu =
-                CModule::load_on_device(&tmp, Device::Cpu).ctx("moving the model to the CPU")?;
+            let on_cpu = CModule::load_on_device(&tmp, Device::Cpu).ctx("moving the model to the CPU")?;
             on_cpu.save(&tmp).ctx("saving the trained model")?;
         }
         super::checkpoint::sync_and_rename(&tmp, path)

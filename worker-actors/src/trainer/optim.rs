@@ -91,9 +91,9 @@ impl Optimizer {
         mut saved: HashMap<String, Tensor>,
     ) -> Result<(), TrainError> {
         for ((name, param), st) in names.iter().zip(params).zip(&mut self.state) {
-            let step = saved.remove(&format!("optim.step.{name}")).ok_or_else(|| {
-                TrainError::Resume(format!("it has no optimizer step for {name}"))
-            })?;
+            let step = saved
+                .remove(&format!("optim.step.{name}"))
+                .ok_or_else(|| TrainError::Resume(format!("it has no optimizer step for {name}")))?;
             st.step = step.f_int64_value(&[]).ctx("reading an optimizer step")?;
             let mut take = |what: &str| -> Result<Option<Tensor>, TrainError> {
                 let Some(t) = saved.remove(&format!("optim.{what}.{name}")) else {
@@ -106,18 +106,13 @@ impl Optimizer {
                         param.size()
                     )));
                 }
-                Ok(Some(
-                    t.f_to_device(param.device())
-                        .ctx("moving optimizer state")?,
-                ))
+                Ok(Some(t.f_to_device(param.device()).ctx("moving optimizer state")?))
             };
             st.exp_avg = take("exp_avg")?;
             st.exp_avg_sq = take("exp_avg_sq")?;
             st.momentum_buffer = take("momentum_buffer")?;
             let needs = match self.spec.kind {
-                OptimizerKind::Adam | OptimizerKind::Adamw => {
-                    st.exp_avg.is_some() && st.exp_avg_sq.is_some()
-                }
+                OptimizerKind::Adam | OptimizerKind::Adamw => st.exp_avg.is_some() && st.exp_avg_sq.is_some(),
                 OptimizerKind::Sgd => self.spec.momentum == 0.0 || st.momentum_buffer.is_some(),
             };
             if st.step > 0 && !needs {
@@ -128,9 +123,7 @@ impl Optimizer {
             }
         }
         if let Some(extra) = saved.keys().next() {
-            return Err(TrainError::Resume(format!(
-                "unexpected optimizer tensor {extra}"
-            )));
+            return Err(TrainError::Resume(format!("unexpected optimizer tensor {extra}")));
         }
         Ok(())
     }
@@ -173,12 +166,7 @@ pub fn is_state_key(key: &str) -> bool {
 /// `torch.optim.sgd._single_tensor_sgd` with dampening 0, maximize off.
 // In-place ops return a second handle to the tensor they updated; it is simply dropped.
 #[allow(unused_must_use)]
-fn sgd(
-    s: &OptimizerSpec,
-    param: &mut Tensor,
-    grad: &Tensor,
-    st: &mut ParamState,
-) -> Result<(), tch::TchError> {
+fn sgd(s: &OptimizerSpec, param: &mut Tensor, grad: &Tensor, st: &mut ParamState) -> Result<(), tch::TchError> {
     st.step += 1;
     let mut grad = grad.shallow_clone();
     if s.weight_decay != 0.0 {
@@ -275,11 +263,8 @@ mod tests {
         s.weight_decay = 0.0;
         let p = param();
         let mut opt = Optimizer::new(&s, 1).unwrap();
-        opt.step(
-            &[p.shallow_clone()],
-            &[Tensor::from_slice(&[0.5f32, -3.0, 1e-3])],
-        )
-        .unwrap();
+        opt.step(&[p.shallow_clone()], &[Tensor::from_slice(&[0.5f32, -3.0, 1e-3])])
+            .unwrap();
         let got: Vec<f32> = Vec::try_from(&p.detach()).unwrap();
         for (g, want) in got.iter().zip([0.9f32, -1.9, 2.9]) {
             assert!((g - want).abs() < 1e-4, "{got:?}");
@@ -295,8 +280,7 @@ mod tests {
         let p = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
         let mut opt = Optimizer::new(&s, 1).unwrap();
         let g = Tensor::from_slice(&[1.0f32]);
-        opt.step(&[p.shallow_clone()], &[g.shallow_clone()])
-            .unwrap(); // buf 1, p = 0.9
+        opt.step(&[p.shallow_clone()], &[g.shallow_clone()]).unwrap(); // buf 1, p = 0.9
         opt.step(&[p.shallow_clone()], &[g]).unwrap(); // buf 1.9, p = 0.71
         assert!((p.double_value(&[0]) - 0.71).abs() < 1e-6);
     }
@@ -306,21 +290,14 @@ mod tests {
         let p = param();
         let mut opt = Optimizer::new(&spec(OptimizerKind::Adamw), 1).unwrap();
         opt.step(&[p.shallow_clone()], &[Tensor::new()]).unwrap();
-        assert_eq!(
-            Vec::<f32>::try_from(&p.detach()).unwrap(),
-            vec![1.0, -2.0, 3.0]
-        );
+        assert_eq!(Vec::<f32>::try_from(&p.detach()).unwrap(), vec![1.0, -2.0, 3.0]);
         let state = opt.state_tensors(&["w".into()]);
         assert_eq!(state.len(), 1, "only the step, no moments yet");
     }
 
     #[test]
     fn state_round_trips_through_named_tensors() {
-        for kind in [
-            OptimizerKind::Sgd,
-            OptimizerKind::Adam,
-            OptimizerKind::Adamw,
-        ] {
+        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::Adamw] {
             let names = vec!["fc.weight".to_string()];
             let (a, b) = (param(), param());
             let mut first = Optimizer::new(&spec(kind), 1).unwrap();
@@ -332,15 +309,10 @@ mod tests {
             assert!(state.iter().all(|(k, _)| is_state_key(k)), "{state:?}");
             let file = tempfile::NamedTempFile::new().unwrap();
             Tensor::write_safetensors(&state, file.path()).unwrap();
-            let saved: HashMap<_, _> = Tensor::read_safetensors(file.path())
-                .unwrap()
-                .into_iter()
-                .collect();
+            let saved: HashMap<_, _> = Tensor::read_safetensors(file.path()).unwrap().into_iter().collect();
             assert_eq!(saved.len(), state.len());
             let mut second = Optimizer::new(&spec(kind), 1).unwrap();
-            second
-                .load_state(&names, &[b.shallow_clone()], saved)
-                .unwrap();
+            second.load_state(&names, &[b.shallow_clone()], saved).unwrap();
             tch::no_grad(|| b.shallow_clone().copy_(&a));
             first.step(&[a.shallow_clone()], &[grad()]).unwrap();
             second.step(&[b.shallow_clone()], &[grad()]).unwrap();
@@ -357,11 +329,8 @@ mod tests {
         let names = vec!["w".to_string()];
         let p = param();
         let mut sgd = Optimizer::new(&spec(OptimizerKind::Sgd), 1).unwrap();
-        sgd.step(
-            &[p.shallow_clone()],
-            &[Tensor::ones([3], (Kind::Float, Device::Cpu))],
-        )
-        .unwrap();
+        sgd.step(&[p.shallow_clone()], &[Tensor::ones([3], (Kind::Float, Device::Cpu))])
+            .unwrap();
         let saved = sgd.state_tensors(&names).into_iter().collect();
         let mut adam = Optimizer::new(&spec(OptimizerKind::Adam), 1).unwrap();
         let err = adam.load_state(&names, &[p], saved).err().unwrap();

@@ -120,10 +120,8 @@ mod tests {
 
     #[test]
     fn parses_the_lines_of_the_contract() {
-        let started: TrainerEvent = serde_json::from_str(
-            r#"{"event":"started","device":"cpu","parameters":5,"samples":9}"#,
-        )
-        .unwrap();
+        let started: TrainerEvent =
+            serde_json::from_str(r#"{"event":"started","device":"cpu","parameters":5,"samples":9}"#).unwrap();
         assert_eq!(
             started,
             TrainerEvent::Started {
@@ -133,8 +131,7 @@ mod tests {
             }
         );
         let failed: TrainerEvent =
-            serde_json::from_str(r#"{"event":"failed","reason":"x has 3 rows but y has 2"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"event":"failed","reason":"x has 3 rows but y has 2"}"#).unwrap();
         assert_eq!(
             failed,
             TrainerEvent::Failed {

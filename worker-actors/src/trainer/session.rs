@@ -59,15 +59,7 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
     while epoch < spec.epochs {
         epoch += 1;
         let started = Instant::now();
-        let mean_loss = run_epoch(
-            &spec,
-            &model,
-            &data.train,
-            &params,
-            &mut optimizer,
-            epoch,
-            &mut step,
-        )?;
+        let mean_loss = run_epoch(&spec, &model, &data.train, &params, &mut optimizer, epoch, &mut step)?;
         let samples_per_sec = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
         if !mean_loss.is_finite() {
             return Err(TrainError::NonFinite {
@@ -117,8 +109,7 @@ fn read_spec(path: &Path) -> Result<TrainingSpec, TrainError> {
         path: path.to_owned(),
         source,
     })?;
-    let spec: TrainingSpec =
-        serde_json::from_str(&text).map_err(|e| TrainError::Spec(e.to_string()))?;
+    let spec: TrainingSpec = serde_json::from_str(&text).map_err(|e| TrainError::Spec(e.to_string()))?;
     if spec.batch_size == 0 {
         return Err(TrainError::Spec("batch_size must be at least 1".into()));
     }
@@ -158,8 +149,7 @@ fn run_epoch(
         Tensor::new()
     };
     // Summed on the device so that a GPU is not synchronised every batch.
-    let mut loss_sum =
-        Tensor::f_zeros([], (Kind::Double, device)).ctx("allocating the loss sum")?;
+    let mut loss_sum = Tensor::f_zeros([], (Kind::Double, device)).ctx("allocating the loss sum")?;
     let batch = i64::from(spec.batch_size);
     let mut start = 0;
     while start < rows {
@@ -171,12 +161,8 @@ fn run_epoch(
         optimizer.step(params, &grads)?;
         *step += 1;
         let _guard = tch::no_grad_guard();
-        let weighted = loss
-            .f_to_kind(Kind::Double)
-            .and_then(|l| l.f_mul_scalar(len as f64));
-        loss_sum = weighted
-            .and_then(|w| loss_sum.f_add(&w))
-            .ctx("summing the loss")?;
+        let weighted = loss.f_to_kind(Kind::Double).and_then(|l| l.f_mul_scalar(len as f64));
+        loss_sum = weighted.and_then(|w| loss_sum.f_add(&w)).ctx("summing the loss")?;
         start += len;
     }
     Ok(loss_sum.f_double_value(&[]).ctx("reading the epoch loss")? / rows as f64)
@@ -213,10 +199,7 @@ fn validate(
                 }
                 value
             };
-            loss_sum += value
-                .f_double_value(&[])
-                .ctx("reading the validation loss")?
-                * len as f64;
+            loss_sum += value.f_double_value(&[]).ctx("reading the validation loss")? * len as f64;
             start += len;
         }
         let accuracy = counted.then(|| hits / rows as f64);
