@@ -16,7 +16,7 @@ BIN_DIR := $(CARGO_TARGET_DIR)/debug
 CARGO_ENV := PATH="$(VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=0
 STAMP := $(VENV)/.helium-stamp
 
-.PHONY: help venv build test test-rust test-python demo up down clean
+.PHONY: help venv build test test-rust test-python demo up down bench clean
 
 help:
 	@echo "make demo   # local grid + notebook training end to end"
@@ -56,3 +56,8 @@ down:
 
 clean: down
 	rm -rf .helium $(VENV)
+
+bench: build
+	HELIUM_BIN_DIR=$(BIN_DIR) deploy/grid.sh up
+	source .helium/grid/env && HELIUM_NATS_URL=$$HELIUM_NATS_URL $(VENV)/bin/python tests/bench/grid_vs_plain.py; \
+	  rc=$$?; deploy/grid.sh down; exit $$rc

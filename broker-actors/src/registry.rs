@@ -130,9 +130,15 @@ impl Actor for WorkerRegistry {
                     let revived = !entry.alive;
                     entry.alive = true;
                     // Only the broker frees a worker (at settlement); a heartbeat saying
-                    // `running: None` may race an award, so it is logged, not trusted.
-                    if entry.busy_with.is_some() && heartbeat.running.is_none() {
-                        tracing::debug!(worker = %worker_id, job = ?entry.busy_with, "heartbeat reports idle while busy");
+                    // `running: None` may race an award, so it is logged, not trusted. A worker's
+                    // word that it is busy is trusted: after a broker restart it is how the
+                    // registry learns which worker runs which job (and whom to report lost).
+                    match (&entry.busy_with, heartbeat.running) {
+                        (Some(job), None) => {
+                            tracing::debug!(worker = %worker_id, job = %job, "heartbeat reports idle while busy")
+                        }
+                        (None, Some(job)) => entry.busy_with = Some(job),
+                        _ => {}
                     }
                     if revived {
                         state.events.send(RegistryEvent::CapacityAvailable);

@@ -23,6 +23,9 @@ pub struct AwardRecord {
     pub start_epoch: u32,
     /// Whether this award's hold was posted/voided already.
     pub settled: bool,
+    /// Epochs to pay for, once settlement was decided; kept so a failed settlement is retried.
+    #[serde(default)]
+    pub settle_epochs: Option<u32>,
     /// Result uploaded by this award's worker and verified on commit.
     #[serde(default)]
     pub stored_result: Option<ArtifactInfo>,

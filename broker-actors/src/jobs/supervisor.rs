@@ -102,7 +102,8 @@ impl Actor for JobSupervisor {
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let state = args.record.view.state;
-        if !state.is_terminal() {
+        let unsettled = args.record.award.as_ref().is_some_and(|a| !a.settled);
+        if !state.is_terminal() || unsettled {
             me.send_interval(Duration::from_secs(1), || SupervisorMsg::Tick);
             if matches!(state, JobState::Queued | JobState::Auctioning) {
                 me.send_message(SupervisorMsg::Auction)?;
@@ -143,6 +144,12 @@ impl Actor for JobSupervisor {
             }
             SupervisorMsg::Cancel { principal, reply } => {
                 if let Err(e) = state.owned(&principal) {
+                    let _ = reply.send(Err(e));
+                } else if state.record.view.state.is_terminal() {
+                    let e = WireError::new(
+                        ErrorCode::Conflict,
+                        format!("job is already {:?}", state.record.view.state),
+                    );
                     let _ = reply.send(Err(e));
                 } else {
                     state.cancel().await?;
@@ -370,6 +377,7 @@ impl SupervisorState {
             eta_secs: winner.eta_secs,
             start_epoch: self.record.view.epochs_done,
             settled: false,
+            settle_epochs: None,
             stored_result: None,
             stored_checkpoint: None,
         });
@@ -456,9 +464,12 @@ impl SupervisorState {
     /// Pays the current award's owner for `paid_epochs` (of the award's own epochs), refunds the
     /// rest, frees the worker. Transfer ids derive from the award, so a retry is a no-op.
     async fn settle(&mut self, paid_epochs: u32) -> Result<(), ActorProcessingErr> {
-        let Some(award) = self.record.award.clone().filter(|a| !a.settled) else {
+        let Some(mut award) = self.record.award.clone().filter(|a| !a.settled) else {
             return Ok(());
         };
+        // The first decision stands: a retry pays what was decided, not what a later event says.
+        let paid_epochs = *award.settle_epochs.get_or_insert(paid_epochs);
+        self.record.award = Some(award.clone());
         let job_id = self.job_id().to_string();
         let award_epochs = self.record.work.epochs.saturating_sub(award.start_epoch);
         let (pay, refund) = settlement(award.price, award_epochs, paid_epochs);
@@ -484,7 +495,8 @@ impl SupervisorState {
             .await;
         if let Err(e) = paid.and(refunded) {
             // The hold stays in escrow; the ids make the next attempt safe.
-            tracing::error!(job = %job_id, error = %e, "settlement failed; will retry on the next event");
+            tracing::error!(job = %job_id, error = %e, "settlement failed; retrying every second");
+            self.persist().await?;
             return Ok(());
         }
         self.record.view.paid += pay;
@@ -674,6 +686,14 @@ impl SupervisorState {
     }
 
     async fn tick(&mut self) -> Result<(), ActorProcessingErr> {
+        if self
+            .record
+            .award
+            .as_ref()
+            .is_some_and(|a| !a.settled && a.settle_epochs.is_some())
+        {
+            self.settle(0).await?; // the decided epochs were kept in the record
+        }
         let deadline = self.record.requirements.deadline_ms;
         let waiting = matches!(self.record.view.state, JobState::Queued | JobState::Auctioning);
         if deadline != 0 && waiting && now_ms() > deadline {
