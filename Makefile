@@ -43,7 +43,7 @@ test-rust:
 	$(CARGO_ENV) cargo test --workspace
 
 test-python:
-	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 $(VENV)/bin/python -m pytest client-py/tests tests/e2e -q
+	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 $(VENV)/bin/python -m pytest -q
 
 demo: build
 	HELIUM_BIN_DIR=$(BIN_DIR) deploy/demo.sh

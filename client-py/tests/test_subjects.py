@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helium_grid import _subjects as s
 
 RUST = Path(__file__).resolve().parents[2] / "protocol" / "src" / "subjects.rs"

@@ -7,10 +7,9 @@ import io
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load as load_safetensors
-
 from helium_grid import BadRequest, InvalidModel
 from helium_grid._submission import pack_data, prepare_submission, script_model
+from safetensors.torch import load as load_safetensors
 
 
 def mlp() -> torch.nn.Module:
@@ -42,8 +41,14 @@ def test_a_good_submission_serializes_model_data_and_spec() -> None:
     assert torch.equal(data["x"], X) and data["y"].dtype == torch.int64
     assert sub.work == {"parameters": 4 * 8 + 8 + 8 * 3 + 3, "samples": 10, "epochs": 2}
     assert sub.training["optimizer"] == {
-        "kind": "adam", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "nesterov": False,
-        "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+        "kind": "adam",
+        "lr": 0.01,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "nesterov": False,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-8,
     }
     assert sub.training["loss"] == "cross_entropy" and sub.training["seed"] == 7
     req = sub.requirements

@@ -7,10 +7,9 @@ import datetime as dt
 import hashlib
 from decimal import Decimal
 
+import helium_grid
 import msgpack
 import pytest
-
-import helium_grid
 from helium_grid import errors
 from helium_grid._artifacts import chunk_size, iter_chunks, sha256_hex
 from helium_grid._limits import (
@@ -43,8 +42,17 @@ def test_limits_match_the_rust_protocol() -> None:
 
 @pytest.mark.parametrize(
     ("credits", "micro"),
-    [(0, 0), (1, 1_000_000), (0.1, 100_000), ("0.000001", 1), (Decimal("2.5"), 2_500_000), (100, 100_000_000),
-     (0.0000004, 0), (0.0000006, 1), (1e-6, 1)],
+    [
+        (0, 0),
+        (1, 1_000_000),
+        (0.1, 100_000),
+        ("0.000001", 1),
+        (Decimal("2.5"), 2_500_000),
+        (100, 100_000_000),
+        (0.0000004, 0),
+        (0.0000006, 1),
+        (1e-6, 1),
+    ],
 )
 def test_credits_to_micro_is_exact(credits: object, micro: int) -> None:
     assert credits_to_micro(credits) == micro  # type: ignore[arg-type]
@@ -164,26 +172,47 @@ def test_i128_arrives_as_sixteen_big_endian_bytes() -> None:
 
 def test_job_view_to_status() -> None:
     view = {
-        "job_id": "j1", "principal": "alice", "name": None, "state": "completed", "reason": None,
-        "worker": "w1", "price": 250, "paid": 250, "epochs": 3, "epochs_done": 3, "last_loss": 0.25,
-        "result": {"name": "result", "size": 10, "sha256": "ab" * 32}, "created_ms": 1_000, "updated_ms": 2_000,
+        "job_id": "j1",
+        "principal": "alice",
+        "name": None,
+        "state": "completed",
+        "reason": None,
+        "worker": "w1",
+        "price": 250,
+        "paid": 250,
+        "epochs": 3,
+        "epochs_done": 3,
+        "last_loss": 0.25,
+        "result": {"name": "result", "size": 10, "sha256": "ab" * 32},
+        "created_ms": 1_000,
+        "updated_ms": 2_000,
     }
     s = JobStatus.from_wire(view)
     assert s.state is JobState.COMPLETED and s.is_terminal
     assert s.price == pytest.approx(0.00025) and s.paid_micro == 250
     assert s.result is not None and s.result.size == 10
-    minimal = JobStatus.from_wire({"job_id": "j2", "principal": "a", "state": "queued", "epochs": 1,
-                                   "created_ms": 0, "updated_ms": 0})
+    minimal = JobStatus.from_wire(
+        {"job_id": "j2", "principal": "a", "state": "queued", "epochs": 1, "created_ms": 0, "updated_ms": 0}
+    )
     assert minimal.worker is None and minimal.paid == 0 and not minimal.is_terminal
     with pytest.raises(errors.ProtocolError):
         JobStatus.from_wire({"job_id": "j", "principal": "a", "state": "dreaming", "epochs": 1})
 
 
 def test_worker_view_to_info() -> None:
-    w = WorkerInfo.from_wire({
-        "worker_id": "w1", "owner": "bob", "device": "cpu", "device_name": "x86", "memory_bytes": 2**31,
-        "price_per_hour": 1_500_000, "throughput": 1e9, "busy_with": None, "alive": True,
-    })
+    w = WorkerInfo.from_wire(
+        {
+            "worker_id": "w1",
+            "owner": "bob",
+            "device": "cpu",
+            "device_name": "x86",
+            "memory_bytes": 2**31,
+            "price_per_hour": 1_500_000,
+            "throughput": 1e9,
+            "busy_with": None,
+            "alive": True,
+        }
+    )
     assert w.price_per_hour == 1.5 and w.memory_gb == 2.0 and w.busy_with is None
 
 

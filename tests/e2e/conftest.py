@@ -27,10 +27,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -112,8 +111,9 @@ class Proc:
 
     def tail(self, n: int = 40) -> str:
         with self._cond:
-            both = [f"[out] {l}" for l in self.lines["stdout"][-n:]] + [f"[err] {l}" for l in self.lines["stderr"][-n:]]
-        return "\n".join(both)
+            out = [f"[out] {line}" for line in self.lines["stdout"][-n:]]
+            err = [f"[err] {line}" for line in self.lines["stderr"][-n:]]
+        return "\n".join(out + err)
 
     def wait_for_line(self, stream: str, pattern: str, timeout: float = READY_TIMEOUT_S) -> re.Match[str]:
         """The first line of ``stream`` matching ``pattern`` (regex); fails if the process exits
@@ -223,7 +223,9 @@ def start_worker(root: Path, nats_url: str, spec: WorkerSpec) -> Proc:
     ]  # fmt: skip
     if spec.throughput is not None:
         argv += ["--throughput", repr(float(spec.throughput))]
-    proc = Proc(f"helium-worker-{spec.worker_id}", argv, root / "logs", env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
+    proc = Proc(
+        f"helium-worker-{spec.worker_id}", argv, root / "logs", env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}
+    )
     try:
         proc.wait_for_line("stdout", r"^ready$")
     except BaseException:
@@ -233,6 +235,12 @@ def start_worker(root: Path, nats_url: str, spec: WorkerSpec) -> Proc:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def find_helium_bin() -> Callable[[str], Path]:
+    """``find_helium_bin("helium-broker")`` → its path, or skip when it is not built."""
+    return helium_bin
 
 
 @pytest.fixture(scope="module")
@@ -262,16 +270,21 @@ def broker(grid_dir: Path, nats_server: NatsServer, broker_args: list[str]) -> I
 
 
 @pytest.fixture(scope="module")
-def worker_specs() -> list[WorkerSpec]:
-    """The workers of the module's grid; override in a test module."""
-    return [WorkerSpec("w1", owner="owner-1", price=1.0)]
+def worker_specs() -> list[dict[str, object]]:
+    """The workers of the module's grid, as ``WorkerSpec`` keyword arguments; override in a test
+    module, e.g. ``[{"worker_id": "w1", "owner": "alice", "price": 1.0}]``."""
+    return [{"worker_id": "w1", "owner": "owner-1", "price": 1.0}]
 
 
 @pytest.fixture(scope="module")
-def workers(grid_dir: Path, nats_server: NatsServer, broker: Proc, worker_specs: list[WorkerSpec]) -> Iterator[dict[str, Proc]]:
+def workers(
+    grid_dir: Path, nats_server: NatsServer, broker: Proc, worker_specs: list[dict[str, object]]
+) -> Iterator[dict[str, Proc]]:
+    """``worker_id`` → the running ``helium-worker`` (each printed ``ready``: registered)."""
     started: dict[str, Proc] = {}
     try:
-        for spec in worker_specs:
+        for kwargs in worker_specs:
+            spec = WorkerSpec(**kwargs)  # type: ignore[arg-type]
             started[spec.worker_id] = start_worker(grid_dir, nats_server.url, spec)
         yield started
     finally:
@@ -311,12 +324,3 @@ def connect(nats_server: NatsServer, broker: Proc, workers: dict[str, Proc]) -> 
 def operator(connect: Callable[[str], object]):  # -> helium_grid.Grid
     """The operator's client (the broker runs with ``--operators operator``)."""
     return connect(OPERATOR)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
-    """Poll ``predicate`` until true: for conditions that have no event to wait on."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(step)

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import struct
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
+import helium_grid as hg
 import msgpack
 import nats
 import pytest
 import torch
-from nats.js.api import StreamConfig
-
-import helium_grid as hg
 from helium_grid import _subjects as subjects
+from nats.js.api import StreamConfig
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,9 +155,20 @@ class FakeBroker:
             raise WireError("insufficient_funds", f"balance below the budget of {budget}")
         job_id = uuid.uuid4().hex
         view = {
-            "job_id": job_id, "principal": principal, "name": b.get("name"), "state": "queued", "reason": None,
-            "worker": None, "price": None, "paid": 0, "epochs": b["training"]["epochs"], "epochs_done": 0,
-            "last_loss": None, "result": None, "created_ms": _now_ms(), "updated_ms": _now_ms(),
+            "job_id": job_id,
+            "principal": principal,
+            "name": b.get("name"),
+            "state": "queued",
+            "reason": None,
+            "worker": None,
+            "price": None,
+            "paid": 0,
+            "epochs": b["training"]["epochs"],
+            "epochs_done": 0,
+            "last_loss": None,
+            "result": None,
+            "created_ms": _now_ms(),
+            "updated_ms": _now_ms(),
         }
         self.jobs[job_id] = view
         model = self.staged[b["model_upload"]][1]
@@ -198,7 +208,9 @@ class FakeBroker:
             await self.set_state(job_id, "failed", "worker lost and no other bid")
             return
         self.artifacts[(job_id, "result")] = model
-        job.update(result={"name": "result", "size": len(model), "sha256": hashlib.sha256(model).hexdigest()}, paid=PRICE)
+        job.update(
+            result={"name": "result", "size": len(model), "sha256": hashlib.sha256(model).hexdigest()}, paid=PRICE
+        )
         self.balances[FAKE_OWNER] = self.balances.get(FAKE_OWNER, 0) + PRICE
         await self.set_state(job_id, "completed")
 
@@ -230,8 +242,8 @@ class FakeBroker:
 
     async def api_worker_list(self, principal: str, b: dict[str, Any]) -> dict[str, Any]:
         return {"workers": [{
-            "worker_id": FAKE_WORKER, "owner": FAKE_OWNER, "device": "cpu", "device_name": "fake", "memory_bytes": 2**30,
-            "price_per_hour": 1_000_000, "throughput": 1e9, "busy_with": None, "alive": True,
+            "worker_id": FAKE_WORKER, "owner": FAKE_OWNER, "device": "cpu", "device_name": "fake",
+            "memory_bytes": 2**30, "price_per_hour": 1_000_000, "throughput": 1e9, "busy_with": None, "alive": True,
         }]}  # fmt: skip
 
 
@@ -335,6 +347,10 @@ def test_wire_errors_arrive_as_exceptions(grid: hg.Grid, nats_server: Any) -> No
         grid.grant("researcher", 1)
     with pytest.raises(hg.NotFound):
         grid.job("nope").status()
+    with pytest.raises(hg.NotFound):
+        grid.job("nope").events()
+    with pytest.raises(hg.BadRequest, match="job id"):
+        grid.job("no.pe")
     with pytest.raises(hg.InsufficientFunds):
         grid.submit(small_model(), train=(torch.randn(8, 4), torch.randint(0, 3, (8,))), epochs=1, batch_size=4,
                     lr=0.1, max_price=1, budget=1e6)  # fmt: skip

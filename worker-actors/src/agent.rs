@@ -28,6 +28,8 @@ pub enum AgentMsg {
     Award(Award, RpcReplyPort<AwardAck>),
     /// Replies whether that award was running here.
     Cancel(CancelRun, RpcReplyPort<bool>),
+    /// The run of this award has finished its work (its last event is about to go out).
+    RunDone(String, RpcReplyPort<()>),
     Heartbeat,
 }
 
@@ -102,6 +104,12 @@ impl Actor for WorkerAgent {
                 };
                 let _ = reply.send(running);
             }
+            AgentMsg::RunDone(award_id, reply) => {
+                if state.current.as_ref().is_some_and(|c| c.award_id == award_id) {
+                    state.current = None;
+                }
+                let _ = reply.send(());
+            }
             AgentMsg::Heartbeat => {
                 state.beats += 1;
                 if state.beats % REREGISTER_EVERY == 0 {
@@ -133,6 +141,7 @@ impl Actor for WorkerAgent {
         };
         if let (Some(id), Some(current)) = (ended, &state.current) {
             if current.run.get_id() == id {
+                // Reached only if the run died before telling us it was done.
                 tracing::info!(job = %current.job_id, event = ?evt, "run ended");
                 state.current = None;
             }
@@ -188,6 +197,7 @@ impl AgentState {
             threads: self.args.threads,
             child_memory_bytes: self.args.child_memory_bytes,
             exe: self.args.exe.clone(),
+            agent: me.clone(),
         };
         match Actor::spawn_linked(None, TrainingRun, args, me.get_cell()).await {
             Ok((run, _)) => {

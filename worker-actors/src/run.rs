@@ -22,6 +22,7 @@ use tokio::{
 };
 
 use crate::{
+    agent::AgentMsg,
     trainer::{DeviceChoice, TrainerEvent},
     transfer,
 };
@@ -48,6 +49,9 @@ pub struct RunArgs {
     pub child_memory_bytes: Option<u64>,
     /// The `helium-worker` binary to run as `train` child.
     pub exe: PathBuf,
+    /// Told that this worker is free before the run's last event goes out, so the worker can
+    /// bid on the job the broker auctions as soon as it settles this one.
+    pub agent: ActorRef<AgentMsg>,
 }
 
 pub struct RunState {
@@ -92,6 +96,7 @@ impl Actor for TrainingRun {
         match msg {
             RunMsg::Prepare => {
                 if let Err(reason) = state.prepare_and_spawn(&me).await {
+                    state.release().await;
                     state.report(RunEventKind::Failed { reason }).await;
                     me.stop(None);
                 }
@@ -107,6 +112,7 @@ impl Actor for TrainingRun {
                         .failure
                         .take()
                         .unwrap_or_else(|| format!("trainer exited ({status}) without finishing"));
+                    state.release().await;
                     state.report(RunEventKind::Failed { reason }).await;
                 }
                 me.stop(None);
@@ -200,6 +206,13 @@ impl RunState {
         Ok(())
     }
 
+    async fn release(&self) {
+        let award_id = self.args.award.award_id.clone();
+        if let Err(e) = ractor::call_t!(self.args.agent, AgentMsg::RunDone, 2_000, award_id) {
+            tracing::warn!(job = %self.job_id(), error = %e, "could not tell the agent the run is done");
+        }
+    }
+
     async fn on_line(&mut self, line: &str) {
         let event = match serde_json::from_str::<TrainerEvent>(line) {
             Ok(event) => event,
@@ -257,6 +270,7 @@ impl RunState {
                 {
                     Ok(result) => {
                         self.finished = true;
+                        self.release().await;
                         self.report(RunEventKind::Completed { result }).await;
                     }
                     Err(e) => self.failure = Some(format!("uploading the result failed: {e}")),

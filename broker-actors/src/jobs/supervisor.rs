@@ -89,7 +89,12 @@ pub struct SupervisorState {
     auction_in_flight: bool,
     /// Capacity appeared while an auction was running: run another when it closes empty.
     poked: bool,
+    /// When a queued job next tries an auction even without news of capacity.
+    retry_at: Option<tokio::time::Instant>,
 }
+
+/// How often a queued job re-auctions on its own.
+const REAUCTION_EVERY: Duration = Duration::from_secs(5);
 
 impl Actor for JobSupervisor {
     type Msg = SupervisorMsg;
@@ -115,6 +120,7 @@ impl Actor for JobSupervisor {
             revision: args.revision,
             auction_in_flight: false,
             poked: false,
+            retry_at: None,
         })
     }
 
@@ -173,7 +179,7 @@ impl Actor for JobSupervisor {
                 }
             }
             SupervisorMsg::WorkerLost { worker_id } => state.worker_lost(&me, &worker_id).await?,
-            SupervisorMsg::Tick => state.tick().await?,
+            SupervisorMsg::Tick => state.tick(&me).await?,
         }
         Ok(())
     }
@@ -282,8 +288,8 @@ impl SupervisorState {
         }
         self.auction_in_flight = true;
         self.poked = false;
-        let reason = self.record.view.reason.clone();
-        self.move_to(JobState::Auctioning, reason).await?;
+        self.retry_at = None;
+        self.move_to(JobState::Auctioning, None).await?;
         let mut requirements = self.record.requirements.clone();
         requirements.budget = requirements.budget.saturating_sub(self.record.view.paid);
         let (auctioneer, me, job_id, work) = (
@@ -326,6 +332,10 @@ impl SupervisorState {
                     .await?;
                 if self.poked {
                     me.send_message(SupervisorMsg::Auction)?;
+                } else {
+                    // Capacity news can race a closing auction (a worker freed just after it
+                    // declined); a slow periodic retry makes sure no job waits forever on it.
+                    self.retry_at = Some(tokio::time::Instant::now() + REAUCTION_EVERY);
                 }
             }
             Outcome::Won { winner, bids } => self.award(me, winner, bids).await?,
@@ -685,7 +695,11 @@ impl SupervisorState {
         Ok(())
     }
 
-    async fn tick(&mut self) -> Result<(), ActorProcessingErr> {
+    async fn tick(&mut self, me: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
+        if self.retry_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            self.retry_at = None;
+            me.send_message(SupervisorMsg::Auction)?;
+        }
         if self
             .record
             .award

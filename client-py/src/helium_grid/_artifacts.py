@@ -14,7 +14,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from ._limits import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 from ._subjects import ARTIFACT_BEGIN, ARTIFACT_CHUNK, ARTIFACT_COMMIT, ARTIFACT_READ
@@ -110,8 +111,7 @@ async def upload(
     info = ArtifactInfo.from_wire(await request(ARTIFACT_COMMIT, {"upload_id": upload_id}))
     if info.sha256 != digest or info.size != len(data):
         raise DigestMismatch(
-            f"broker stored {name!r} as {info.size} bytes sha256 {info.sha256}, "
-            f"sent {len(data)} bytes sha256 {digest}"
+            f"broker stored {name!r} as {info.size} bytes sha256 {info.sha256}, sent {len(data)} bytes sha256 {digest}"
         )
     return upload_id, info
 
@@ -139,9 +139,7 @@ async def download(
     total: int | None = None
     declared: str | None = None
     while total is None or offset < total:
-        reply = await request(
-            ARTIFACT_READ, {"job_id": job_id, "name": name, "offset": offset, "len": size_per_read}
-        )
+        reply = await request(ARTIFACT_READ, {"job_id": job_id, "name": name, "offset": offset, "len": size_per_read})
         try:
             chunk = bytes(reply["data"])
             at = wire_int(reply["offset"])

@@ -28,7 +28,8 @@ import datetime as _dt
 import io
 import logging
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import nats
 import nats.errors
@@ -76,7 +77,10 @@ def finish(status: JobStatus, *, raise_on_failure: bool) -> JobStatus:
 def load_module(blob: bytes, map_location: str | torch.device | None = "cpu") -> torch.jit.ScriptModule:
     """TorchScript bytes → module (``torch.jit.load``; never pickle)."""
     with quiet_torchscript():
-        return torch.jit.load(io.BytesIO(blob), map_location=map_location)
+        module: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
+            io.BytesIO(blob), map_location=map_location
+        )
+    return module
 
 
 class AsyncGrid:
@@ -120,10 +124,12 @@ class AsyncGrid:
         async def on_error(e: Exception) -> None:
             log.debug("nats: %s", e)
 
+        # The first connection gives up after a couple of tries per server (a wrong URL fails in
+        # seconds); once connected, the client reconnects forever, as a notebook may run for hours.
         options: dict[str, Any] = {
             "name": f"helium-grid-py:{principal}",
             "connect_timeout": connect_timeout,
-            "max_reconnect_attempts": -1,
+            "max_reconnect_attempts": 1,
             "error_cb": on_error,
         }
         options.update(nats_options)
@@ -131,6 +137,8 @@ class AsyncGrid:
             nc = await nats.connect(url, **options)
         except (nats.errors.NoServersError, OSError, asyncio.TimeoutError, nats.errors.Error) as e:
             raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
+        if "max_reconnect_attempts" not in nats_options:
+            nc.options["max_reconnect_attempts"] = -1  # read by nats-py at each reconnect
         return cls(nc, url=url, principal=principal, timeout=timeout)
 
     async def close(self) -> None:
@@ -161,7 +169,7 @@ class AsyncGrid:
             msg = await self._nc.request(subject, encode(request_body(fields)), timeout=timeout or self.timeout)
         except nats.errors.NoRespondersError as e:
             raise Unavailable(f"no broker is answering on {self.url} ({verb})") from e
-        except (nats.errors.TimeoutError, asyncio.TimeoutError) as e:
+        except (nats.errors.TimeoutError, asyncio.TimeoutError) as e:  # distinct types before 3.11
             raise Unavailable(
                 f"no broker is answering on {self.url}: {verb} got no reply within {timeout or self.timeout:g}s"
             ) from e
@@ -258,7 +266,7 @@ class AsyncGrid:
 
     async def _event_feed(
         self, job_id: str, *, live: bool, timeout: float | None = None
-    ) -> AsyncIterator[JobEvent]:
+    ) -> AsyncGenerator[JobEvent, None]:
         """A job's events from the first. ``live``: go on until a terminal state (polling the
         job record after each silence of ``_POLL_SECONDS``); otherwise stop once caught up."""
         subject = subjects.job_events(self.principal, job_id)
@@ -404,9 +412,10 @@ class AsyncJob:
 
             losses = [e.loss for e in await job.events() if isinstance(e, Progress)]
         """
+        await self.status()  # NotFound for a job that is not this principal's
         return [event async for event in self.grid._event_feed(self.id, live=False)]
 
-    def follow(self, timeout: float | None = None) -> AsyncIterator[JobEvent]:
+    def follow(self, timeout: float | None = None) -> AsyncGenerator[JobEvent, None]:
         """The job's events from the first, then live, ending after a terminal state.
 
         Example::

@@ -15,7 +15,26 @@ from typing import Any
 
 from .records import Awarded, JobEvent, JobState, Progress, StateChanged
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "tqdm_class"]
+
+
+def tqdm_class() -> Any:
+    """``tqdm.auto.tqdm`` (the notebook widget in Jupyter, text elsewhere). Without ipywidgets,
+    ``tqdm.auto`` would fall back to the text bar with a warning; take the text bar directly.
+
+    Example::
+
+        bar = tqdm_class()(total=10)
+    """
+    try:
+        import ipywidgets  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        from tqdm.std import tqdm as text_tqdm  # type: ignore[import-untyped]
+
+        return text_tqdm
+    from tqdm.auto import tqdm as auto_tqdm  # type: ignore[import-untyped]
+
+    return auto_tqdm
 
 
 class Tracker:
@@ -36,6 +55,7 @@ class Tracker:
         self.reason: str | None = None
         self.worker: str | None = None
         self._bar: Any = None
+        self._shown: tuple[str, str | None] | None = None
 
     @property
     def finished(self) -> bool:
@@ -46,9 +66,7 @@ class Tracker:
         if not self.enabled:
             return None
         if self._bar is None:
-            from tqdm.auto import tqdm  # imported late: picks the notebook or the text bar
-
-            self._bar = tqdm(total=total, desc=self.label, unit="epoch", dynamic_ncols=True)
+            self._bar = tqdm_class()(total=total, desc=self.label, unit="epoch", dynamic_ncols=True)
         elif total is not None and self._bar.total != total:
             self._bar.total = total
             self._bar.refresh()
@@ -60,10 +78,16 @@ class Tracker:
             return
         state = self.state.value if self.state else "submitted"
         where = f" on {self.worker}" if self.worker and self.state in (JobState.ASSIGNED, JobState.RUNNING) else ""
-        bar.set_description(f"{self.label} {state}{where}", refresh=False)
-        if self.reason and not self.finished:
-            bar.set_postfix_str(self.reason[:60], refresh=False)
-        bar.refresh()
+        shown = f"{self.label} {state}{where}"
+        waiting = self.reason if self.reason and not self.finished else None
+        if (shown, waiting) == self._shown:
+            return
+        self._shown = (shown, waiting)
+        bar.set_description(shown, refresh=False)
+        if waiting:
+            bar.set_postfix_str(waiting[:60], refresh=False)
+        if not self.finished:  # close() draws the last state
+            bar.refresh()
 
     def feed(self, event: JobEvent) -> None:
         """Take one event into account."""

@@ -19,8 +19,9 @@ import datetime as _dt
 import io
 import math
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from safetensors.torch import save as save_safetensors

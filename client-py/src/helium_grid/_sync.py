@@ -24,7 +24,8 @@ import concurrent.futures
 import datetime as _dt
 import threading
 import weakref
-from typing import Any, AsyncIterator, Coroutine, Iterator, TypeVar
+from collections.abc import AsyncGenerator, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import torch
 
@@ -99,7 +100,7 @@ def _shutdown(runner: _LoopThread, core: AsyncGrid | None) -> None:
 class _SyncIterator(Iterator[T]):
     """Drives an async iterator that lives on the loop thread, one item per call."""
 
-    def __init__(self, runner: _LoopThread, agen: AsyncIterator[T]) -> None:
+    def __init__(self, runner: _LoopThread, agen: AsyncGenerator[T, None]) -> None:
         self._runner = runner
         self._agen = agen
         self._done = False
@@ -116,10 +117,9 @@ class _SyncIterator(Iterator[T]):
     def close(self) -> None:
         if not self._done:
             self._done = True
-            aclose = getattr(self._agen, "aclose", None)
-            if aclose is not None and self._runner.alive:
+            if self._runner.alive:
                 try:
-                    self._runner.run(aclose(), timeout=10)
+                    self._runner.run(self._agen.aclose(), timeout=10)
                 except (RuntimeError, concurrent.futures.TimeoutError):
                     pass  # interrupted mid-step: the generator finishes on the loop by itself
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from .errors import ProtocolError, UnsupportedVersion, error_from_wire
 
@@ -32,7 +32,8 @@ def encode(message: dict[str, Any]) -> bytes:
         >>> encode({"v": 1})
         b'\\x81\\xa1v\\x01'
     """
-    return msgpack.packb(message, use_bin_type=True)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
 
 
 def decode(payload: bytes) -> dict[str, Any]:

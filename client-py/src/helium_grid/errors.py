@@ -241,7 +241,7 @@ class WaitTimeout(HeliumError, TimeoutError):
 
 
 _BY_CODE: dict[str, type[HeliumError]] = {
-    cls.default_code: cls  # type: ignore[misc]
+    cls.default_code: cls
     for cls in (
         BadRequest,
         UnsupportedVersion,

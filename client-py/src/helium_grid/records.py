@@ -13,9 +13,10 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from ._limits import micro_to_credits
 from ._wire import wire_int
