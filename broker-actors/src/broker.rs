@@ -96,11 +96,13 @@ impl Broker {
         let (manager, _): (ActorRef<ManagerMsg>, _) = Actor::spawn(None, JobManager, deps.clone()).await?;
         registry_events.subscribe(manager.clone(), |event| Some(ManagerMsg::Registry(event)));
 
-        let ctx = Ctx { deps, manager };
+        let ctx = Ctx {
+            deps,
+            manager,
+            operators: config.operators.clone().into(),
+        };
         let service_err = |e: async_nats::Error| BrokerError::Service(e.to_string());
-        let (api, mut tasks) = gateway::api::start(ctx.clone(), config.operators.clone())
-            .await
-            .map_err(service_err)?;
+        let (api, mut tasks) = gateway::api::start(ctx.clone()).await.map_err(service_err)?;
         let (workers, worker_tasks) = gateway::worker::start(ctx.clone()).await.map_err(service_err)?;
         tasks.extend(worker_tasks);
         ctx.deps

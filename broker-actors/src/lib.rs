@@ -52,6 +52,8 @@ pub struct Deps {
 pub struct Ctx {
     pub deps: Deps,
     pub manager: ActorRef<jobs::ManagerMsg>,
+    /// Principals allowed to mint credits.
+    pub operators: std::sync::Arc<[String]>,
 }
 
 /// Wall-clock unix milliseconds (deadlines and event times are wall-clock by nature).

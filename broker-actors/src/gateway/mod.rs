@@ -6,29 +6,48 @@ pub mod worker;
 
 use std::future::Future;
 
-use async_nats::service::endpoint::Endpoint;
+use async_nats::service::Service;
 use futures::StreamExt;
 use helium_protocol::{
-    artifacts::{ArtifactChunk, ReadArtifact},
+    artifacts::{ArtifactChunk, ArtifactInfo, ChunkAck, CommitUpload, ReadArtifact, UploadChunk},
     decode, encode,
     limits::MAX_CHUNK_BYTES,
     subjects, ErrorCode, Reply, WireError,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{artifacts::Caller, jobs::ManagerMsg, Ctx};
+use tokio::task::JoinHandle;
 
-/// Serves one endpoint: each request is handled in its own task, and always gets a reply.
-pub(crate) fn serve<Req, Resp, F, Fut>(mut endpoint: Endpoint, handler: F) -> tokio::task::JoinHandle<()>
+use crate::{
+    artifacts::{ArtifactsMsg, Caller},
+    jobs::ManagerMsg,
+    Ctx,
+};
+
+/// Adds endpoint `name` on `subject` to `service`; each request is decoded, handed with the
+/// caller's id (from the subject) to `handler` in its own task, and always gets a reply.
+pub(crate) async fn add<Req, Resp, F, Fut>(
+    service: &Service,
+    name: &str,
+    subject: String,
+    ctx: &Ctx,
+    handler: F,
+) -> Result<JoinHandle<()>, async_nats::Error>
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
-    F: Fn(String, Req) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Ctx, String, Req) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, WireError>> + Send + 'static,
 {
-    tokio::spawn(async move {
+    let mut endpoint = service
+        .endpoint_builder()
+        .name(name.replace('.', "-"))
+        .add(subject)
+        .await?;
+    let ctx = ctx.clone();
+    Ok(tokio::spawn(async move {
         while let Some(request) = endpoint.next().await {
-            let handler = handler.clone();
+            let ctx = ctx.clone();
             tokio::spawn(async move {
                 let subject = request.message.subject.to_string();
                 let result = match subjects::identity_of(&subject) {
@@ -37,7 +56,7 @@ where
                         format!("subject {subject} carries no valid identity"),
                     )),
                     Some(id) => match decode::<Req>(&request.message.payload) {
-                        Ok(body) => handler(id.to_string(), body).await,
+                        Ok(body) => handler(ctx, id.to_string(), body).await,
                         Err(e) => Err(e),
                     },
                 };
@@ -50,7 +69,39 @@ where
                 }
             });
         }
-    })
+    }))
+}
+
+/// How long the gateways wait for an actor's answer.
+pub(crate) const CALL_MS: u64 = 30_000;
+
+/// `artifact.chunk` for researchers and workers alike.
+pub(crate) async fn upload_chunk(ctx: &Ctx, caller: Caller, chunk: UploadChunk) -> Result<ChunkAck, WireError> {
+    ractor::call_t!(
+        ctx.deps.artifacts,
+        |reply| ArtifactsMsg::Chunk { caller, chunk, reply },
+        CALL_MS
+    )
+    .map_err(unavailable)?
+}
+
+/// `artifact.commit` for researchers and workers alike: the stored object's key and digest.
+pub(crate) async fn upload_commit(
+    ctx: &Ctx,
+    caller: Caller,
+    commit: CommitUpload,
+) -> Result<(String, ArtifactInfo), WireError> {
+    let upload_id = commit.upload_id;
+    ractor::call_t!(
+        ctx.deps.artifacts,
+        |reply| ArtifactsMsg::Commit {
+            caller,
+            upload_id,
+            reply
+        },
+        CALL_MS
+    )
+    .map_err(unavailable)?
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> WireError {

@@ -10,23 +10,23 @@ use async_nats::{
 };
 use futures::StreamExt;
 use helium_protocol::{
-    artifacts::{BeginUpload, CommitUpload, ReadArtifact, UploadChunk},
+    artifacts::{
+        ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
+    },
     decode,
     subjects::{self, keys, streams, worker},
-    worker::{Heartbeat, Register, RunEvent},
+    worker::{Heartbeat, Register, Registered, RunEvent},
     WireError,
 };
 use tokio::task::JoinHandle;
 
-use super::{read_artifact, serve, unavailable};
+use super::{add, read_artifact, unavailable, upload_chunk, upload_commit, CALL_MS};
 use crate::{
     artifacts::{ArtifactsMsg, Caller, Target},
     jobs::ManagerMsg,
     registry::RegistryMsg,
     Ctx,
 };
-
-const CALL_MS: u64 = 30_000;
 
 pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nats::Error> {
     let service = ctx
@@ -37,138 +37,99 @@ pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nat
         .queue_group(subjects::BROKER_QUEUE)
         .start(subjects::WORKER_GATEWAY_SERVICE, env!("CARGO_PKG_VERSION"))
         .await?;
-    let endpoint = |verb: &'static str| {
-        let service = &service;
-        async move {
-            service
-                .endpoint_builder()
-                .name(verb.replace('.', "-"))
-                .add(subjects::worker_any(verb))
-                .await
-        }
-    };
-    let mut tasks = Vec::new();
-
-    let c = ctx.clone();
-    tasks.push(serve(
-        endpoint(worker::REGISTER).await?,
-        move |worker_id, register: Register| {
-            let c = c.clone();
-            async move {
-                if !subjects::valid_id(&register.owner) {
-                    return Err(WireError::bad_request("owner must be 1-64 of [A-Za-z0-9_-]"));
-                }
-                ractor::call_t!(
-                    c.deps.registry,
-                    |reply| RegistryMsg::Register {
-                        worker_id,
-                        register,
-                        reply
-                    },
-                    CALL_MS
-                )
-                .map_err(unavailable)
-            }
-        },
-    ));
-    let c = ctx.clone();
-    tasks.push(serve(
-        endpoint(worker::ARTIFACT_BEGIN).await?,
-        move |worker_id, b: BeginUpload| {
-            let c = c.clone();
-            async move {
-                let job_id = b
-                    .job_id
-                    .ok_or_else(|| WireError::bad_request("a worker's upload names its job_id"))?;
-                let (w, name) = (worker_id.clone(), b.name);
-                let key = ractor::call_t!(
-                    c.manager,
-                    |reply| ManagerMsg::UploadTarget {
-                        worker_id: w,
-                        job_id,
-                        name,
-                        reply
-                    },
-                    CALL_MS
-                )
-                .map_err(unavailable)??;
-                let caller = Caller::Worker(worker_id);
-                ractor::call_t!(
-                    c.deps.artifacts,
-                    |reply| ArtifactsMsg::Begin {
-                        caller,
-                        target: Target::Key(key),
-                        size: b.size,
-                        sha256: b.sha256,
-                        reply
-                    },
-                    CALL_MS
-                )
-                .map_err(unavailable)?
-            }
-        },
-    ));
-    let c = ctx.clone();
-    tasks.push(serve(
-        endpoint(worker::ARTIFACT_CHUNK).await?,
-        move |worker_id, chunk: UploadChunk| {
-            let c = c.clone();
-            async move {
-                let caller = Caller::Worker(worker_id);
-                ractor::call_t!(
-                    c.deps.artifacts,
-                    |reply| ArtifactsMsg::Chunk { caller, chunk, reply },
-                    CALL_MS
-                )
-                .map_err(unavailable)?
-            }
-        },
-    ));
-    let c = ctx.clone();
-    tasks.push(serve(
-        endpoint(worker::ARTIFACT_COMMIT).await?,
-        move |worker_id, commit: CommitUpload| {
-            let c = c.clone();
-            async move {
-                let caller = Caller::Worker(worker_id.clone());
-                let (key, info) = ractor::call_t!(
-                    c.deps.artifacts,
-                    |reply| ArtifactsMsg::Commit {
-                        caller,
-                        upload_id: commit.upload_id,
-                        reply
-                    },
-                    CALL_MS
-                )
-                .map_err(unavailable)??;
-                if let Some((job_id, name)) = keys::parse_job_key(&key) {
-                    let info = helium_protocol::artifacts::ArtifactInfo {
-                        name: name.clone(),
-                        ..info.clone()
-                    };
-                    let _ = c.manager.send_message(ManagerMsg::Stored {
-                        worker_id,
-                        job_id,
-                        name,
-                        info,
-                    });
-                }
-                Ok(info)
-            }
-        },
-    ));
-    let c = ctx.clone();
-    tasks.push(serve(
-        endpoint(worker::ARTIFACT_READ).await?,
-        move |worker_id, r: ReadArtifact| {
-            let c = c.clone();
-            async move { read_artifact(&c, Caller::Worker(worker_id), r).await }
-        },
-    ));
-
+    let s = &service;
+    let on = |verb: &str| (verb.to_string(), subjects::worker_any(verb));
+    let (c, mut tasks) = (&ctx, Vec::new());
+    let (n, subject) = on(worker::REGISTER);
+    tasks.push(add(s, &n, subject, c, register).await?);
+    let (n, subject) = on(worker::ARTIFACT_BEGIN);
+    tasks.push(add(s, &n, subject, c, begin).await?);
+    let (n, subject) = on(worker::ARTIFACT_CHUNK);
+    tasks.push(add(s, &n, subject, c, chunk).await?);
+    let (n, subject) = on(worker::ARTIFACT_COMMIT);
+    tasks.push(add(s, &n, subject, c, commit).await?);
+    let (n, subject) = on(worker::ARTIFACT_READ);
+    tasks.push(add(s, &n, subject, c, read).await?);
     tasks.push(heartbeats(ctx.clone()).await?);
     tasks.push(run_events(ctx).await?);
     Ok((service, tasks))
+}
+
+async fn register(c: Ctx, worker_id: String, register: Register) -> Result<Registered, WireError> {
+    if !subjects::valid_id(&register.owner) {
+        return Err(WireError::bad_request("owner must be 1-64 of [A-Za-z0-9_-]"));
+    }
+    ractor::call_t!(
+        c.deps.registry,
+        |reply| RegistryMsg::Register {
+            worker_id,
+            register,
+            reply
+        },
+        CALL_MS
+    )
+    .map_err(unavailable)
+}
+
+/// A worker uploads only `result` or `checkpoints/<step>` of a job awarded to it; the job's
+/// supervisor decides, and names the object key.
+async fn begin(c: Ctx, worker_id: String, b: BeginUpload) -> Result<UploadStarted, WireError> {
+    let job_id = b
+        .job_id
+        .ok_or_else(|| WireError::bad_request("a worker's upload names its job_id"))?;
+    let (w, name) = (worker_id.clone(), b.name);
+    let key = ractor::call_t!(
+        c.manager,
+        |reply| ManagerMsg::UploadTarget {
+            worker_id: w,
+            job_id,
+            name,
+            reply
+        },
+        CALL_MS
+    )
+    .map_err(unavailable)??;
+    let caller = Caller::Worker(worker_id);
+    let (size, sha256) = (b.size, b.sha256);
+    ractor::call_t!(
+        c.deps.artifacts,
+        |reply| ArtifactsMsg::Begin {
+            caller,
+            target: Target::Key(key),
+            size,
+            sha256,
+            reply
+        },
+        CALL_MS
+    )
+    .map_err(unavailable)?
+}
+
+async fn chunk(c: Ctx, worker_id: String, chunk: UploadChunk) -> Result<ChunkAck, WireError> {
+    upload_chunk(&c, Caller::Worker(worker_id), chunk).await
+}
+
+/// Commits, then tells the job's supervisor what was stored, so that only verified uploads
+/// count as checkpoints or results.
+async fn commit(c: Ctx, worker_id: String, commit: CommitUpload) -> Result<ArtifactInfo, WireError> {
+    let (key, info) = upload_commit(&c, Caller::Worker(worker_id.clone()), commit).await?;
+    if let Some((job_id, name)) = keys::parse_job_key(&key) {
+        let info = ArtifactInfo {
+            name: name.clone(),
+            ..info.clone()
+        };
+        let _ = c.manager.send_message(ManagerMsg::Stored {
+            worker_id,
+            job_id,
+            name,
+            info,
+        });
+    }
+    Ok(info)
+}
+
+async fn read(c: Ctx, worker_id: String, r: ReadArtifact) -> Result<ArtifactChunk, WireError> {
+    read_artifact(&c, Caller::Worker(worker_id), r).await
 }
 
 async fn heartbeats(ctx: Ctx) -> Result<JoinHandle<()>, async_nats::Error> {
