@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := $(CURDIR)/.venv
 # The cargo target dir lives outside the checkout so that CI's fresh clone reuses the build.
 CARGO_TARGET_DIR ?= $(HOME)/.cache/helium/target
@@ -24,7 +24,7 @@ help:
 	@echo "make up / make down   # the local grid alone"
 
 $(STAMP): requirements-dev.txt client-py/pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	@[ -n "$(PYTHON)" ] || { echo "need Python 3.11 (python3.11 or python3 on PATH)"; exit 1; }
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
 	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r requirements-dev.txt -e client-py
