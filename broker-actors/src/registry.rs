@@ -54,6 +54,8 @@ struct Entry {
     register: Register,
     last_seen: Instant,
     busy_with: Option<String>,
+    /// `busy_with` was learned from the worker's heartbeat, not set by an award.
+    busy_from_heartbeat: bool,
     alive: bool,
 }
 
@@ -104,6 +106,7 @@ impl Actor for WorkerRegistry {
                     device = ?register.ask.device, throughput = register.ask.throughput, "worker registered");
                 let known = state.workers.get(&worker_id);
                 let busy_with = known.and_then(|e| e.busy_with.clone());
+                let busy_from_heartbeat = known.is_some_and(|e| e.busy_from_heartbeat);
                 // Workers re-register periodically (so a restarted broker learns of them); only
                 // a new, revived or changed ask is new capacity worth re-auctioning for.
                 let news = known.is_none_or(|e| !e.alive || e.register.ask != register.ask);
@@ -114,6 +117,7 @@ impl Actor for WorkerRegistry {
                         register,
                         last_seen: Instant::now(),
                         busy_with,
+                        busy_from_heartbeat,
                         alive: true,
                     },
                 );
@@ -133,11 +137,20 @@ impl Actor for WorkerRegistry {
                     // `running: None` may race an award, so it is logged, not trusted. A worker's
                     // word that it is busy is trusted: after a broker restart it is how the
                     // registry learns which worker runs which job (and whom to report lost).
+                    // What a heartbeat taught, a heartbeat may untell.
                     match (&entry.busy_with, heartbeat.running) {
+                        (Some(_), None) if entry.busy_from_heartbeat => {
+                            entry.busy_with = None;
+                            entry.busy_from_heartbeat = false;
+                            state.events.send(RegistryEvent::CapacityAvailable);
+                        }
                         (Some(job), None) => {
                             tracing::debug!(worker = %worker_id, job = %job, "heartbeat reports idle while busy")
                         }
-                        (None, Some(job)) => entry.busy_with = Some(job),
+                        (None, Some(job)) => {
+                            entry.busy_with = Some(job);
+                            entry.busy_from_heartbeat = true;
+                        }
                         _ => {}
                     }
                     if revived {
@@ -163,6 +176,7 @@ impl Actor for WorkerRegistry {
                 if let Some(entry) = state.workers.get_mut(&worker_id) {
                     let freed = job.is_none();
                     entry.busy_with = job;
+                    entry.busy_from_heartbeat = false;
                     if freed && entry.alive {
                         state.events.send(RegistryEvent::CapacityAvailable);
                     }

@@ -32,6 +32,9 @@ use crate::{
 pub enum SupervisorMsg {
     /// Capacity may have appeared: auction if the job is queued.
     Auction,
+    /// Respawned while waiting: an award whose answer died with the previous broker is
+    /// abandoned (worker told to stop, hold returned), then the job is auctioned again.
+    Recover,
     AuctionClosed(Outcome),
     AwardAnswered {
         award_id: String,
@@ -91,6 +94,8 @@ pub struct SupervisorState {
     poked: bool,
     /// When a queued job next tries an auction even without news of capacity.
     retry_at: Option<tokio::time::Instant>,
+    /// The 1 s tick, stopped once the job is finished and settled.
+    ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How often a queued job re-auctions on its own.
@@ -108,10 +113,11 @@ impl Actor for JobSupervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let state = args.record.view.state;
         let unsettled = args.record.award.as_ref().is_some_and(|a| !a.settled);
-        if !state.is_terminal() || unsettled {
-            me.send_interval(Duration::from_secs(1), || SupervisorMsg::Tick);
+        let ticker = (!state.is_terminal() || unsettled)
+            .then(|| me.send_interval(Duration::from_secs(1), || SupervisorMsg::Tick));
+        if ticker.is_some() {
             if matches!(state, JobState::Queued | JobState::Auctioning) {
-                me.send_message(SupervisorMsg::Auction)?;
+                me.send_message(SupervisorMsg::Recover)?;
             }
         }
         Ok(SupervisorState {
@@ -121,6 +127,7 @@ impl Actor for JobSupervisor {
             auction_in_flight: false,
             poked: false,
             retry_at: None,
+            ticker,
         })
     }
 
@@ -132,6 +139,12 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Auction => state.start_auction(&me).await?,
+            SupervisorMsg::Recover => {
+                if state.record.view.state == JobState::Auctioning {
+                    state.abandon_award().await?;
+                }
+                state.start_auction(&me).await?;
+            }
             SupervisorMsg::AuctionClosed(outcome) => {
                 state.auction_in_flight = false;
                 state.auction_closed(&me, outcome).await?;
@@ -286,6 +299,9 @@ impl SupervisorState {
             self.poked = true;
             return Ok(());
         }
+        if self.record.award.as_ref().is_some_and(|a| !a.settled) {
+            return Ok(()); // an award is being answered; its outcome decides what comes next
+        }
         self.auction_in_flight = true;
         self.poked = false;
         self.retry_at = None;
@@ -374,6 +390,7 @@ impl SupervisorState {
                 JobState::Queued
             };
             self.move_to(next, Some(reason)).await?;
+            self.retry_at = Some(tokio::time::Instant::now() + REAUCTION_EVERY);
             return Ok(());
         }
         let award_id = format!("{job_id}-{n}");
@@ -696,6 +713,13 @@ impl SupervisorState {
     }
 
     async fn tick(&mut self, me: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
+        let unsettled = self.record.award.as_ref().is_some_and(|a| !a.settled);
+        if self.record.view.state.is_terminal() && !unsettled {
+            if let Some(ticker) = self.ticker.take() {
+                ticker.abort();
+            }
+            return Ok(());
+        }
         if self.retry_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
             self.retry_at = None;
             me.send_message(SupervisorMsg::Auction)?;
@@ -711,10 +735,12 @@ impl SupervisorState {
         let deadline = self.record.requirements.deadline_ms;
         let waiting = matches!(self.record.view.state, JobState::Queued | JobState::Auctioning);
         if deadline != 0 && waiting && now_ms() > deadline {
-            let reason = self.record.view.reason.clone().unwrap_or_default();
+            let reason = match &self.record.view.reason {
+                Some(waiting) => format!("deadline passed while {waiting}"),
+                None => "deadline passed before a worker took the job".to_string(),
+            };
             self.abandon_award().await?;
-            self.move_to(JobState::Expired, Some(format!("deadline passed while {reason}")))
-                .await?;
+            self.move_to(JobState::Expired, Some(reason)).await?;
         }
         Ok(())
     }
