@@ -40,7 +40,8 @@ pub struct JobView {
     pub reason: Option<String>,
     #[serde(default)]
     pub worker: Option<String>,
-    /// Contract price held at award (second price, capped by the budget), micro-credits.
+    /// Micro-credits committed to the job: paid so far plus the hold of the award in force
+    /// (the second price, capped by the budget); equals `paid` once the job has settled.
     #[serde(default)]
     pub price: Option<u64>,
     /// Micro-credits actually paid to the worker's owner.

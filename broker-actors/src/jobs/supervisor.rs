@@ -476,7 +476,8 @@ impl SupervisorState {
                     Err(e) => e,
                 };
                 tracing::warn!(job = %self.job_id(), award = %award_id, why = %why, "award not accepted; auctioning again");
-                self.settle(0).await?;
+                // A timed-out award may have been accepted after all: tell the worker to stop.
+                self.abandon_award().await?;
                 self.move_to(
                     JobState::Queued,
                     Some(format!("waiting: the winner did not take the job ({why})")),
