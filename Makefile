@@ -16,12 +16,14 @@ BIN_DIR := $(CARGO_TARGET_DIR)/debug
 CARGO_ENV := PATH="$(VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=0
 STAMP := $(VENV)/.helium-stamp
 
-.PHONY: help venv build test test-rust test-python demo up down bench clean
+.PHONY: help venv build test test-rust test-python demo up down jupyter bench clean
 
 help:
 	@echo "make demo   # local grid + notebook training end to end"
 	@echo "make test   # every test, Rust and Python"
 	@echo "make up / make down   # the local grid alone"
+	@echo "make jupyter          # JupyterLab on notebooks/, against the grid of make up"
+	@echo "make bench            # digits through the grid vs plain PyTorch (ratio, latency)"
 
 $(STAMP): requirements-dev.txt client-py/pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "need Python 3.11 (python3.11 or python3 on PATH)"; exit 1; }
@@ -53,6 +55,11 @@ up: build
 
 down:
 	deploy/grid.sh down
+
+# JupyterLab on the notebooks, pointed at the grid that `make up` started.
+jupyter: venv
+	@[ -f .helium/grid/env ] || { echo "start the grid first: make up"; exit 1; }
+	source .helium/grid/env && HELIUM_NATS_URL=$$HELIUM_NATS_URL $(VENV)/bin/jupyter lab notebooks/
 
 clean: down
 	rm -rf .helium $(VENV)
