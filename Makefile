@@ -12,8 +12,11 @@ VENV := $(CURDIR)/.venv
 CARGO_TARGET_DIR ?= $(HOME)/.cache/helium/target
 export CARGO_TARGET_DIR
 BIN_DIR := $(CARGO_TARGET_DIR)/debug
-# tch links the libtorch of the venv's torch wheel (DESIGN §10).
-CARGO_ENV := PATH="$(VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=0
+# tch links the libtorch of the venv's torch wheel (DESIGN §10). torch-sys only checks that
+# LIBTORCH_USE_PYTORCH is set, but re-runs its build script when the value changes: giving it
+# the venv's path makes a checkout elsewhere (CI's clone) relink against its own venv instead
+# of a cached build pointing at another checkout's.
+CARGO_ENV := PATH="$(VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH="$(VENV)"
 STAMP := $(VENV)/.helium-stamp
 
 .PHONY: help venv build test test-rust test-python demo up down jupyter bench clean
