@@ -4,7 +4,10 @@
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail, Result};
 use async_nats::jetstream::{self, consumer::DeliverPolicy, message::PublishMessage};
@@ -241,8 +244,20 @@ pub fn safetensors_xy(rows: usize, y_rows: usize) -> Vec<u8> {
 }
 
 /// A worker that bids a fixed price and ETA, and "trains" by uploading a result at once.
+/// What a scripted worker does with an award.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Script {
+    /// Starts, uploads a result and completes at once.
+    Complete,
+    /// Starts, uploads a checkpoint for epoch 1, reports it, then vanishes (no more heartbeats).
+    CheckpointThenVanish,
+}
+
+/// A worker that bids a fixed price and ETA, and "trains" as its [`Script`] says.
 pub struct ScriptedWorker {
     pub id: String,
+    /// Every award it received, in order.
+    pub awards: Arc<Mutex<Vec<Award>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -254,6 +269,18 @@ impl ScriptedWorker {
         price_per_hour: u64,
         eta_secs: f64,
         memory_gib: u64,
+    ) -> Result<ScriptedWorker> {
+        Self::with_script(grid, id, owner, price_per_hour, eta_secs, memory_gib, Script::Complete).await
+    }
+
+    pub async fn with_script(
+        grid: &Grid,
+        id: &str,
+        owner: &str,
+        price_per_hour: u64,
+        eta_secs: f64,
+        memory_gib: u64,
+        script: Script,
     ) -> Result<ScriptedWorker> {
         let nats = grid.nats.connect().await?;
         let mut invites = nats.subscribe(subjects::dispatch(id, ">")).await?;
@@ -271,11 +298,15 @@ impl ScriptedWorker {
         };
         let registered: Registered = worker_request(&nats, id, worker::REGISTER, &register).await?;
         let (id_owned, beat) = (id.to_string(), Duration::from_millis(registered.heartbeat_ms));
+        let awards = Arc::new(Mutex::new(Vec::new()));
+        let seen = awards.clone();
+        let vanish = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(async move {
             let id = id_owned;
             let mut ticker = tokio::time::interval(beat);
             loop {
                 tokio::select! {
+                    _ = vanish.notified() => return,
                     _ = ticker.tick() => {
                         let hb = helium_protocol::worker::Heartbeat { v: PROTOCOL_VERSION, running: None };
                         let _ = nats.publish(subjects::worker(&id, worker::HEARTBEAT), encode(&hb).into()).await;
@@ -287,9 +318,10 @@ impl ScriptedWorker {
                             encode(&Reply::ok(BidReply { bid: Some(Bid { price_per_hour, eta_secs }), decline: None }))
                         } else if verb == dispatch::AWARD {
                             let award: Award = match decode(&message.payload) { Ok(a) => a, Err(_) => continue };
-                            let (nats, id) = (nats.clone(), id.clone());
+                            seen.lock().map(|mut a| a.push(award.clone())).ok();
+                            let (nats, id, vanish) = (nats.clone(), id.clone(), vanish.clone());
                             tokio::spawn(async move {
-                                if let Err(e) = run_award(&nats, &id, award).await {
+                                if let Err(e) = run_award(&nats, &id, award, script, &vanish).await {
                                     eprintln!("scripted worker {id}: {e:#}");
                                 }
                             });
@@ -302,12 +334,11 @@ impl ScriptedWorker {
                 }
             }
         });
-        Ok(ScriptedWorker { id: id.into(), task })
-    }
-
-    /// Stops heart-beating and answering, as a vanished worker would.
-    pub fn vanish(&self) {
-        self.task.abort();
+        Ok(ScriptedWorker {
+            id: id.into(),
+            awards,
+            task,
+        })
     }
 }
 
@@ -329,7 +360,42 @@ async fn worker_request<Req: Serialize, Resp: DeserializeOwned>(
         .map_err(|e| anyhow!("{e}"))
 }
 
-async fn run_award(nats: &async_nats::Client, id: &str, award: Award) -> Result<()> {
+/// Uploads `bytes` as artifact `name` of the awarded job, through the worker gateway.
+async fn upload(nats: &async_nats::Client, id: &str, job_id: &str, name: &str, bytes: Vec<u8>) -> Result<ArtifactInfo> {
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let begin = BeginUpload {
+        v: PROTOCOL_VERSION,
+        job_id: Some(job_id.into()),
+        name: name.into(),
+        size: bytes.len() as u64,
+        sha256,
+    };
+    let started: UploadStarted = worker_request(nats, id, worker::ARTIFACT_BEGIN, &begin).await?;
+    let chunk = UploadChunk {
+        v: PROTOCOL_VERSION,
+        upload_id: started.upload_id.clone(),
+        offset: 0,
+        data: bytes,
+    };
+    let _: ChunkAck = worker_request(nats, id, worker::ARTIFACT_CHUNK, &chunk).await?;
+    let commit = CommitUpload {
+        v: PROTOCOL_VERSION,
+        upload_id: started.upload_id,
+    };
+    let info: ArtifactInfo = worker_request(nats, id, worker::ARTIFACT_COMMIT, &commit).await?;
+    Ok(ArtifactInfo {
+        name: name.into(),
+        ..info
+    })
+}
+
+async fn run_award(
+    nats: &async_nats::Client,
+    id: &str,
+    award: Award,
+    script: Script,
+    vanish: &tokio::sync::Notify,
+) -> Result<()> {
     let js = jetstream::new(nats.clone());
     let publish = |kind: RunEventKind, dedup: &str| {
         let event = RunEvent {
@@ -352,44 +418,36 @@ async fn run_award(nats: &async_nats::Client, id: &str, award: Award) -> Result<
         }
     };
     publish(RunEventKind::Started { device: "cpu".into() }, "started").await?;
-    let result = b"trained".to_vec();
-    let sha256 = hex::encode(Sha256::digest(&result));
-    let begin = BeginUpload {
-        v: PROTOCOL_VERSION,
-        job_id: Some(award.job_id.clone()),
-        name: "result".into(),
-        size: result.len() as u64,
-        sha256,
-    };
-    let started: UploadStarted = worker_request(nats, id, worker::ARTIFACT_BEGIN, &begin).await?;
-    let chunk = UploadChunk {
-        v: PROTOCOL_VERSION,
-        upload_id: started.upload_id.clone(),
-        offset: 0,
-        data: result,
-    };
-    let _: ChunkAck = worker_request(nats, id, worker::ARTIFACT_CHUNK, &chunk).await?;
-    let info: ArtifactInfo = worker_request(
-        nats,
-        id,
-        worker::ARTIFACT_COMMIT,
-        &CommitUpload {
-            v: PROTOCOL_VERSION,
-            upload_id: started.upload_id,
-        },
-    )
-    .await?;
-    if info.size == 0 {
-        bail!("empty result");
+    match script {
+        Script::Complete => {
+            let result = upload(nats, id, &award.job_id, "result", b"trained".to_vec()).await?;
+            if result.size == 0 {
+                bail!("empty result");
+            }
+            publish(RunEventKind::Completed { result }, "completed").await
+        }
+        Script::CheckpointThenVanish => {
+            let step = 3;
+            let checkpoint = upload(
+                nats,
+                id,
+                &award.job_id,
+                &format!("checkpoints/{step}"),
+                b"epoch-1-state".to_vec(),
+            )
+            .await?;
+            let epochs = award.training.epochs;
+            let progress = RunEventKind::Progress {
+                epoch: 1,
+                epochs,
+                step,
+                loss: 0.5,
+                samples_per_sec: 100.0,
+                checkpoint: Some(checkpoint),
+            };
+            publish(progress, "progress-1").await?;
+            vanish.notify_one();
+            Ok(())
+        }
     }
-    publish(
-        RunEventKind::Completed {
-            result: ArtifactInfo {
-                name: "result".into(),
-                ..info
-            },
-        },
-        "completed",
-    )
-    .await
 }

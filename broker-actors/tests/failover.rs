@@ -1,0 +1,80 @@
+//! A worker that vanishes mid-run: it is paid for its checkpointed epochs only, and the job
+//! resumes from that checkpoint on another worker, which is sold only the remaining epochs.
+
+mod common;
+
+use common::{requirements, Grid, Script, ScriptedWorker};
+use helium_protocol::{
+    api::{JobEventKind, JobRef, JobView},
+    job::JobState,
+    subjects::api,
+    PROTOCOL_VERSION,
+};
+
+const CREDIT: u64 = 1_000_000;
+
+#[tokio::test]
+async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
+    let grid = Grid::start().await.unwrap();
+    grid.grant("alice", CREDIT).await.unwrap();
+    // Alone on the grid, `flaky` wins at its own cost: 1.0/h × 36 s = 10 000 µ for 2 epochs.
+    let flaky = ScriptedWorker::with_script(
+        &grid,
+        "flaky",
+        "owner-flaky",
+        CREDIT,
+        36.0,
+        8,
+        Script::CheckpointThenVanish,
+    )
+    .await
+    .unwrap();
+    let job = grid
+        .submit("alice", requirements(5 * CREDIT, CREDIT), 16)
+        .await
+        .unwrap();
+    let lost = |k: &JobEventKind| matches!(k, JobEventKind::State { state: JobState::Queued, reason: Some(r) } if r.contains("lost"));
+    let events = grid.wait_event("alice", &job.job_id, lost).await.unwrap();
+    assert!(
+        format!("{:?}", events.last()).contains("resuming from epoch 1"),
+        "{events:?}"
+    );
+    // Paid for 1 of its 2 epochs; the rest of its hold went back.
+    assert_eq!(grid.balance("owner-flaky").await.unwrap(), 5_000);
+    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 5_000));
+
+    // `steady` joins: 2.0/h × 36 s = 20 000 µ, for the one remaining epoch.
+    let steady = ScriptedWorker::start(&grid, "steady", "owner-steady", 2 * CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    grid.wait_state("alice", &job.job_id, JobState::Completed)
+        .await
+        .unwrap();
+
+    let award = steady.awards.lock().unwrap()[0].clone();
+    let first = flaky.awards.lock().unwrap()[0].clone();
+    assert_eq!(
+        (first.work.epochs, award.work.epochs),
+        (2, 1),
+        "only the remaining epoch is sold"
+    );
+    let resume = award.resume.expect("the second award resumes from the checkpoint");
+    assert_eq!(resume.size, b"epoch-1-state".len() as u64);
+    let view: JobView = grid
+        .request(
+            "alice",
+            api::JOB_STATUS,
+            &JobRef {
+                v: PROTOCOL_VERSION,
+                job_id: job.job_id.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (view.worker.as_deref(), view.paid, view.epochs_done),
+        (Some("steady"), 25_000, 2)
+    );
+    assert_eq!(grid.balance("owner-steady").await.unwrap(), 20_000);
+    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 25_000));
+}
