@@ -128,5 +128,11 @@ pub enum JobEventKind {
         epochs: u32,
         loss: f64,
         samples_per_sec: f64,
+        /// On the job's validation split, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        val_loss: Option<f64>,
+        /// Only for classification losses.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        val_accuracy: Option<f64>,
     },
 }

@@ -124,6 +124,12 @@ pub enum RunEventKind {
         loss: f64,
         samples_per_sec: f64,
         checkpoint: Option<ArtifactInfo>,
+        /// On the job's validation split (`x_val`, `y_val`), when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        val_loss: Option<f64>,
+        /// Only for classification losses.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        val_accuracy: Option<f64>,
     },
     /// Training finished and `result` was uploaded and verified.
     Completed {

@@ -86,6 +86,7 @@ def test_digits_on_the_grid_match_training_at_home(connect: Callable[[str], Any]
     job = researcher.submit(
         model, train=(x_train, y_train), epochs=EPOCHS, batch_size=BATCH, lr=LR, loss="cross_entropy",
         optimizer="adam", seed=SEED, max_price=5.0, budget=10.0, name="digits-mlp",
+        validation=(x_test, y_test),
     )  # fmt: skip
     final = job.wait(timeout=480)
     trained = job.result()
@@ -116,5 +117,10 @@ def test_digits_on_the_grid_match_training_at_home(connect: Callable[[str], Any]
     events = job.events()
     awarded = [e for e in events if isinstance(e, hg.Awarded)]
     assert [a.worker for a in awarded] == ["w-cheap"] and awarded[0].bids == 2
-    losses = [e.loss for e in events if isinstance(e, hg.Progress)]
+    progress = [e for e in events if isinstance(e, hg.Progress)]
+    losses = [e.loss for e in progress]
     assert len(losses) == EPOCHS and losses[-1] < losses[0]
+    # The worker's validation metrics reach the notebook, and the last one is the accuracy of
+    # the model the researcher got back, measured on the same split.
+    assert all(e.val_accuracy is not None and e.val_loss is not None for e in progress)
+    assert progress[-1].val_accuracy == pytest.approx(grid_acc, abs=1e-6)

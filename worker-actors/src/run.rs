@@ -230,7 +230,8 @@ impl RunState {
                 loss,
                 samples_per_sec,
                 checkpoint,
-                ..
+                val_loss,
+                val_accuracy,
             } => {
                 let path = self.args.job_dir.join(&checkpoint);
                 let name = format!("{}{step}", artifacts::CHECKPOINTS);
@@ -254,6 +255,8 @@ impl RunState {
                     loss,
                     samples_per_sec,
                     checkpoint,
+                    val_loss,
+                    val_accuracy,
                 })
                 .await;
             }

@@ -573,6 +573,8 @@ impl SupervisorState {
                 loss,
                 samples_per_sec,
                 checkpoint,
+                val_loss,
+                val_accuracy,
             } => {
                 if epoch > self.record.work.epochs || epoch < self.record.view.epochs_done {
                     return Ok(Err(WireError::bad_request(format!("epoch {epoch} is out of range"))));
@@ -605,6 +607,8 @@ impl SupervisorState {
                     epochs,
                     loss,
                     samples_per_sec,
+                    val_loss,
+                    val_accuracy,
                 })
                 .await;
             }

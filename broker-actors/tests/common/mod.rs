@@ -444,6 +444,8 @@ async fn run_award(
                 loss: 0.5,
                 samples_per_sec: 100.0,
                 checkpoint: Some(checkpoint),
+                val_loss: None,
+                val_accuracy: None,
             };
             publish(progress, "progress-1").await?;
             vanish.notify_one();

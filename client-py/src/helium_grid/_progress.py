@@ -103,7 +103,12 @@ class Tracker:
             bar = self._ensure_bar(self.total)
             if bar is not None:
                 bar.n = event.epoch
-                bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
+                shown = {"loss": f"{event.loss:.4g}"}
+                if event.val_accuracy is not None:
+                    shown["val_acc"] = f"{event.val_accuracy:.3f}"
+                elif event.val_loss is not None:
+                    shown["val_loss"] = f"{event.val_loss:.4g}"
+                bar.set_postfix(shown, refresh=False)
                 bar.refresh()
 
     def close(self) -> None:

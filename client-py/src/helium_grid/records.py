@@ -322,6 +322,14 @@ class Progress(JobEvent):
     epochs: int = 0
     loss: float = float("nan")
     samples_per_sec: float = 0.0
+    #: On the validation split given to ``submit(validation=...)``, else ``None``.
+    val_loss: float | None = None
+    #: Only for classification losses, else ``None``.
+    val_accuracy: float | None = None
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def parse_event(m: Mapping[str, Any]) -> JobEvent:
@@ -361,5 +369,7 @@ def parse_event(m: Mapping[str, Any]) -> JobEvent:
             epochs=wire_int(m.get("epochs") or 0),
             loss=float(m.get("loss", float("nan"))),
             samples_per_sec=float(m.get("samples_per_sec") or 0.0),
+            val_loss=_opt_float(m.get("val_loss")),
+            val_accuracy=_opt_float(m.get("val_accuracy")),
         )
     return JobEvent(job_id, at_ms, kind, raw)
