@@ -12,6 +12,8 @@ use helium_protocol::{
     artifacts::ArtifactInfo,
     encode,
     job::JobState,
+    ledger::user,
+    limits::MICRO_PER_CREDIT,
     subjects::keys,
     worker::RunEvent,
     ErrorCode, WireError,
@@ -20,6 +22,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 
 use crate::{
     artifacts::{ArtifactsMsg, Caller},
+    ledger::LedgerMsg,
     registry::RegistryEvent,
     Deps,
 };
@@ -246,6 +249,20 @@ impl ManagerState {
     ) -> Result<JobView, WireError> {
         let now = crate::now_ms();
         record::validate(&request, now)?;
+        // Fail fast: a budget the account cannot cover would only fail later, at the award.
+        let balance = ractor::call_t!(self.deps.ledger, LedgerMsg::Balance, 10_000, user(&principal))
+            .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("ledger: {e}")))?;
+        if balance < i128::from(request.requirements.budget) {
+            let credits = |micro: i128| micro as f64 / MICRO_PER_CREDIT as f64;
+            return Err(WireError::new(
+                ErrorCode::InsufficientFunds,
+                format!(
+                    "{principal} holds {} credits, less than the budget of {} credits",
+                    credits(balance),
+                    credits(i128::from(request.requirements.budget))
+                ),
+            ));
+        }
         let job_id = uuid::Uuid::now_v7().simple().to_string();
         let claim = |upload_id: String, dest_key: String| {
             let principal = principal.clone();
