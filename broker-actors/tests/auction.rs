@@ -211,8 +211,16 @@ async fn a_restarted_broker_remembers_jobs_and_balances() {
 async fn a_budget_the_account_cannot_cover_is_refused_at_submit() {
     let grid = Grid::start().await.unwrap();
     grid.grant("alice", CREDIT).await.unwrap();
-    let refused = grid.submit("alice", requirements(2 * CREDIT, 2 * CREDIT), 16).await.unwrap_err();
+    let refused = grid
+        .submit("alice", requirements(2 * CREDIT, 2 * CREDIT), 16)
+        .await
+        .unwrap_err();
     assert!(refused.to_string().contains("InsufficientFunds"), "{refused}");
-    assert!(grid.submit("bob", requirements(2 * CREDIT, 1), 16).await.unwrap_err().to_string().contains("bob holds 0"));
+    assert!(grid
+        .submit("bob", requirements(2 * CREDIT, 1), 16)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("bob holds 0"));
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
 }

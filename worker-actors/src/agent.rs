@@ -50,6 +50,7 @@ struct Current {
     job_id: String,
     award_id: String,
     run: ActorRef<RunMsg>,
+    cancel: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct AgentState {
@@ -97,6 +98,7 @@ impl Actor for WorkerAgent {
                 let running = match &state.current {
                     Some(c) if c.award_id == cancel.award_id => {
                         tracing::info!(job = %c.job_id, "cancelling run");
+                        let _ = c.cancel.send(true);
                         let _ = c.run.send_message(RunMsg::Cancel);
                         true
                     }
@@ -188,6 +190,7 @@ impl AgentState {
             };
         }
         let (job_id, award_id) = (award.job_id.clone(), award.award_id.clone());
+        let (cancel, cancel_rx) = tokio::sync::watch::channel(false);
         let args = RunArgs {
             nats: self.args.nats.clone(),
             worker_id: self.args.worker_id.clone(),
@@ -198,11 +201,17 @@ impl AgentState {
             child_memory_bytes: self.args.child_memory_bytes,
             exe: self.args.exe.clone(),
             agent: me.clone(),
+            cancel: cancel_rx,
         };
         match Actor::spawn_linked(None, TrainingRun, args, me.get_cell()).await {
             Ok((run, _)) => {
                 tracing::info!(job = %job_id, award = %award_id, "award accepted");
-                self.current = Some(Current { job_id, award_id, run });
+                self.current = Some(Current {
+                    job_id,
+                    award_id,
+                    run,
+                    cancel,
+                });
                 AwardAck {
                     accepted: true,
                     reason: None,

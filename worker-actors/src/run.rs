@@ -52,6 +52,8 @@ pub struct RunArgs {
     /// Told that this worker is free before the run's last event goes out, so the worker can
     /// bid on the job the broker auctions as soon as it settles this one.
     pub agent: ActorRef<AgentMsg>,
+    /// Set by the agent when the broker cancels this award.
+    pub cancel: tokio::sync::watch::Receiver<bool>,
 }
 
 pub struct RunState {
@@ -181,7 +183,7 @@ impl RunState {
         let mut child = command.spawn().map_err(|e| format!("cannot start the trainer: {e}"))?;
         let stdout = child.stdout.take().ok_or("trainer has no stdout")?;
         let lines_to = me.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if lines_to.send_message(RunMsg::Line(line)).is_err() {
@@ -191,15 +193,25 @@ impl RunState {
         });
         let (kill, killed) = oneshot::channel();
         self.kill = Some(kill);
+        let mut cancelled = self.args.cancel.clone();
         let exit_to = me.clone();
         tokio::spawn(async move {
+            // The agent's cancel flag kills the child at once, even while this actor is busy
+            // uploading: the GPU time stops now, not after the transfer.
             let status = tokio::select! {
                 status = child.wait() => status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
                 _ = killed => {
                     let _ = child.kill().await;
                     "killed".to_string()
                 }
+                Ok(()) = async { cancelled.wait_for(|c| *c).await.map(|_| ()) } => {
+                    let _ = child.kill().await;
+                    "cancelled".to_string()
+                }
             };
+            // Every line the child printed is in the mailbox before its exit is: a run that
+            // completed must not be reported failed because the exit overtook the last line.
+            let _ = reader.await;
             let _ = exit_to.send_message(RunMsg::Exited(status));
         });
         tracing::info!(job = %self.job_id(), award = %award.award_id, "trainer started");

@@ -25,7 +25,16 @@ pub struct DataSummary {
 /// Largest safetensors header we accept (the format itself caps it at 100 MB).
 pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
 
-const ALLOWED_DTYPES: [&str; 10] = ["F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL"];
+/// Bytes per element of the dtypes training accepts; `None` for any other.
+fn dtype_bytes(dtype: &str) -> Option<u64> {
+    match dtype {
+        "F64" | "I64" => Some(8),
+        "F32" | "I32" => Some(4),
+        "F16" | "BF16" | "I16" => Some(2),
+        "I8" | "U8" | "BOOL" => Some(1),
+        _ => None,
+    }
+}
 
 /// Reads the length prefix of a safetensors file.
 pub fn header_len(prefix: &[u8]) -> Result<u64, String> {
@@ -52,11 +61,23 @@ pub fn check_data(header_json: &[u8], file_size: u64, header_len: u64) -> Result
         }
         let t: TensorHeader =
             serde_json::from_value(value).map_err(|e| format!("data tensor `{name}` has a malformed header: {e}"))?;
-        if !ALLOWED_DTYPES.contains(&t.dtype.as_str()) {
+        let Some(item_bytes) = dtype_bytes(&t.dtype) else {
             return Err(format!("data tensor `{name}` has unsupported dtype {}", t.dtype));
-        }
-        if 8 + header_len + t.data_offsets.1 > file_size || t.data_offsets.0 > t.data_offsets.1 {
+        };
+        // Every number here comes from the uploader: checked arithmetic only.
+        let (start, end) = t.data_offsets;
+        let body = file_size.saturating_sub(8).saturating_sub(header_len);
+        if start > end || end > body {
             return Err(format!("data tensor `{name}` points outside the file"));
+        }
+        let expected = t.shape.iter().try_fold(item_bytes, |acc, &d| acc.checked_mul(d));
+        if expected != Some(end - start) {
+            return Err(format!(
+                "data tensor `{name}` of shape {:?} and dtype {} does not fill its {} bytes",
+                t.shape,
+                t.dtype,
+                end - start
+            ));
         }
         tensors.insert(name, t);
     }
@@ -124,6 +145,16 @@ mod tests {
         assert_eq!(check_data(&h, 8 + n + 32, n).unwrap().rows, 2);
         assert!(check_data(&h, 8 + n + 31, n).unwrap_err().contains("outside"));
         assert!(check_data(b"{\"x\":1}", 100, 7).is_err());
+        // Hostile offsets and shapes are refused, never overflow.
+        let (h, n) = header(
+            r#"{"x":{"dtype":"F32","shape":[2,2],"data_offsets":[0,18446744073709551615]},"y":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#,
+        );
+        assert!(check_data(&h, 8 + n + 32, n).unwrap_err().contains("outside"));
+        let (h, n) = header(
+            r#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,16]},"y":{"dtype":"I64","shape":[2],"data_offsets":[16,32]}}"#,
+        );
+        assert!(check_data(&h, 8 + n + 32, n).unwrap_err().contains("does not fill"));
+        assert!(check_data(&h, 0, u64::MAX).is_err());
         assert!(check_data(b"not json", 100, 8).unwrap_err().contains("not JSON"));
     }
 
