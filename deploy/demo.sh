@@ -4,8 +4,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-deploy/grid.sh up
 trap 'deploy/grid.sh down' EXIT
+deploy/grid.sh up
 source .helium/grid/env
 export HELIUM_NATS_URL
 echo "running notebooks/researcher.ipynb against $HELIUM_NATS_URL"

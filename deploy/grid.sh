@@ -2,7 +2,7 @@
 # A local Helium grid on this machine: nats-server (JetStream, fsync before ack) with its data
 # under .helium/grid, one helium-broker with a file:// object store, and two CPU workers at
 # different prices. `grid.sh up` prints the NATS URL; `grid.sh down` stops everything.
-set -euo pipefail
+set -Eeuo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 grid="$root/.helium/grid"
 bin="${HELIUM_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/helium/target}/debug}"
@@ -22,8 +22,19 @@ start() {
   echo "$name not ready in 60 s"; tail -20 "$grid/logs/$name.log"; return 1
 }
 
+# Whether every process of the grid is still running.
+alive() {
+  local f
+  for f in "$grid"/pids/*; do [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null || return 1; done
+}
+
 up() {
-  [ -f "$grid/env" ] && { echo "grid already up: $(cat "$grid/env")"; return 0; }
+  if [ -f "$grid/env" ]; then
+    if alive; then echo "grid already up: $(cat "$grid/env")"; return 0; fi
+    echo "a previous grid died; cleaning it up"; down
+  fi
+  # A grid that fails half-way is torn down, not left running.
+  trap 'echo "grid failed to start; stopping what started"; down' ERR
   mkdir -p "$grid"/{nats,store,logs,pids,w1,w2}
   if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
     port=$("$root/.venv/bin/python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
@@ -35,12 +46,13 @@ CONF
   "$nats_server" -c "$grid/nats.conf" >"$grid/logs/nats.out" 2>"$grid/logs/nats.log" &
   echo $! >"$grid/pids/nats"
   for _ in $(seq 300); do grep -q "Server is ready" "$grid/logs/nats.log" && break; sleep 0.1; done
-  grep -q "Server is ready" "$grid/logs/nats.log" || { echo "nats-server failed"; tail "$grid/logs/nats.log"; exit 1; }
+  grep -q "Server is ready" "$grid/logs/nats.log" || { echo "nats-server failed"; tail "$grid/logs/nats.log"; false; }
   url="nats://127.0.0.1:$port"
   start broker "$bin/helium-broker" --nats-url "$url" --store "file://$grid/store"
   start worker-cheap "$bin/helium-worker" --grid "$url" --price 1.0 --owner gpu-owner-1 --id worker-cheap --work-dir "$grid/w1" --device cpu
   start worker-dear "$bin/helium-worker" --grid "$url" --price 2.5 --owner gpu-owner-2 --id worker-dear --work-dir "$grid/w2" --device cpu
   echo "HELIUM_NATS_URL=$url" >"$grid/env"
+  trap - ERR
   echo "grid up: $url  (logs in .helium/grid/logs; stop with: make down)"
 }
 
