@@ -7,7 +7,6 @@ use common::{requirements, Grid, ScriptedWorker};
 use helium_protocol::{
     api::{JobEventKind, JobRef, JobView},
     job::JobState,
-    ledger::{user, MINT},
     subjects::api,
     PROTOCOL_VERSION,
 };
@@ -67,8 +66,8 @@ async fn lowest_cost_qualifying_bid_wins_and_is_paid_the_second_price() {
     for loser in ["owner-b", "owner-c", "owner-d"] {
         assert_eq!(grid.balance(loser).await.unwrap(), 0, "{loser}");
     }
+    grid.assert_books_balanced().await;
 }
-
 #[tokio::test]
 async fn a_lone_bid_is_paid_its_own_price() {
     let grid = Grid::start().await.unwrap();
@@ -86,8 +85,8 @@ async fn a_lone_bid_is_paid_its_own_price() {
     assert_eq!(status(&grid, "alice", &job.job_id).await.paid, 10_000);
     assert_eq!(grid.balance("owner-solo").await.unwrap(), 10_000);
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 10_000));
+    grid.assert_books_balanced().await;
 }
-
 #[tokio::test]
 async fn no_qualifying_worker_waits_with_a_reason_then_runs_when_one_joins() {
     let grid = Grid::start().await.unwrap();
@@ -131,8 +130,8 @@ async fn no_qualifying_worker_waits_with_a_reason_then_runs_when_one_joins() {
     let view = status(&grid, "alice", &job.job_id).await;
     assert_eq!(view.worker.as_deref(), Some("big"));
     assert_eq!(grid.balance("owner-big").await.unwrap(), 10_000);
+    grid.assert_books_balanced().await;
 }
-
 #[tokio::test]
 async fn a_budget_below_every_bid_waits_and_moves_no_credits() {
     let grid = Grid::start().await.unwrap();
@@ -180,9 +179,8 @@ async fn a_budget_below_every_bid_waits_and_moves_no_credits() {
         )
         .await;
     assert!(other.unwrap_err().to_string().contains("NotFound"));
-    let _ = (user("x"), MINT);
+    grid.assert_books_balanced().await;
 }
-
 #[tokio::test]
 async fn a_restarted_broker_remembers_jobs_and_balances() {
     let mut grid = Grid::start().await.unwrap();
@@ -205,8 +203,8 @@ async fn a_restarted_broker_remembers_jobs_and_balances() {
     assert_eq!(status(&grid, "alice", &job.job_id).await, before);
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 10_000));
     assert_eq!(grid.balance("owner-a").await.unwrap(), 10_000);
+    grid.assert_books_balanced().await;
 }
-
 #[tokio::test]
 async fn a_budget_the_account_cannot_cover_is_refused_at_submit() {
     let grid = Grid::start().await.unwrap();
@@ -223,4 +221,5 @@ async fn a_budget_the_account_cannot_cover_is_refused_at_submit() {
         .to_string()
         .contains("bob holds 0"));
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
+    grid.assert_books_balanced().await;
 }

@@ -77,4 +77,5 @@ async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
     );
     assert_eq!(grid.balance("owner-steady").await.unwrap(), 20_000);
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 25_000));
+    grid.assert_books_balanced().await;
 }

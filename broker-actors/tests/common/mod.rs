@@ -18,6 +18,7 @@ use helium_protocol::{
     artifacts::{ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, UploadChunk, UploadStarted},
     decode, encode,
     job::{DeclaredWork, DeviceKind, JobState, Loss, OptimizerKind, OptimizerSpec, Requirements, TrainingSpec},
+    ledger::MINT,
     subjects::{self, api, dispatch, streams, worker},
     worker::{Ask, Award, AwardAck, Bid, BidReply, Register, Registered, RunEvent, RunEventKind},
     Reply, PROTOCOL_VERSION,
@@ -177,6 +178,21 @@ impl Grid {
             if done {
                 return Ok(seen);
             }
+        }
+    }
+
+    /// The ledger's invariants over every account: the sum is zero, nobody but the mint is
+    /// below zero, and no escrow holds anything once all jobs are settled.
+    pub async fn assert_books_balanced(&self) {
+        let ledger = &self.broker.as_ref().expect("broker running").ctx.deps.ledger;
+        let balances = ractor::call_t!(ledger, helium_broker_actors::ledger::LedgerMsg::Balances, 5_000).unwrap();
+        assert_eq!(balances.values().sum::<i128>(), 0, "{balances:?}");
+        for (account, balance) in &balances {
+            assert!(account == MINT || *balance >= 0, "{account} is negative: {balances:?}");
+            assert!(
+                !account.starts_with("escrow:") || *balance == 0,
+                "{account} still holds {balance}"
+            );
         }
     }
 
