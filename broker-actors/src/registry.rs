@@ -40,10 +40,20 @@ pub enum RegistryMsg {
     },
     /// Live, idle workers.
     Candidates(RpcReplyPort<Vec<Candidate>>),
-    /// Marks a worker busy with a job (at award) or idle again (`job: None`).
-    SetBusy {
+    /// Marks a worker busy with a job (at award).
+    Reserve {
         worker_id: String,
-        job: Option<String>,
+        job: String,
+    },
+    /// Frees a worker reserved for `job`; a no-op if it has moved on to another job meanwhile.
+    Release {
+        worker_id: String,
+        job: String,
+    },
+    /// Whether the worker is registered and heart-beating.
+    Alive {
+        worker_id: String,
+        reply: RpcReplyPort<bool>,
     },
     List(RpcReplyPort<Vec<WorkerView>>),
     Sweep,
@@ -172,15 +182,25 @@ impl Actor for WorkerRegistry {
                     .collect();
                 let _ = reply.send(candidates);
             }
-            RegistryMsg::SetBusy { worker_id, job } => {
+            RegistryMsg::Reserve { worker_id, job } => {
                 if let Some(entry) = state.workers.get_mut(&worker_id) {
-                    let freed = job.is_none();
-                    entry.busy_with = job;
+                    entry.busy_with = Some(job);
                     entry.busy_from_heartbeat = false;
-                    if freed && entry.alive {
-                        state.events.send(RegistryEvent::CapacityAvailable);
+                }
+            }
+            RegistryMsg::Release { worker_id, job } => {
+                if let Some(entry) = state.workers.get_mut(&worker_id) {
+                    if entry.busy_with.as_deref() == Some(job.as_str()) {
+                        entry.busy_with = None;
+                        entry.busy_from_heartbeat = false;
+                        if entry.alive {
+                            state.events.send(RegistryEvent::CapacityAvailable);
+                        }
                     }
                 }
+            }
+            RegistryMsg::Alive { worker_id, reply } => {
+                let _ = reply.send(state.workers.get(&worker_id).is_some_and(|e| e.alive));
             }
             RegistryMsg::List(reply) => {
                 let views = state

@@ -79,3 +79,25 @@ async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 25_000));
     grid.assert_books_balanced().await;
 }
+
+#[tokio::test]
+async fn a_model_bigger_than_declared_fails_and_costs_nothing() {
+    let grid = Grid::start().await.unwrap();
+    grid.grant("alice", CREDIT).await.unwrap();
+    let _w = ScriptedWorker::with_script(&grid, "w", "owner-w", CREDIT, 36.0, 8, Script::UndeclaredBigModel)
+        .await
+        .unwrap();
+    let job = grid
+        .submit("alice", requirements(5 * CREDIT, CREDIT), 16)
+        .await
+        .unwrap();
+    let events = grid.wait_state("alice", &job.job_id, JobState::Failed).await.unwrap();
+    let reason = format!("{:?}", events.last().unwrap());
+    assert!(
+        reason.contains("10000 parameters but the job declared 1000"),
+        "{reason}"
+    );
+    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
+    assert_eq!(grid.balance("owner-w").await.unwrap(), 0);
+    grid.assert_books_balanced().await;
+}

@@ -115,6 +115,10 @@ pub struct RunEvent {
 pub enum RunEventKind {
     Started {
         device: String,
+        /// Parameters of the loaded model, so the broker can hold the job to its declared work
+        /// (the price was computed from it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parameters: Option<u64>,
     },
     /// One epoch done; `checkpoint` names the uploaded checkpoint artifact, if any.
     Progress {

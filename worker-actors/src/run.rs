@@ -234,7 +234,13 @@ impl RunState {
             }
         };
         match event {
-            TrainerEvent::Started { device, .. } => self.report(RunEventKind::Started { device }).await,
+            TrainerEvent::Started { device, parameters, .. } => {
+                self.report(RunEventKind::Started {
+                    device,
+                    parameters: Some(parameters),
+                })
+                .await
+            }
             TrainerEvent::Progress {
                 epoch,
                 epochs,

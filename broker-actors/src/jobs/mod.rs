@@ -343,6 +343,7 @@ impl ManagerState {
             model,
             data,
             awards: 0,
+            accepted_awards: 0,
             award: None,
             checkpoint: None,
         };

@@ -49,12 +49,16 @@ pub struct JobRecord {
     pub work: DeclaredWork,
     pub model: ArtifactInfo,
     pub data: ArtifactInfo,
+    /// Awards made (accepted or not); transfer ids derive from this counter.
     pub awards: u32,
+    /// Awards a worker accepted; [`MAX_AWARDS`] bounds these.
+    #[serde(default)]
+    pub accepted_awards: u32,
     pub award: Option<AwardRecord>,
     pub checkpoint: Option<CheckpointRecord>,
 }
 
-/// Awards a job may go through (refusals, lost workers) before it fails.
+/// Accepted awards a job may go through (lost workers, preemptions) before it fails.
 pub const MAX_AWARDS: u32 = 10;
 
 /// Checks a submission's numbers; the loss and optimizer names were checked by decoding.

@@ -96,10 +96,16 @@ pub struct SupervisorState {
     retry_at: Option<tokio::time::Instant>,
     /// The 1 s tick, stopped once the job is finished and settled.
     ticker: Option<tokio::task::JoinHandle<()>>,
+    /// When to check that the worker of a respawned running job is still there.
+    liveness_check_at: Option<tokio::time::Instant>,
 }
 
 /// How often a queued job re-auctions on its own.
 const REAUCTION_EVERY: Duration = Duration::from_secs(5);
+/// Wait before re-auctioning after a winner refused the award.
+const REFUSAL_BACKOFF: Duration = Duration::from_secs(1);
+/// After a restart, how long a running job's worker has to show up again before it is lost.
+const REJOIN_GRACE: Duration = Duration::from_secs(30);
 
 impl Actor for JobSupervisor {
     type Msg = SupervisorMsg;
@@ -128,6 +134,10 @@ impl Actor for JobSupervisor {
             poked: false,
             retry_at: None,
             ticker,
+            // A broker restarted under a running job: its registry is empty, so a worker that
+            // died meanwhile would never be reported lost. Check once the worker had time to rejoin.
+            liveness_check_at: matches!(state, JobState::Assigned | JobState::Running)
+                .then(|| tokio::time::Instant::now() + REJOIN_GRACE),
         })
     }
 
@@ -142,6 +152,7 @@ impl Actor for JobSupervisor {
             SupervisorMsg::Recover => {
                 if state.record.view.state == JobState::Auctioning {
                     state.abandon_award().await?;
+                    state.persist().await?;
                 }
                 state.start_auction(&me).await?;
             }
@@ -149,7 +160,7 @@ impl Actor for JobSupervisor {
                 state.auction_in_flight = false;
                 state.auction_closed(&me, outcome).await?;
             }
-            SupervisorMsg::AwardAnswered { award_id, answer } => state.award_answered(&me, award_id, answer).await?,
+            SupervisorMsg::AwardAnswered { award_id, answer } => state.award_answered(award_id, answer).await?,
             SupervisorMsg::Run {
                 worker_id,
                 event,
@@ -300,7 +311,9 @@ impl SupervisorState {
             return Ok(());
         }
         if self.record.award.as_ref().is_some_and(|a| !a.settled) {
-            return Ok(()); // an award is being answered; its outcome decides what comes next
+            // An award is being answered, or its settlement is being retried: look again soon.
+            self.retry_at = Some(tokio::time::Instant::now() + REAUCTION_EVERY);
+            return Ok(());
         }
         self.auction_in_flight = true;
         self.poked = false;
@@ -365,12 +378,17 @@ impl SupervisorState {
         winner: Winner,
         bids: u32,
     ) -> Result<(), ActorProcessingErr> {
-        if self.record.awards >= MAX_AWARDS {
-            let reason = format!("gave up after {MAX_AWARDS} awards");
+        if self.record.accepted_awards >= MAX_AWARDS {
+            let reason = format!("gave up after {MAX_AWARDS} workers took the job and did not finish it");
             self.move_to(JobState::Failed, Some(reason)).await?;
             return Ok(());
         }
         let n = self.record.awards + 1;
+        // The award number is spent before the hold: if the hold's outcome is unknown (a
+        // timeout), the next award uses a fresh transfer id, and whatever landed in escrow
+        // goes back by the sweep when the job ends.
+        self.record.awards = n;
+        self.persist().await?;
         let job_id = self.job_id().to_string();
         let principal = self.record.view.principal.clone();
         if let Err(e) = self
@@ -394,7 +412,6 @@ impl SupervisorState {
             return Ok(());
         }
         let award_id = format!("{job_id}-{n}");
-        self.record.awards = n;
         self.record.award = Some(AwardRecord {
             award_id: award_id.clone(),
             n,
@@ -411,9 +428,9 @@ impl SupervisorState {
         self.record.view.worker = Some(winner.worker_id.clone());
         self.record.view.price = Some(self.record.view.paid + winner.price);
         self.persist().await?;
-        let _ = self.deps.registry.send_message(RegistryMsg::SetBusy {
+        let _ = self.deps.registry.send_message(RegistryMsg::Reserve {
             worker_id: winner.worker_id.clone(),
-            job: Some(job_id.clone()),
+            job: job_id.clone(),
         });
         self.event(JobEventKind::Awarded {
             worker: winner.worker_id.clone(),
@@ -454,7 +471,6 @@ impl SupervisorState {
 
     async fn award_answered(
         &mut self,
-        me: &ActorRef<SupervisorMsg>,
         award_id: String,
         answer: Result<AwardAck, String>,
     ) -> Result<(), ActorProcessingErr> {
@@ -468,6 +484,7 @@ impl SupervisorState {
         }
         match answer {
             Ok(AwardAck { accepted: true, .. }) => {
+                self.record.accepted_awards += 1;
                 self.move_to(JobState::Assigned, None).await?;
             }
             refused => {
@@ -483,7 +500,8 @@ impl SupervisorState {
                     Some(format!("waiting: the winner did not take the job ({why})")),
                 )
                 .await?;
-                me.send_message(SupervisorMsg::Auction)?;
+                // Soon, not at once: a worker that bids and then refuses must not spin us.
+                self.retry_at = Some(tokio::time::Instant::now() + REFUSAL_BACKOFF);
             }
         }
         Ok(())
@@ -532,10 +550,12 @@ impl SupervisorState {
         if let Some(a) = self.record.award.as_mut() {
             a.settled = true;
         }
-        self.persist().await?;
-        let _ = self.deps.registry.send_message(RegistryMsg::SetBusy {
+        // Not persisted here: the caller's state change writes the settlement and the new state
+        // in one update, so no restart can see one without the other. The transfer ids make a
+        // replay of this settlement (after a crash before that write) a no-op.
+        let _ = self.deps.registry.send_message(RegistryMsg::Release {
             worker_id: award.worker_id,
-            job: None,
+            job: job_id,
         });
         Ok(())
     }
@@ -559,8 +579,19 @@ impl SupervisorState {
             return Ok(Ok(())); // a stale run's late event: acknowledged and ignored
         }
         match event.kind {
-            RunEventKind::Started { device } => {
+            RunEventKind::Started { device, parameters } => {
                 tracing::info!(job = %self.job_id(), worker = %worker_id, device = %device, "run started");
+                let declared = self.record.work.parameters;
+                if let Some(actual) = parameters.filter(|&p| p > declared.saturating_add(declared / 100)) {
+                    // The price was computed for the declared work; a bigger model would be
+                    // trained below cost. The worker is stopped and paid nothing; no credits move.
+                    self.abandon_award().await?;
+                    let reason = format!(
+                        "the model has {actual} parameters but the job declared {declared}; the auction priced the declared work"
+                    );
+                    self.move_to(JobState::Failed, Some(reason)).await?;
+                    return Ok(Ok(()));
+                }
                 if self.record.view.state == JobState::Auctioning {
                     self.move_to(JobState::Assigned, None).await?;
                 }
@@ -720,8 +751,10 @@ impl SupervisorState {
     async fn tick(&mut self, me: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
         let unsettled = self.record.award.as_ref().is_some_and(|a| !a.settled);
         if self.record.view.state.is_terminal() && !unsettled {
-            if let Some(ticker) = self.ticker.take() {
-                ticker.abort();
+            if self.sweep_escrow().await {
+                if let Some(ticker) = self.ticker.take() {
+                    ticker.abort();
+                }
             }
             return Ok(());
         }
@@ -736,6 +769,14 @@ impl SupervisorState {
             .is_some_and(|a| !a.settled && a.settle_epochs.is_some())
         {
             self.settle(0).await?; // the decided epochs were kept in the record
+            self.persist().await?;
+        }
+        if self
+            .liveness_check_at
+            .is_some_and(|at| tokio::time::Instant::now() >= at)
+        {
+            self.liveness_check_at = None;
+            self.check_worker_alive(me).await?;
         }
         let deadline = self.record.requirements.deadline_ms;
         let waiting = matches!(self.record.view.state, JobState::Queued | JobState::Auctioning);
@@ -748,6 +789,49 @@ impl SupervisorState {
             self.move_to(JobState::Expired, Some(reason)).await?;
         }
         Ok(())
+    }
+
+    async fn check_worker_alive(&mut self, me: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
+        let Some(award) = self.record.award.clone().filter(|a| !a.settled) else {
+            return Ok(());
+        };
+        let worker_id = award.worker_id.clone();
+        let alive = ractor::call_t!(
+            self.deps.registry,
+            |reply| RegistryMsg::Alive { worker_id, reply },
+            5_000
+        );
+        if matches!(alive, Ok(false)) {
+            tracing::warn!(job = %self.job_id(), worker = %award.worker_id, "worker did not rejoin after a restart: lost");
+            self.worker_lost(me, &award.worker_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns to the researcher whatever a finished job's escrow still holds (a hold whose
+    /// outcome was unknown when it was made). True when the escrow is known to be empty.
+    async fn sweep_escrow(&mut self) -> bool {
+        let job_id = self.job_id().to_string();
+        let left = match ractor::call_t!(self.deps.ledger, LedgerMsg::Balance, 5_000, escrow(&job_id)) {
+            Ok(left) => left,
+            Err(_) => return false,
+        };
+        let Ok(amount) = u64::try_from(left) else { return true };
+        if amount == 0 {
+            return true;
+        }
+        let principal = self.record.view.principal.clone();
+        let swept = self
+            .transfer(
+                format!("sweep.{job_id}"),
+                escrow(&job_id),
+                user(&principal),
+                amount,
+                "return a stray hold",
+            )
+            .await;
+        tracing::warn!(job = %job_id, amount, ok = swept.is_ok(), "swept a stray hold back to the researcher");
+        swept.is_ok()
     }
 
     fn access(&self, caller: &Caller, name: &str) -> Result<(String, ArtifactInfo), WireError> {

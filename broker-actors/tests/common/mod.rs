@@ -267,6 +267,8 @@ pub enum Script {
     Complete,
     /// Starts, uploads a checkpoint for epoch 1, reports it, then vanishes (no more heartbeats).
     CheckpointThenVanish,
+    /// Starts and reports a model ten times bigger than the job declared.
+    UndeclaredBigModel,
 }
 
 /// A worker that bids a fixed price and ETA, and "trains" as its [`Script`] says.
@@ -433,7 +435,18 @@ async fn run_award(
                 .map_err(anyhow::Error::from)
         }
     };
-    publish(RunEventKind::Started { device: "cpu".into() }, "started").await?;
+    let parameters = match script {
+        Script::UndeclaredBigModel => award.work.parameters * 10,
+        _ => award.work.parameters,
+    };
+    publish(
+        RunEventKind::Started {
+            device: "cpu".into(),
+            parameters: Some(parameters),
+        },
+        "started",
+    )
+    .await?;
     match script {
         Script::Complete => {
             let result = upload(nats, id, &award.job_id, "result", b"trained".to_vec()).await?;
@@ -442,6 +455,7 @@ async fn run_award(
             }
             publish(RunEventKind::Completed { result }, "completed").await
         }
+        Script::UndeclaredBigModel => Ok(()),
         Script::CheckpointThenVanish => {
             let step = 3;
             let checkpoint = upload(
