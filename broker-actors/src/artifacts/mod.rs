@@ -29,6 +29,8 @@ pub use store::{Store, StoreError};
 const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Open uploads one caller may have at once (bounds broker memory).
 const MAX_OPEN_PER_CALLER: usize = 16;
+/// A committed staging upload that no job claims within this long is deleted.
+const STAGED_TTL: Duration = Duration::from_secs(3600);
 /// An upload with no chunk for this long is aborted.
 const IDLE_UPLOAD: Duration = Duration::from_secs(600);
 
@@ -75,6 +77,17 @@ pub enum ArtifactsMsg {
         reply: RpcReplyPort<Result<ArtifactInfo, WireError>>,
     },
     ExpireIdle,
+    /// The object key an open upload of `caller` will be committed to.
+    KeyOf {
+        caller: Caller,
+        upload_id: String,
+        reply: RpcReplyPort<Result<String, WireError>>,
+    },
+    /// Drops an open upload without storing it.
+    Abort {
+        caller: Caller,
+        upload_id: String,
+    },
 }
 
 struct Upload {
@@ -86,6 +99,13 @@ struct Upload {
     hasher: Sha256,
     writer: WriteMultipart,
     touched: Instant,
+}
+
+/// A committed researcher upload waiting for `job.submit` to claim it.
+struct Staged {
+    owner: String,
+    info: ArtifactInfo,
+    since: Instant,
 }
 
 pub struct Artifacts;
@@ -100,7 +120,7 @@ pub struct ArtifactsState {
     max_artifact_bytes: u64,
     uploads: HashMap<String, Upload>,
     /// Committed staging uploads: id → (owner, info).
-    staged: HashMap<String, (String, ArtifactInfo)>,
+    staged: HashMap<String, Staged>,
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -160,6 +180,20 @@ impl Actor for Artifacts {
             } => {
                 let _ = reply.send(state.claim(&principal, &upload_id, &dest_key).await);
             }
+            ArtifactsMsg::KeyOf {
+                caller,
+                upload_id,
+                reply,
+            } => {
+                let _ = reply.send(state.upload_of(&caller, &upload_id).map(|u| u.key.clone()));
+            }
+            ArtifactsMsg::Abort { caller, upload_id } => {
+                if state.upload_of(&caller, &upload_id).is_ok() {
+                    if let Some(upload) = state.uploads.remove(&upload_id) {
+                        let _ = upload.writer.abort().await;
+                    }
+                }
+            }
             ArtifactsMsg::ExpireIdle => {
                 let idle: Vec<String> = state
                     .uploads
@@ -171,6 +205,18 @@ impl Actor for Artifacts {
                     if let Some(upload) = state.uploads.remove(&id) {
                         tracing::info!(upload = %id, key = %upload.key, "aborting idle upload");
                         let _ = upload.writer.abort().await;
+                    }
+                }
+                let unclaimed: Vec<String> = state
+                    .staged
+                    .iter()
+                    .filter(|(_, s)| s.since.elapsed() > STAGED_TTL)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in unclaimed {
+                    if let Some(staged) = state.staged.remove(&id) {
+                        tracing::info!(upload = %id, owner = %staged.owner, "deleting an upload no job claimed");
+                        let _ = state.store.delete(&keys::staging(&staged.owner, &id)).await;
                     }
                 }
             }
@@ -328,8 +374,12 @@ impl ArtifactsState {
         };
         if let Caller::Researcher(principal) = caller {
             if upload.key == keys::staging(principal, upload_id) {
-                self.staged
-                    .insert(upload_id.to_string(), (principal.clone(), info.clone()));
+                let staged = Staged {
+                    owner: principal.clone(),
+                    info: info.clone(),
+                    since: Instant::now(),
+                };
+                self.staged.insert(upload_id.to_string(), staged);
             }
         }
         tracing::info!(key = %upload.key, size = upload.size, "artifact stored");
@@ -338,7 +388,7 @@ impl ArtifactsState {
 
     async fn claim(&mut self, principal: &str, upload_id: &str, dest_key: &str) -> Result<ArtifactInfo, WireError> {
         match self.staged.get(upload_id) {
-            Some((owner, _)) if owner == principal => {}
+            Some(staged) if staged.owner == principal => {}
             _ => {
                 return Err(WireError::new(
                     ErrorCode::NotFound,
@@ -350,10 +400,10 @@ impl ArtifactsState {
             .rename(&keys::staging(principal, upload_id), dest_key)
             .await
             .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
-        let (_, info) = self
+        let staged = self
             .staged
             .remove(upload_id)
             .ok_or_else(|| WireError::internal("staged upload vanished"))?;
-        Ok(info)
+        Ok(staged.info)
     }
 }

@@ -112,6 +112,42 @@ async fn chunk(c: Ctx, worker_id: String, chunk: UploadChunk) -> Result<ChunkAck
 /// Commits, then tells the job's supervisor what was stored, so that only verified uploads
 /// count as checkpoints or results.
 async fn commit(c: Ctx, worker_id: String, commit: CommitUpload) -> Result<ArtifactInfo, WireError> {
+    // The award may have ended since `begin` (worker lost, job cancelled): a late upload must
+    // not overwrite what the job's next worker stores under the same key.
+    let caller = Caller::Worker(worker_id.clone());
+    let upload_id = commit.upload_id.clone();
+    let key = ractor::call_t!(
+        c.deps.artifacts,
+        |reply| ArtifactsMsg::KeyOf {
+            caller,
+            upload_id,
+            reply
+        },
+        CALL_MS
+    )
+    .map_err(unavailable)??;
+    if let Some((job_id, name)) = keys::parse_job_key(&key) {
+        let w = worker_id.clone();
+        let still = ractor::call_t!(
+            c.manager,
+            |reply| ManagerMsg::UploadTarget {
+                worker_id: w,
+                job_id,
+                name,
+                reply
+            },
+            CALL_MS
+        )
+        .map_err(unavailable)?;
+        if let Err(e) = still {
+            let upload_id = commit.upload_id.clone();
+            let _ = c.deps.artifacts.send_message(ArtifactsMsg::Abort {
+                caller: Caller::Worker(worker_id),
+                upload_id,
+            });
+            return Err(e);
+        }
+    }
     let (key, info) = upload_commit(&c, Caller::Worker(worker_id.clone()), commit).await?;
     if let Some((job_id, name)) = keys::parse_job_key(&key) {
         let info = ArtifactInfo {

@@ -285,7 +285,15 @@ impl ManagerState {
             claim(request.data_upload.clone(), keys::data(&job_id)),
             30_000
         )
-        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))??;
+        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))
+        .and_then(|claimed| claimed);
+        let data = match data {
+            Ok(data) => data,
+            Err(e) => {
+                let _ = self.deps.store.delete(&keys::model(&job_id)).await; // no job will own it
+                return Err(e);
+            }
+        };
         let store = &self.deps.store;
         let unavailable = |e: crate::artifacts::StoreError| WireError::new(ErrorCode::Unavailable, e.to_string());
         let checked = async {
