@@ -58,6 +58,12 @@ pub struct JobView {
     pub updated_ms: u64,
 }
 
+/// `job.list` takes `{v}` and replies the caller's jobs, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
 /// `account.balance` takes `{v}` and replies this; `account.grant` replies the grantee's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {

@@ -136,9 +136,9 @@ pub fn decide(offers: &[Offer], req: &Requirements, now_ms: u64) -> Outcome {
             "no bid can finish before the deadline".to_string()
         } else {
             format!(
-                "no bid within the budget of {} credits (lowest estimate {} credits)",
-                credits(req.budget),
-                credits(lowest_cost)
+                "the lowest bid, {} credits, is over the budget of {} credits",
+                credits(lowest_cost),
+                credits(req.budget)
             )
         };
         return Outcome::NoWinner { reason };

@@ -3,7 +3,7 @@
 
 use async_nats::service::{Service, ServiceExt};
 use helium_protocol::{
-    api::{Balance, Empty, Grant, JobRef, JobView, SubmitJob, WorkerList},
+    api::{Balance, Empty, Grant, JobList, JobRef, JobView, SubmitJob, WorkerList},
     artifacts::{
         ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
     },
@@ -40,6 +40,8 @@ pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nat
     tasks.push(add(s, &n, subject, c, status).await?);
     let (n, subject) = on(api::JOB_CANCEL);
     tasks.push(add(s, &n, subject, c, cancel).await?);
+    let (n, subject) = on(api::JOB_LIST);
+    tasks.push(add(s, &n, subject, c, list).await?);
     let (n, subject) = on(api::ACCOUNT_BALANCE);
     tasks.push(add(s, &n, subject, c, balance).await?);
     let (n, subject) = on(api::ACCOUNT_GRANT);
@@ -96,6 +98,10 @@ async fn cancel(c: Ctx, principal: String, r: JobRef) -> Result<JobView, WireErr
         CALL_MS
     )
     .map_err(unavailable)?
+}
+
+async fn list(c: Ctx, principal: String, _: Empty) -> Result<JobList, WireError> {
+    ractor::call_t!(c.manager, |reply| ManagerMsg::List { principal, reply }, CALL_MS).map_err(unavailable)
 }
 
 async fn balance(c: Ctx, principal: String, _: Empty) -> Result<Balance, WireError> {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use helium_protocol::{
-    api::{JobView, SubmitJob},
+    api::{JobList, JobView, SubmitJob},
     artifacts::ArtifactInfo,
     encode,
     job::JobState,
@@ -30,6 +30,11 @@ pub use record::JobRecord;
 pub use supervisor::{JobSupervisor, SupervisorArgs, SupervisorMsg};
 
 pub enum ManagerMsg {
+    /// The principal's jobs, oldest first.
+    List {
+        principal: String,
+        reply: RpcReplyPort<JobList>,
+    },
     Submit {
         principal: String,
         request: SubmitJob,
@@ -76,6 +81,8 @@ pub struct JobManager;
 pub struct ManagerState {
     deps: Deps,
     jobs: HashMap<String, ActorRef<SupervisorMsg>>,
+    /// Job id → principal, to list a principal's jobs without asking every supervisor.
+    owners: HashMap<String, String>,
 }
 
 fn no_job(job_id: &str) -> WireError {
@@ -91,6 +98,7 @@ impl Actor for JobManager {
         let mut state = ManagerState {
             deps,
             jobs: HashMap::new(),
+            owners: HashMap::new(),
         };
         // Respawn a supervisor for every recorded job; finished ones only answer queries.
         let mut keys = state.deps.jobs.keys().await?;
@@ -126,6 +134,28 @@ impl Actor for JobManager {
             } => {
                 let result = state.submit(&me, principal, request).await;
                 let _ = reply.send(result);
+            }
+            ManagerMsg::List { principal, reply } => {
+                let theirs: Vec<ActorRef<SupervisorMsg>> = state
+                    .owners
+                    .iter()
+                    .filter(|(_, p)| **p == principal)
+                    .filter_map(|(job, _)| state.jobs.get(job).cloned())
+                    .collect();
+                // Asked in a task: the manager keeps routing while the supervisors answer.
+                tokio::spawn(async move {
+                    let mut jobs = Vec::new();
+                    for s in theirs {
+                        let p = principal.clone();
+                        if let Ok(Ok(view)) =
+                            ractor::call_t!(s, |reply| SupervisorMsg::Status { principal: p, reply }, 5_000)
+                        {
+                            jobs.push(view);
+                        }
+                    }
+                    jobs.sort_by_key(|v: &JobView| (v.created_ms, v.job_id.clone()));
+                    let _ = reply.send(JobList { jobs });
+                });
             }
             ManagerMsg::Status {
                 principal,
@@ -218,6 +248,7 @@ impl Actor for JobManager {
         };
         if let Some(id) = gone {
             state.jobs.retain(|_, s| s.get_id() != id);
+            state.owners.retain(|job, _| state.jobs.contains_key(job));
         }
         Ok(())
     }
@@ -231,6 +262,7 @@ impl ManagerState {
         revision: u64,
     ) -> Result<(), ActorProcessingErr> {
         let job_id = record.view.job_id.clone();
+        self.owners.insert(job_id.clone(), record.view.principal.clone());
         let args = SupervisorArgs {
             deps: self.deps.clone(),
             record,

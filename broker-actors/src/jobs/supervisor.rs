@@ -318,7 +318,12 @@ impl SupervisorState {
         self.auction_in_flight = true;
         self.poked = false;
         self.retry_at = None;
-        self.move_to(JobState::Auctioning, None).await?;
+        // A job that already waits with a reason is re-auctioned quietly: its researcher keeps
+        // seeing why it waits, and a job waiting for days does not grow its event stream.
+        let waiting = self.record.view.state == JobState::Queued && self.record.view.reason.is_some();
+        if !waiting {
+            self.move_to(JobState::Auctioning, None).await?;
+        }
         let mut requirements = self.record.requirements.clone();
         requirements.budget = requirements.budget.saturating_sub(self.record.view.paid);
         let (auctioneer, me, job_id, work) = (
@@ -352,8 +357,11 @@ impl SupervisorState {
         me: &ActorRef<SupervisorMsg>,
         outcome: Outcome,
     ) -> Result<(), ActorProcessingErr> {
-        if self.record.view.state != JobState::Auctioning {
+        if !matches!(self.record.view.state, JobState::Queued | JobState::Auctioning) {
             return Ok(()); // cancelled or expired meanwhile
+        }
+        if matches!(outcome, Outcome::Won { .. }) {
+            self.move_to(JobState::Auctioning, None).await?;
         }
         match outcome {
             Outcome::NoWinner { reason } => {

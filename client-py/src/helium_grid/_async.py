@@ -338,6 +338,18 @@ class AsyncGrid:
         """
         return Balance.from_wire(await self._request(subjects.ACCOUNT_BALANCE, {}))
 
+    async def jobs(self) -> list[JobStatus]:
+        """This principal's jobs, oldest first; see :meth:`helium_grid.Grid.jobs`.
+
+        Example::
+
+            running = [j for j in await grid.jobs() if j.state is JobState.RUNNING]
+        """
+        reply = await self._request(subjects.JOB_LIST, {})
+        if not isinstance(reply, dict) or not isinstance(reply.get("jobs"), list):
+            raise ProtocolError(f"job.list reply is malformed: {reply!r}")
+        return [JobStatus.from_wire(j) for j in reply["jobs"]]
+
     async def workers(self) -> list[WorkerInfo]:
         """The workers on the grid; see :meth:`helium_grid.Grid.workers`.
 

@@ -23,6 +23,7 @@ __all__ = [
     "JOB_SUBMIT",
     "JOB_STATUS",
     "JOB_CANCEL",
+    "JOB_LIST",
     "ACCOUNT_BALANCE",
     "ACCOUNT_GRANT",
     "WORKER_LIST",
@@ -70,6 +71,7 @@ BROKER_QUEUE = "helium-broker"
 JOB_SUBMIT = "job.submit"
 JOB_STATUS = "job.status"
 JOB_CANCEL = "job.cancel"
+JOB_LIST = "job.list"
 ACCOUNT_BALANCE = "account.balance"
 ACCOUNT_GRANT = "account.grant"
 WORKER_LIST = "worker.list"
@@ -82,6 +84,7 @@ API_ALL: tuple[str, ...] = (
     JOB_SUBMIT,
     JOB_STATUS,
     JOB_CANCEL,
+    JOB_LIST,
     ACCOUNT_BALANCE,
     ACCOUNT_GRANT,
     WORKER_LIST,

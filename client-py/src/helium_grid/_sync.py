@@ -285,6 +285,18 @@ class Grid:
         """
         return self._run(self._async.balance())
 
+    def jobs(self) -> list[JobStatus]:
+        """This principal's jobs on the grid, oldest first: find a job whose handle was lost
+        (an interrupted cell), then reattach with :meth:`job`.
+
+        Example::
+
+            for s in grid.jobs():
+                print(s.job_id, s.state.value, s.reason or "")
+            grid.job(grid.jobs()[-1].job_id).wait()
+        """
+        return self._run(self._async.jobs())
+
     def workers(self) -> list[WorkerInfo]:
         """The workers on the grid with their standing asks.
 
