@@ -57,7 +57,7 @@ CONF
 }
 
 down() {
-  [ -d "$grid/pids" ] || { echo "grid is not up"; return 0; }
+  compgen -G "$grid/pids/*" >/dev/null || { echo "grid is not up"; return 0; }
   for name in worker-cheap worker-dear broker nats; do
     f="$grid/pids/$name"; [ -f "$f" ] || continue
     pid=$(cat "$f")

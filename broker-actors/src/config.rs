@@ -20,7 +20,8 @@ pub struct BrokerConfig {
     /// NATS server to serve on.
     #[arg(long, env = "HELIUM_NATS_URL", default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
-    /// Object store URL for artifacts: file:///abs/dir, s3://bucket/prefix, memory://.
+    /// Object store for artifacts: file:///abs/dir (or just /abs/dir), or memory:// for tests.
+    /// Cloud stores (s3://, gs://, az://) are not compiled in yet.
     #[arg(long, env = "HELIUM_STORE")]
     pub store: String,
     /// How long an auction waits for sealed bids.

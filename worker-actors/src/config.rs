@@ -12,6 +12,7 @@ pub const BENCHMARK_SECS: f64 = 1.0;
 
 /// `helium-worker --grid <url> --price <credits/hour>`: rent this machine's GPU (or CPU) out.
 #[derive(Debug, Clone, Parser)]
+#[command(name = "helium-worker", version)]
 pub struct WorkerConfig {
     /// NATS URL of the grid.
     #[arg(long, env = "HELIUM_GRID", default_value = DEFAULT_GRID)]
@@ -19,8 +20,8 @@ pub struct WorkerConfig {
     /// Asking price in credits per device-hour.
     #[arg(long, env = "HELIUM_PRICE")]
     pub price: f64,
-    /// Principal whose account earns the credits.
-    #[arg(long, env = "HELIUM_OWNER", default_value = "owner")]
+    /// Principal whose account earns the credits (and can spend them on its own jobs).
+    #[arg(long, env = "HELIUM_OWNER")]
     pub owner: String,
     /// This worker's id on the grid (default: random).
     #[arg(long, env = "HELIUM_WORKER_ID")]

@@ -38,7 +38,14 @@ pub struct Store {
 impl Store {
     /// Opens `file:///abs/dir` (created if missing), `memory://`, or a cloud URL.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let parsed = Url::parse(url).map_err(|e| StoreError::Url(url.into(), e.to_string()))?;
+        // A bare absolute path means a directory, as a user would expect.
+        let url = &if url.starts_with('/') {
+            format!("file://{url}")
+        } else {
+            url.to_string()
+        };
+        let parsed = Url::parse(url)
+            .map_err(|e| StoreError::Url(url.into(), format!("{e} (use file:///abs/dir or memory://)")))?;
         if parsed.scheme() == "file" {
             let dir = parsed
                 .to_file_path()

@@ -200,6 +200,10 @@ class Balance:
         """The balance in credits."""
         return micro_to_credits(self.micro)
 
+    def __str__(self) -> str:
+        """``alice: 2.500000 credits``: what a person wants to read in a notebook."""
+        return f"{self.principal}: {self.credits:.6f} credits"
+
     @classmethod
     def from_wire(cls, m: Mapping[str, Any]) -> Balance:
         """From a ``Balance`` map (``micro`` is an i128: bin or int on the wire)."""

@@ -57,6 +57,11 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         config.price.is_finite() && config.price > 0.0,
         "--price must be a positive number of credits per hour"
     );
+    let nats = async_nats::ConnectOptions::new()
+        .name(format!("helium-worker {worker_id}"))
+        .connect(&config.grid)
+        .await
+        .with_context(|| format!("connect to the grid at {}", config.grid))?;
     let ask = tokio::task::spawn_blocking({
         let config = config.clone();
         move || measure_ask(&config)
@@ -71,11 +76,6 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
-    let nats = async_nats::ConnectOptions::new()
-        .name(format!("helium-worker {worker_id}"))
-        .connect(&config.grid)
-        .await
-        .with_context(|| format!("connect to the grid at {}", config.grid))?;
     let device_kind = ask.device;
     let args = AgentArgs {
         nats: nats.clone(),
