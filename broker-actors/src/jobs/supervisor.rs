@@ -118,13 +118,11 @@ impl Actor for JobSupervisor {
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let state = args.record.view.state;
-        let unsettled = args.record.award.as_ref().is_some_and(|a| !a.settled);
-        let ticker = (!state.is_terminal() || unsettled)
-            .then(|| me.send_interval(Duration::from_secs(1), || SupervisorMsg::Tick));
-        if ticker.is_some() {
-            if matches!(state, JobState::Queued | JobState::Auctioning) {
-                me.send_message(SupervisorMsg::Recover)?;
-            }
+        // Every job ticks at start, a finished one too: its first tick sweeps a stray hold that
+        // a previous broker did not get to, then stops the ticker.
+        let ticker = Some(me.send_interval(Duration::from_secs(1), || SupervisorMsg::Tick));
+        if matches!(state, JobState::Queued | JobState::Auctioning) {
+            me.send_message(SupervisorMsg::Recover)?;
         }
         Ok(SupervisorState {
             deps: args.deps,
@@ -601,6 +599,8 @@ impl SupervisorState {
                     return Ok(Ok(()));
                 }
                 if self.record.view.state == JobState::Auctioning {
+                    // The run started before its award's ack arrived (which will now be ignored).
+                    self.record.accepted_awards += 1;
                     self.move_to(JobState::Assigned, None).await?;
                 }
                 self.move_to(JobState::Running, None).await?;
