@@ -101,3 +101,34 @@ async fn a_model_bigger_than_declared_fails_and_costs_nothing() {
     assert_eq!(grid.balance("owner-w").await.unwrap(), 0);
     grid.assert_books_balanced().await;
 }
+
+#[tokio::test]
+async fn a_worker_that_fails_through_its_own_fault_hands_the_job_on() {
+    let grid = Grid::start().await.unwrap();
+    grid.grant("alice", CREDIT).await.unwrap();
+    // `broken` is cheaper and wins first; once it failed the job it is not invited again.
+    let _broken = ScriptedWorker::with_script(&grid, "broken", "owner-broken", CREDIT, 36.0, 8, Script::WorkerFault)
+        .await
+        .unwrap();
+    let fine = ScriptedWorker::start(&grid, "fine", "owner-fine", 2 * CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let job = grid
+        .submit("alice", requirements(5 * CREDIT, CREDIT), 16)
+        .await
+        .unwrap();
+    let events = grid
+        .wait_state("alice", &job.job_id, JobState::Completed)
+        .await
+        .unwrap();
+    assert!(
+        format!("{events:?}").contains("worker broken failed (disk full)"),
+        "{events:?}"
+    );
+    assert_eq!(fine.awards.lock().unwrap().len(), 1);
+    assert_eq!(grid.balance("owner-broken").await.unwrap(), 0, "no checkpoint, no pay");
+    // `fine` alone qualifies in the second auction: its own cost, 2.0/h × 36 s.
+    assert_eq!(grid.balance("owner-fine").await.unwrap(), 20_000);
+    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 20_000));
+    grid.assert_books_balanced().await;
+}

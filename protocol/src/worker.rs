@@ -139,8 +139,13 @@ pub enum RunEventKind {
     Completed {
         result: ArtifactInfo,
     },
+    /// The run stopped. `worker_fault` says the worker itself failed (an artifact transfer,
+    /// the trainer process dying without a reason): the job moves to another worker. Otherwise
+    /// the model or data failed training and the job fails.
     Failed {
         reason: String,
+        #[serde(default)]
+        worker_fault: bool,
     },
     Cancelled,
 }
@@ -156,7 +161,10 @@ mod tests {
             v: PROTOCOL_VERSION,
             job_id: "j".into(),
             award_id: "a".into(),
-            kind: RunEventKind::Failed { reason: "boom".into() },
+            kind: RunEventKind::Failed {
+                reason: "boom".into(),
+                worker_fault: false,
+            },
         };
         let back: RunEvent = decode(&encode(&ev)).unwrap();
         assert_eq!(back, ev);
@@ -170,6 +178,7 @@ mod tests {
         #[serde(untagged)]
         pub enum Value {
             U(u64),
+            B(bool),
             S(String),
         }
     }

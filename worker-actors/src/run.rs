@@ -39,6 +39,14 @@ pub enum RunMsg {
 
 pub struct TrainingRun;
 
+/// Whose fault a failed run is: it decides whether the job fails or moves to another worker.
+enum Failure {
+    /// The trainer reported it: the model or data cannot be trained as asked.
+    Training(String),
+    /// This worker could not do its part.
+    Worker(String),
+}
+
 pub struct RunArgs {
     pub nats: async_nats::Client,
     pub worker_id: String,
@@ -60,8 +68,8 @@ pub struct RunState {
     args: RunArgs,
     js: jetstream::Context,
     kill: Option<oneshot::Sender<()>>,
-    /// The child's own `failed` reason, if it gave one.
-    failure: Option<String>,
+    /// Why the run failed, once known.
+    failure: Option<Failure>,
     finished: bool,
     cancelled: bool,
     last_checkpoint: Option<PathBuf>,
@@ -99,7 +107,12 @@ impl Actor for TrainingRun {
             RunMsg::Prepare => {
                 if let Err(reason) = state.prepare_and_spawn(&me).await {
                     state.release().await;
-                    state.report(RunEventKind::Failed { reason }).await;
+                    state
+                        .report(RunEventKind::Failed {
+                            reason,
+                            worker_fault: true,
+                        })
+                        .await;
                     me.stop(None);
                 }
             }
@@ -110,12 +123,15 @@ impl Actor for TrainingRun {
             }
             RunMsg::Exited(status) => {
                 if !state.finished && !state.cancelled {
-                    let reason = state
-                        .failure
-                        .take()
-                        .unwrap_or_else(|| format!("trainer exited ({status}) without finishing"));
+                    // The trainer's own `failed` line blames the model or data; anything else
+                    // (an upload that failed, a process that died without a word) is ours.
+                    let (reason, worker_fault) = match state.failure.take() {
+                        Some(Failure::Training(reason)) => (reason, false),
+                        Some(Failure::Worker(reason)) => (reason, true),
+                        None => (format!("trainer exited ({status}) without finishing"), true),
+                    };
                     state.release().await;
-                    state.report(RunEventKind::Failed { reason }).await;
+                    state.report(RunEventKind::Failed { reason, worker_fault }).await;
                 }
                 me.stop(None);
             }
@@ -294,10 +310,10 @@ impl RunState {
                         self.release().await;
                         self.report(RunEventKind::Completed { result }).await;
                     }
-                    Err(e) => self.failure = Some(format!("uploading the result failed: {e}")),
+                    Err(e) => self.failure = Some(Failure::Worker(format!("uploading the result failed: {e}"))),
                 }
             }
-            TrainerEvent::Failed { reason } => self.failure = Some(reason),
+            TrainerEvent::Failed { reason } => self.failure = Some(Failure::Training(reason)),
         }
     }
 

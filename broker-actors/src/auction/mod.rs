@@ -25,6 +25,8 @@ pub enum AuctioneerMsg {
         job_id: String,
         requirements: Requirements,
         work: DeclaredWork,
+        /// Workers this job no longer invites (they failed it before).
+        exclude: Vec<String>,
         reply: RpcReplyPort<Outcome>,
     },
 }
@@ -64,9 +66,12 @@ impl Actor for Auctioneer {
                 job_id,
                 requirements,
                 work,
+                exclude,
                 reply,
             } => {
-                let candidates = ractor::call_t!(state.registry, RegistryMsg::Candidates, 2_000).unwrap_or_default();
+                let mut candidates =
+                    ractor::call_t!(state.registry, RegistryMsg::Candidates, 2_000).unwrap_or_default();
+                candidates.retain(|c| !exclude.contains(&c.worker_id));
                 let invited = match decide::invitees(&candidates, &requirements, &work, state.invite_k) {
                     Ok(invited) => invited,
                     Err(reason) => {

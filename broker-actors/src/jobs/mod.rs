@@ -386,6 +386,7 @@ impl ManagerState {
             accepted_awards: 0,
             award: None,
             checkpoint: None,
+            excluded_workers: Vec::new(),
         };
         let revision = self
             .deps

@@ -56,6 +56,9 @@ pub struct JobRecord {
     pub accepted_awards: u32,
     pub award: Option<AwardRecord>,
     pub checkpoint: Option<CheckpointRecord>,
+    /// Workers that failed this job through their own fault; it does not invite them again.
+    #[serde(default)]
+    pub excluded_workers: Vec<String>,
 }
 
 /// Accepted awards a job may go through (lost workers, preemptions) before it fails.

@@ -324,11 +324,12 @@ impl SupervisorState {
         }
         let mut requirements = self.record.requirements.clone();
         requirements.budget = requirements.budget.saturating_sub(self.record.view.paid);
-        let (auctioneer, me, job_id, work) = (
+        let (auctioneer, me, job_id, work, exclude) = (
             self.deps.auctioneer.clone(),
             me.clone(),
             self.job_id().to_string(),
             self.remaining_work(),
+            self.record.excluded_workers.clone(),
         );
         let wait = self.deps.bid_window.as_millis() as u64 + 5_000;
         tokio::spawn(async move {
@@ -338,6 +339,7 @@ impl SupervisorState {
                     job_id,
                     requirements,
                     work,
+                    exclude,
                     reply
                 },
                 wait
@@ -672,10 +674,22 @@ impl SupervisorState {
                 self.settle(award_epochs).await?;
                 self.move_to(JobState::Completed, None).await?;
             }
-            RunEventKind::Failed { reason } => {
+            RunEventKind::Failed {
+                reason,
+                worker_fault: false,
+            } => {
                 let done = self.checkpointed_epochs_of(&award);
                 self.settle(done).await?;
                 self.move_to(JobState::Failed, Some(reason)).await?;
+            }
+            RunEventKind::Failed {
+                reason,
+                worker_fault: true,
+            } => {
+                // Not invited again by this job: a worker that cannot do its part would win
+                // (and fail) every auction it is cheapest in.
+                self.record.excluded_workers.push(worker_id.to_string());
+                self.requeue(me, worker_id, &format!("failed ({reason})")).await?;
             }
             RunEventKind::Cancelled => {
                 // The worker stopped without being asked to: treat it as preemption.
@@ -732,6 +746,17 @@ impl SupervisorState {
     }
 
     async fn worker_lost(&mut self, me: &ActorRef<SupervisorMsg>, worker_id: &str) -> Result<(), ActorProcessingErr> {
+        self.requeue(me, worker_id, "was lost").await
+    }
+
+    /// The award's worker cannot finish (`what` happened to it): pay its checkpointed epochs,
+    /// and sell the rest again, resuming from the last checkpoint.
+    async fn requeue(
+        &mut self,
+        me: &ActorRef<SupervisorMsg>,
+        worker_id: &str,
+        what: &str,
+    ) -> Result<(), ActorProcessingErr> {
         let Some(award) = self
             .record
             .award
@@ -748,7 +773,7 @@ impl SupervisorState {
         // Resume from the last checkpoint: the next award sells only the remaining epochs.
         self.record.view.epochs_done = self.record.checkpoint.as_ref().map(|c| c.epoch).unwrap_or(0);
         let reason = format!(
-            "waiting: worker {worker_id} was lost; resuming from epoch {}",
+            "waiting: worker {worker_id} {what}; resuming from epoch {}",
             self.record.view.epochs_done
         );
         self.move_to(JobState::Queued, Some(reason)).await?;

@@ -269,6 +269,8 @@ pub enum Script {
     CheckpointThenVanish,
     /// Starts and reports a model ten times bigger than the job declared.
     UndeclaredBigModel,
+    /// Starts, then fails through its own fault (as a failed download would).
+    WorkerFault,
 }
 
 /// A worker that bids a fixed price and ETA, and "trains" as its [`Script`] says.
@@ -456,6 +458,13 @@ async fn run_award(
             publish(RunEventKind::Completed { result }, "completed").await
         }
         Script::UndeclaredBigModel => Ok(()),
+        Script::WorkerFault => {
+            let failed = RunEventKind::Failed {
+                reason: "disk full".into(),
+                worker_fault: true,
+            };
+            publish(failed, "failed").await
+        }
         Script::CheckpointThenVanish => {
             let step = 3;
             let checkpoint = upload(
