@@ -150,6 +150,19 @@ pub enum RunEventKind {
     Cancelled,
 }
 
+impl RunEventKind {
+    /// The event's `kind` tag as it appears on the wire (`started`, `progress`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Started { .. } => "started",
+            Self::Progress { .. } => "progress",
+            Self::Completed { .. } => "completed",
+            Self::Failed { .. } => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,7 +182,7 @@ mod tests {
         let back: RunEvent = decode(&encode(&ev)).unwrap();
         assert_eq!(back, ev);
         let as_map: std::collections::BTreeMap<String, rmpv_like::Value> = rmp_serde::from_slice(&encode(&ev)).unwrap();
-        assert_eq!(as_map.get("kind"), Some(&rmpv_like::Value::S("failed".into())));
+        assert_eq!(as_map.get("kind"), Some(&rmpv_like::Value::S(ev.kind.name().into())));
     }
 
     /// Just enough of a dynamic value to look at the encoded map's keys.

@@ -319,13 +319,11 @@ impl RunState {
 
     /// Publishes a run event durably (JetStream ack), with a message id so a retry is deduplicated.
     async fn report(&self, kind: RunEventKind) {
+        // One message id per event of this award (per epoch for progress): a retried publish
+        // is deduplicated by the stream.
         let dedup = match &kind {
             RunEventKind::Progress { epoch, .. } => format!("progress-{epoch}"),
-            other => format!("{other:?}")
-                .split([' ', '{'])
-                .next()
-                .unwrap_or("event")
-                .to_lowercase(),
+            other => other.name().to_string(),
         };
         let event = RunEvent {
             v: PROTOCOL_VERSION,

@@ -1,7 +1,7 @@
 //! The researcher/operator API: `helium.v1.api.<principal>.<verb>`, as the `helium-api` micro
 //! service (load-balanced across brokers by its queue group). One handler per verb.
 
-use async_nats::service::{Service, ServiceExt};
+use async_nats::service::Service;
 use helium_protocol::{
     api::{Balance, Empty, Grant, JobList, JobRef, JobView, SubmitJob, WorkerList},
     artifacts::{
@@ -13,7 +13,7 @@ use helium_protocol::{
 };
 use tokio::task::JoinHandle;
 
-use super::{add, read_artifact, unavailable, upload_chunk, upload_commit, CALL_MS};
+use super::{read_artifact, unavailable, upload_chunk, upload_commit, Endpoints, CALL_MS};
 use crate::{
     artifacts::{ArtifactsMsg, Caller, Target},
     jobs::ManagerMsg,
@@ -23,40 +23,20 @@ use crate::{
 };
 
 pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nats::Error> {
-    let service = ctx
-        .deps
-        .nats
-        .service_builder()
-        .description("Helium researcher and operator API")
-        .queue_group(subjects::BROKER_QUEUE)
-        .start(subjects::API_SERVICE, env!("CARGO_PKG_VERSION"))
-        .await?;
-    let s = &service;
-    let on = |verb: &str| (verb.to_string(), subjects::api_any(verb));
-    let (c, mut tasks) = (&ctx, Vec::new());
-    let (n, subject) = on(api::JOB_SUBMIT);
-    tasks.push(add(s, &n, subject, c, submit).await?);
-    let (n, subject) = on(api::JOB_STATUS);
-    tasks.push(add(s, &n, subject, c, status).await?);
-    let (n, subject) = on(api::JOB_CANCEL);
-    tasks.push(add(s, &n, subject, c, cancel).await?);
-    let (n, subject) = on(api::JOB_LIST);
-    tasks.push(add(s, &n, subject, c, list).await?);
-    let (n, subject) = on(api::ACCOUNT_BALANCE);
-    tasks.push(add(s, &n, subject, c, balance).await?);
-    let (n, subject) = on(api::ACCOUNT_GRANT);
-    tasks.push(add(s, &n, subject, c, grant).await?);
-    let (n, subject) = on(api::WORKER_LIST);
-    tasks.push(add(s, &n, subject, c, workers).await?);
-    let (n, subject) = on(api::ARTIFACT_BEGIN);
-    tasks.push(add(s, &n, subject, c, begin).await?);
-    let (n, subject) = on(api::ARTIFACT_CHUNK);
-    tasks.push(add(s, &n, subject, c, chunk).await?);
-    let (n, subject) = on(api::ARTIFACT_COMMIT);
-    tasks.push(add(s, &n, subject, c, commit).await?);
-    let (n, subject) = on(api::ARTIFACT_READ);
-    tasks.push(add(s, &n, subject, c, read).await?);
-    Ok((service, tasks))
+    let description = "Helium researcher and operator API";
+    let mut e = Endpoints::start(&ctx, subjects::API_SERVICE, description, subjects::api_any).await?;
+    e.add(api::JOB_SUBMIT, submit).await?;
+    e.add(api::JOB_STATUS, status).await?;
+    e.add(api::JOB_CANCEL, cancel).await?;
+    e.add(api::JOB_LIST, list).await?;
+    e.add(api::ACCOUNT_BALANCE, balance).await?;
+    e.add(api::ACCOUNT_GRANT, grant).await?;
+    e.add(api::WORKER_LIST, workers).await?;
+    e.add(api::ARTIFACT_BEGIN, begin).await?;
+    e.add(api::ARTIFACT_CHUNK, chunk).await?;
+    e.add(api::ARTIFACT_COMMIT, commit).await?;
+    e.add(api::ARTIFACT_READ, read).await?;
+    Ok(e.finish())
 }
 
 async fn submit(c: Ctx, principal: String, request: SubmitJob) -> Result<JobView, WireError> {

@@ -6,7 +6,7 @@ pub mod worker;
 
 use std::future::Future;
 
-use async_nats::service::Service;
+use async_nats::service::{Service, ServiceExt};
 use futures::StreamExt;
 use helium_protocol::{
     artifacts::{ArtifactChunk, ArtifactInfo, ChunkAck, CommitUpload, ReadArtifact, UploadChunk},
@@ -24,52 +24,90 @@ use crate::{
     Ctx,
 };
 
-/// Adds endpoint `name` on `subject` to `service`; each request is decoded, handed with the
-/// caller's id (from the subject) to `handler` in its own task, and always gets a reply.
-pub(crate) async fn add<Req, Resp, F, Fut>(
-    service: &Service,
-    name: &str,
-    subject: String,
-    ctx: &Ctx,
-    handler: F,
-) -> Result<JoinHandle<()>, async_nats::Error>
-where
-    Req: DeserializeOwned + Send + 'static,
-    Resp: Serialize + Send + 'static,
-    F: Fn(Ctx, String, Req) -> Fut + Copy + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, WireError>> + Send + 'static,
-{
-    let mut endpoint = service
-        .endpoint_builder()
-        .name(name.replace('.', "-"))
-        .add(subject)
-        .await?;
-    let ctx = ctx.clone();
-    Ok(tokio::spawn(async move {
-        while let Some(request) = endpoint.next().await {
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                let subject = request.message.subject.to_string();
-                let result = match subjects::identity_of(&subject) {
-                    None => Err(WireError::new(
-                        ErrorCode::Unauthorized,
-                        format!("subject {subject} carries no valid identity"),
-                    )),
-                    Some(id) => match decode::<Req>(&request.message.payload) {
-                        Ok(body) => handler(ctx, id.to_string(), body).await,
-                        Err(e) => Err(e),
-                    },
-                };
-                if let Err(e) = &result {
-                    tracing::info!(subject = %subject, code = ?e.code, error = %e.message, "request refused");
-                }
-                let reply = encode(&Reply::from_result(result));
-                if let Err(e) = request.respond(Ok(reply.into())).await {
-                    tracing::warn!(subject = %subject, error = %e, "could not send reply");
-                }
-            });
-        }
-    }))
+/// One micro service being assembled: each verb becomes an endpoint on the wildcard subject
+/// `wildcard(verb)`, served by a handler that gets the context, the caller's id (from the
+/// subject) and the decoded request. Every request is handled in its own task and always gets
+/// a reply in the envelope.
+pub(crate) struct Endpoints {
+    service: Service,
+    ctx: Ctx,
+    wildcard: fn(&str) -> String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Endpoints {
+    pub(crate) async fn start(
+        ctx: &Ctx,
+        name: &str,
+        description: &str,
+        wildcard: fn(&str) -> String,
+    ) -> Result<Self, async_nats::Error> {
+        let service = ctx
+            .deps
+            .nats
+            .service_builder()
+            .description(description)
+            .queue_group(subjects::BROKER_QUEUE)
+            .start(name, env!("CARGO_PKG_VERSION"))
+            .await?;
+        Ok(Self {
+            service,
+            ctx: ctx.clone(),
+            wildcard,
+            tasks: Vec::new(),
+        })
+    }
+
+    pub(crate) async fn add<Req, Resp, F, Fut>(&mut self, verb: &str, handler: F) -> Result<(), async_nats::Error>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(Ctx, String, Req) -> Fut + Copy + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, WireError>> + Send + 'static,
+    {
+        let mut endpoint = self
+            .service
+            .endpoint_builder()
+            .name(verb.replace('.', "-"))
+            .add((self.wildcard)(verb))
+            .await?;
+        let ctx = self.ctx.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let subject = request.message.subject.to_string();
+                    let result = match subjects::identity_of(&subject) {
+                        None => Err(WireError::new(
+                            ErrorCode::Unauthorized,
+                            format!("subject {subject} carries no valid identity"),
+                        )),
+                        Some(id) => match decode::<Req>(&request.message.payload) {
+                            Ok(body) => handler(ctx, id.to_string(), body).await,
+                            Err(e) => Err(e),
+                        },
+                    };
+                    if let Err(e) = &result {
+                        tracing::info!(subject = %subject, code = ?e.code, error = %e.message, "request refused");
+                    }
+                    let reply = encode(&Reply::from_result(result));
+                    if let Err(e) = request.respond(Ok(reply.into())).await {
+                        tracing::warn!(subject = %subject, error = %e, "could not send reply");
+                    }
+                });
+            }
+        }));
+        Ok(())
+    }
+
+    /// A task that belongs with the service (a subscription, a consumer).
+    pub(crate) fn also(&mut self, task: JoinHandle<()>) {
+        self.tasks.push(task);
+    }
+
+    pub(crate) fn finish(self) -> (Service, Vec<JoinHandle<()>>) {
+        (self.service, self.tasks)
+    }
 }
 
 /// How long the gateways wait for an actor's answer.

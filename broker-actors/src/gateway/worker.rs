@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::{
     jetstream::{self, consumer::pull, AckKind},
-    service::{Service, ServiceExt},
+    service::Service,
 };
 use futures::StreamExt;
 use helium_protocol::{
@@ -20,7 +20,7 @@ use helium_protocol::{
 };
 use tokio::task::JoinHandle;
 
-use super::{add, read_artifact, unavailable, upload_chunk, upload_commit, CALL_MS};
+use super::{read_artifact, unavailable, upload_chunk, upload_commit, Endpoints, CALL_MS};
 use crate::{
     artifacts::{ArtifactsMsg, Caller, Target},
     jobs::ManagerMsg,
@@ -29,30 +29,22 @@ use crate::{
 };
 
 pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nats::Error> {
-    let service = ctx
-        .deps
-        .nats
-        .service_builder()
-        .description("Helium worker gateway: registration and artifacts for workers")
-        .queue_group(subjects::BROKER_QUEUE)
-        .start(subjects::WORKER_GATEWAY_SERVICE, env!("CARGO_PKG_VERSION"))
-        .await?;
-    let s = &service;
-    let on = |verb: &str| (verb.to_string(), subjects::worker_any(verb));
-    let (c, mut tasks) = (&ctx, Vec::new());
-    let (n, subject) = on(worker::REGISTER);
-    tasks.push(add(s, &n, subject, c, register).await?);
-    let (n, subject) = on(worker::ARTIFACT_BEGIN);
-    tasks.push(add(s, &n, subject, c, begin).await?);
-    let (n, subject) = on(worker::ARTIFACT_CHUNK);
-    tasks.push(add(s, &n, subject, c, chunk).await?);
-    let (n, subject) = on(worker::ARTIFACT_COMMIT);
-    tasks.push(add(s, &n, subject, c, commit).await?);
-    let (n, subject) = on(worker::ARTIFACT_READ);
-    tasks.push(add(s, &n, subject, c, read).await?);
-    tasks.push(heartbeats(ctx.clone()).await?);
-    tasks.push(run_events(ctx).await?);
-    Ok((service, tasks))
+    let description = "Helium worker gateway: registration and artifacts for workers";
+    let mut e = Endpoints::start(
+        &ctx,
+        subjects::WORKER_GATEWAY_SERVICE,
+        description,
+        subjects::worker_any,
+    )
+    .await?;
+    e.add(worker::REGISTER, register).await?;
+    e.add(worker::ARTIFACT_BEGIN, begin).await?;
+    e.add(worker::ARTIFACT_CHUNK, chunk).await?;
+    e.add(worker::ARTIFACT_COMMIT, commit).await?;
+    e.add(worker::ARTIFACT_READ, read).await?;
+    e.also(heartbeats(ctx.clone()).await?);
+    e.also(run_events(ctx).await?);
+    Ok(e.finish())
 }
 
 async fn register(c: Ctx, worker_id: String, register: Register) -> Result<Registered, WireError> {
