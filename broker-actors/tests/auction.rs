@@ -3,27 +3,15 @@
 
 mod common;
 
-use common::{requirements, Grid, ScriptedWorker};
+use common::{requirements, Grid, ScriptedWorker, CREDIT};
 use helium_protocol::{
-    api::{JobEventKind, JobRef, JobView},
+    api::{JobEventKind, JobView},
     job::JobState,
     subjects::api,
-    PROTOCOL_VERSION,
 };
 
-const CREDIT: u64 = 1_000_000;
-
 async fn status(grid: &Grid, principal: &str, job_id: &str) -> JobView {
-    grid.request(
-        principal,
-        api::JOB_STATUS,
-        &JobRef {
-            v: PROTOCOL_VERSION,
-            job_id: job_id.into(),
-        },
-    )
-    .await
-    .unwrap()
+    grid.job(principal, api::JOB_STATUS, job_id).await.unwrap()
 }
 
 #[tokio::test]
@@ -153,31 +141,12 @@ async fn a_budget_below_every_bid_waits_and_moves_no_credits() {
         .await
         .unwrap();
     assert!(format!("{:?}", events.last().unwrap()).contains("budget"));
-    let cancelled: JobView = grid
-        .request(
-            "alice",
-            api::JOB_CANCEL,
-            &JobRef {
-                v: PROTOCOL_VERSION,
-                job_id: job.job_id.clone(),
-            },
-        )
-        .await
-        .unwrap();
+    let cancelled: JobView = grid.job("alice", api::JOB_CANCEL, &job.job_id).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
     assert_eq!(grid.balance("owner-a").await.unwrap(), 0);
     // Another principal cannot see the job.
-    let other = grid
-        .request::<_, JobView>(
-            "mallory",
-            api::JOB_STATUS,
-            &JobRef {
-                v: PROTOCOL_VERSION,
-                job_id: job.job_id.clone(),
-            },
-        )
-        .await;
+    let other = grid.job("mallory", api::JOB_STATUS, &job.job_id).await;
     assert!(other.unwrap_err().to_string().contains("NotFound"));
     grid.assert_books_balanced().await;
 }

@@ -3,15 +3,12 @@
 
 mod common;
 
-use common::{requirements, Grid, Script, ScriptedWorker};
+use common::{requirements, Grid, Script, ScriptedWorker, CREDIT};
 use helium_protocol::{
-    api::{JobEventKind, JobRef, JobView},
+    api::{JobEventKind, JobView},
     job::JobState,
     subjects::api,
-    PROTOCOL_VERSION,
 };
-
-const CREDIT: u64 = 1_000_000;
 
 #[tokio::test]
 async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
@@ -60,17 +57,7 @@ async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
     );
     let resume = award.resume.expect("the second award resumes from the checkpoint");
     assert_eq!(resume.size, b"epoch-1-state".len() as u64);
-    let view: JobView = grid
-        .request(
-            "alice",
-            api::JOB_STATUS,
-            &JobRef {
-                v: PROTOCOL_VERSION,
-                job_id: job.job_id.clone(),
-            },
-        )
-        .await
-        .unwrap();
+    let view: JobView = grid.job("alice", api::JOB_STATUS, &job.job_id).await.unwrap();
     assert_eq!(
         (view.worker.as_deref(), view.paid, view.epochs_done),
         (Some("steady"), 25_000, 2)

@@ -14,7 +14,7 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy, message::PublishMessa
 use futures::StreamExt;
 use helium_broker_actors::{Broker, BrokerConfig};
 use helium_protocol::{
-    api::{Balance, Empty, Grant, JobEvent, JobEventKind, JobView, SubmitJob},
+    api::{Balance, Empty, Grant, JobEvent, JobEventKind, JobRef, JobView, SubmitJob},
     artifacts::{ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, UploadChunk, UploadStarted},
     decode, encode,
     job::{DeclaredWork, DeviceKind, JobState, Loss, OptimizerKind, OptimizerSpec, Requirements, TrainingSpec},
@@ -28,6 +28,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const OPERATOR: &str = "operator";
+/// Micro-credits in one credit.
+pub const CREDIT: u64 = 1_000_000;
 
 pub struct Grid {
     pub nats: NatsServer,
@@ -75,6 +77,19 @@ impl Grid {
         decode::<Reply<Resp>>(&message.payload)?
             .into_result()
             .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// `job.status` or `job.cancel` (`verb`) of `job_id`, as `principal`.
+    pub async fn job(&self, principal: &str, verb: &str, job_id: &str) -> Result<JobView> {
+        self.request(
+            principal,
+            verb,
+            &JobRef {
+                v: PROTOCOL_VERSION,
+                job_id: job_id.into(),
+            },
+        )
+        .await
     }
 
     pub async fn grant(&self, to: &str, micro: u64) -> Result<Balance> {
