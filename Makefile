@@ -11,7 +11,9 @@ VENV := $(CURDIR)/.venv
 # The cargo target dir lives outside the checkout so that CI's fresh clone reuses the build.
 CARGO_TARGET_DIR ?= $(HOME)/.cache/helium/target
 export CARGO_TARGET_DIR
-BIN_DIR := $(CARGO_TARGET_DIR)/debug
+# One optimized build serves the demo, the grid, the benchmarks and the tests (Cargo.toml).
+CARGO_PROFILE := --release
+BIN_DIR := $(CARGO_TARGET_DIR)/release
 # tch links the libtorch of the venv's torch wheel (DESIGN §10). torch-sys only checks that
 # LIBTORCH_USE_PYTORCH is set, but re-runs its build script when the value changes: giving it
 # the venv's path makes a checkout elsewhere (CI's clone) relink against its own venv instead
@@ -39,13 +41,13 @@ venv: $(STAMP)
 
 build: venv
 	@command -v cargo >/dev/null || { echo "need a Rust toolchain (rustup)"; exit 1; }
-	$(CARGO_ENV) cargo build --workspace --all-targets
+	$(CARGO_ENV) cargo build $(CARGO_PROFILE) --workspace --all-targets
 
 test: build
 	$(MAKE) --no-print-directory test-rust test-python
 
 test-rust:
-	$(CARGO_ENV) cargo test --workspace
+	$(CARGO_ENV) cargo test $(CARGO_PROFILE) --workspace
 
 test-python:
 	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 $(VENV)/bin/python -m pytest -q

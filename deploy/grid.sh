@@ -5,7 +5,7 @@
 set -Eeuo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 grid="$root/.helium/grid"
-bin="${HELIUM_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/helium/target}/debug}"
+bin="${HELIUM_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/helium/target}/release}"
 nats_server="$root/.venv/bin/nats-server"
 port="${HELIUM_PORT:-4222}"
 

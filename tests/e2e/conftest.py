@@ -13,7 +13,7 @@ teardown; its output is kept in ``<grid_dir>/logs`` and the tail is shown when i
 
 Environment:
 - ``HELIUM_BIN_DIR``: where ``helium-broker`` and ``helium-worker`` are (default
-  ``<repo>/target/debug``). Tests that need them are skipped when they are missing, unless
+  ``<repo>/target/release``). Tests that need them are skipped when they are missing, unless
   ``HELIUM_REQUIRE_BINARIES=1``, which turns the skip into a failure (for CI).
 - ``NATS_SERVER_BIN``: the nats-server binary (default: next to this Python, then ``PATH``).
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BIN_DIR = Path(os.environ.get("HELIUM_BIN_DIR", REPO / "target" / "debug"))
+BIN_DIR = Path(os.environ.get("HELIUM_BIN_DIR", REPO / "target" / "release"))
 READY_TIMEOUT_S = float(os.environ.get("HELIUM_READY_TIMEOUT_S", "120"))
 OPERATOR = "operator"
 

@@ -7,7 +7,7 @@ DESIGN §7: "trained on the grid must equal trained at home". Each test builds a
 The batch order is ported below (splitmix64 + Fisher–Yates, as in
 ``worker-actors/src/trainer/data.rs``), so shuffled runs can be reproduced exactly at home.
 
-Environment: ``HELIUM_BIN_DIR`` (default ``<repo>/target/debug``); a missing binary skips
+Environment: ``HELIUM_BIN_DIR`` (default ``<repo>/target/release``); a missing binary skips
 these tests unless ``HELIUM_REQUIRE_BINARIES=1``.
 """
 
@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
-BIN_DIR = Path(os.environ.get("HELIUM_BIN_DIR", REPO / "target" / "debug"))
+BIN_DIR = Path(os.environ.get("HELIUM_BIN_DIR", REPO / "target" / "release"))
 RUN_TIMEOUT_S = 300
 
 pytestmark = [
