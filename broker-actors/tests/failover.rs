@@ -1,5 +1,7 @@
-//! A worker that vanishes mid-run: it is paid for its checkpointed epochs only, and the job
-//! resumes from that checkpoint on another worker, which is sold only the remaining epochs.
+//! A worker that vanishes mid-run: it is paid for the steps up to its last verified
+//! checkpoint only, and the job resumes from that checkpoint on another worker, which is sold
+//! only the remaining epochs. Progress without a checkpoint, or a checkpoint never uploaded,
+//! earns nothing.
 
 mod common;
 
@@ -22,7 +24,8 @@ async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
         CREDIT,
         36.0,
         8,
-        Script::CheckpointThenVanish,
+        // 16 rows in batches of 8: 2 steps per epoch, 4 in the job; step 2 ends epoch 1.
+        Script::CheckpointThenVanish { step: 2 },
     )
     .await
     .unwrap();
@@ -56,7 +59,7 @@ async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
         "only the remaining epoch is sold"
     );
     let resume = award.resume.expect("the second award resumes from the checkpoint");
-    assert_eq!(resume.size, b"epoch-1-state".len() as u64);
+    assert_eq!(resume.size, b"step-state".len() as u64);
     let view: JobView = grid.job("alice", api::JOB_STATUS, &job.job_id).await.unwrap();
     assert_eq!(
         (view.worker.as_deref(), view.paid, view.epochs_done),
@@ -117,5 +120,51 @@ async fn a_worker_that_fails_through_its_own_fault_hands_the_job_on() {
     // `fine` alone qualifies in the second auction: its own cost, 2.0/h × 36 s.
     assert_eq!(grid.balance("owner-fine").await.unwrap(), 20_000);
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 20_000));
+    grid.assert_books_balanced().await;
+}
+
+/// Starts `flaky` alone (1.0/h × 36 s = 10 000 µ for the job's 4 steps) with `script`, waits
+/// until it is lost, and returns what its owner was paid.
+async fn paid_to_a_worker_that_vanishes(script: Script) -> (Grid, JobView, i128) {
+    let grid = Grid::start().await.unwrap();
+    grid.grant("alice", CREDIT).await.unwrap();
+    let _flaky = ScriptedWorker::with_script(&grid, "flaky", "owner-flaky", CREDIT, 36.0, 8, script)
+        .await
+        .unwrap();
+    let job = grid
+        .submit("alice", requirements(5 * CREDIT, CREDIT), 16)
+        .await
+        .unwrap();
+    let lost = |k: &JobEventKind| matches!(k, JobEventKind::State { state: JobState::Queued, reason: Some(r) } if r.contains("lost"));
+    grid.wait_event("alice", &job.job_id, lost).await.unwrap();
+    let paid = grid.balance("owner-flaky").await.unwrap();
+    let view: JobView = grid.job("alice", api::JOB_STATUS, &job.job_id).await.unwrap();
+    (grid, view, paid)
+}
+
+#[tokio::test]
+async fn a_mid_epoch_checkpoint_pays_its_steps_and_the_job_resumes_from_its_epoch() {
+    let (grid, view, paid) = paid_to_a_worker_that_vanishes(Script::CheckpointThenVanish { step: 3 }).await;
+    assert_eq!(paid, 7_500, "3 of the award's 4 steps");
+    assert_eq!((view.paid, view.epochs_done), (7_500, 1));
+    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 7_500));
+    grid.assert_books_balanced().await;
+}
+
+#[tokio::test]
+async fn progress_without_a_checkpoint_earns_nothing() {
+    let (grid, view, paid) = paid_to_a_worker_that_vanishes(Script::ProgressThenVanish).await;
+    assert_eq!(paid, 0, "claimed every epoch, checkpointed none");
+    assert_eq!((view.paid, view.epochs_done), (0, 0), "the job starts over");
+    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
+    grid.assert_books_balanced().await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_never_uploaded_earns_nothing() {
+    let (grid, view, paid) = paid_to_a_worker_that_vanishes(Script::UnverifiedCheckpointThenVanish).await;
+    assert_eq!(paid, 0);
+    assert_eq!(view.epochs_done, 0);
+    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
     grid.assert_books_balanced().await;
 }

@@ -100,10 +100,47 @@ pub struct TrainingSpec {
     pub seed: u64,
     #[serde(default = "default_true")]
     pub shuffle: bool,
+    /// When the trainer takes a checkpoint (the result is taken at the end in any case).
+    #[serde(default)]
+    pub checkpoint_every: CheckpointEvery,
 }
 
 fn default_true() -> bool {
     true
+}
+
+/// How often a run checkpoints: after this much training time or this many optimizer steps.
+/// A worker that is lost is paid for the steps up to its last checkpoint the broker verified,
+/// and the job resumes there, so a longer interval costs more work redone per failure, and a
+/// shorter one costs more checkpoint traffic. On the wire: `{"secs": 30.0}` or `{"steps": 500}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointEvery {
+    Secs(f64),
+    Steps(u64),
+}
+
+/// Seconds of training between checkpoints unless the job says otherwise.
+pub const DEFAULT_CHECKPOINT_SECS: f64 = 30.0;
+/// The shortest time-based interval a job may ask for.
+pub const MIN_CHECKPOINT_SECS: f64 = 1.0;
+
+impl Default for CheckpointEvery {
+    fn default() -> Self {
+        Self::Secs(DEFAULT_CHECKPOINT_SECS)
+    }
+}
+
+impl TrainingSpec {
+    /// Optimizer steps in one epoch of `samples` rows: the last batch may be short.
+    pub fn steps_per_epoch(&self, samples: u64) -> u64 {
+        samples.div_ceil(u64::from(self.batch_size.max(1)))
+    }
+
+    /// Optimizer steps of the whole job.
+    pub fn total_steps(&self, samples: u64) -> u64 {
+        self.steps_per_epoch(samples).saturating_mul(u64::from(self.epochs))
+    }
 }
 
 /// The constraints of the reverse auction. Money is in micro-credits.

@@ -120,20 +120,27 @@ pub enum RunEventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         parameters: Option<u64>,
     },
-    /// One epoch done; `checkpoint` names the uploaded checkpoint artifact, if any.
+    /// One epoch done: its metrics. Progress alone earns nothing; checkpoints do.
     Progress {
         epoch: u32,
         epochs: u32,
         step: u64,
         loss: f64,
         samples_per_sec: f64,
-        checkpoint: Option<ArtifactInfo>,
         /// On the job's validation split (`x_val`, `y_val`), when it has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         val_loss: Option<f64>,
         /// Only for classification losses.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         val_accuracy: Option<f64>,
+    },
+    /// A checkpoint after optimizer step `step` (`epoch` epochs complete) was uploaded as
+    /// `checkpoint`, and the broker verified its bytes on commit. It is what the worker is paid
+    /// for if the run does not finish, and where the job resumes.
+    Checkpoint {
+        step: u64,
+        epoch: u32,
+        checkpoint: ArtifactInfo,
     },
     /// Training finished and `result` was uploaded and verified.
     Completed {
@@ -156,6 +163,7 @@ impl RunEventKind {
         match self {
             Self::Started { .. } => "started",
             Self::Progress { .. } => "progress",
+            Self::Checkpoint { .. } => "checkpoint",
             Self::Completed { .. } => "completed",
             Self::Failed { .. } => "failed",
             Self::Cancelled => "cancelled",

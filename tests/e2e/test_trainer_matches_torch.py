@@ -133,6 +133,7 @@ def make_job(
     optimizer: dict | None = None,
     seed: int = 0,
     shuffle: bool = False,
+    checkpoint_every: dict | None = None,
 ) -> Path:
     job.mkdir(parents=True, exist_ok=True)
     torch.jit.script(model).save(str(job / "model.pt"))
@@ -145,6 +146,8 @@ def make_job(
         "seed": seed,
         "shuffle": shuffle,
     }
+    if checkpoint_every is not None:
+        spec["checkpoint_every"] = checkpoint_every
     (job / "spec.json").write_text(json.dumps(spec))
     return job
 
@@ -277,10 +280,7 @@ def test_full_batch_training_matches_torch_optim(tmp_path: Path, name: str) -> N
     assert all(p["epochs"] == epochs for p in progress)
     assert [p["step"] for p in progress] == list(range(1, epochs + 1)), "full batch: one step per epoch"
     assert progress[-1]["loss"] < progress[0]["loss"]
-    for p in progress:
-        assert p["checkpoint"] == f"checkpoints/{p['step']}.safetensors"
-        assert (job / p["checkpoint"]).is_file()
-    assert run.events[-1] == {"event": "completed", "result": "result.pt"}
+    assert run.events[-1] == {"event": "completed"}
 
     home, losses = train_at_home(job, Mlp())
     assert_same_parameters(job / "result.pt", home)
@@ -329,28 +329,69 @@ def test_shuffled_minibatches_follow_the_documented_order(tmp_path: Path) -> Non
     assert epoch_order(10, 42, 1) == [1, 4, 6, 8, 5, 2, 7, 3, 9, 0]
 
 
+def test_checkpoints_follow_the_step_policy(tmp_path: Path) -> None:
+    """50 rows in batches of 16: 4 steps an epoch, 12 in 3 epochs. Every 5 steps gives
+    checkpoints after steps 5 and 10, mid-epoch both; none at step 12, where the result stands."""
+    torch.manual_seed(7)
+    job = make_job(tmp_path / "job", Mlp(), classification_data(50), epochs=3, batch_size=16, shuffle=True,
+                   checkpoint_every={"steps": 5})
+    run = train_ok(job)
+    assert [(c["step"], c["epoch"]) for c in run.of("checkpoint")] == [(5, 1), (10, 2)]
+    assert sorted(p.name for p in (job / "checkpoints").iterdir()) == ["10.safetensors", "5.safetensors"]
+    kinds = [e["event"] for e in run.events]
+    assert kinds.index("checkpoint") > kinds.index("progress"), "step 5 comes after epoch 1's progress"
+    assert kinds[-1] == "completed"
+
+
+def resume_from(tmp_path: Path, name: str, model: nn.Module, data: dict, checkpoint: Path, **kw) -> Run:
+    resumed = make_job(tmp_path / name, model, data, **kw)
+    shutil.copy(checkpoint, resumed / "resume.safetensors")
+    return train_ok(resumed)
+
+
+def assert_same_result(a: Path, b: Path) -> None:
+    x, y = torch.jit.load(str(a)), torch.jit.load(str(b))
+    for (name, p), (_, q) in zip(x.state_dict().items(), y.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name  # parameters and BatchNorm buffers, bit for bit
+
+
 def test_resume_continues_the_same_trajectory(tmp_path: Path) -> None:
+    """Resumed from a checkpoint at an epoch's end or in the middle of one, a run (BatchNorm,
+    Dropout, shuffled minibatches) ends bit for bit where the uninterrupted run ends."""
     torch.manual_seed(5)
     model, data = Regularised(), classification_data(50)
-    kw = dict(batch_size=16, shuffle=True, seed=9, optimizer=OPTIMIZERS["adam"])
-    whole = make_job(tmp_path / "whole", model, data, epochs=4, **kw)
-    first = make_job(tmp_path / "first", model, data, epochs=2, **kw)
-    run_whole, run_first = train_ok(whole), train_ok(first)
+    kw = dict(epochs=4, batch_size=16, shuffle=True, seed=9, optimizer=OPTIMIZERS["adam"])
+    whole = make_job(tmp_path / "whole", model, data, checkpoint_every={"steps": 6}, **kw)
+    run_whole = train_ok(whole)
+    assert [(c["step"], c["epoch"]) for c in run_whole.of("checkpoint")] == [(6, 1), (12, 3)]
+    losses = [p["loss"] for p in run_whole.of("progress")]
 
-    resumed = make_job(tmp_path / "resumed", model, data, epochs=4, **kw)
-    shutil.copy(first / run_first.of("progress")[-1]["checkpoint"], resumed / "resume.safetensors")
-    run_resumed = train_ok(resumed)
+    mid = resume_from(tmp_path, "mid", model, data, whole / "checkpoints" / "6.safetensors", **kw)
+    assert [p["epoch"] for p in mid.of("progress")] == [2, 3, 4]
+    assert [p["step"] for p in mid.of("progress")] == [8, 12, 16]
+    assert [p["loss"] for p in mid.of("progress")] == losses[1:], "epoch 2's mean includes its steps before 6"
+    assert_same_result(whole / "result.pt", tmp_path / "mid" / "result.pt")
 
-    assert [p["epoch"] for p in run_resumed.of("progress")] == [3, 4]
-    assert [p["step"] for p in run_resumed.of("progress")] == [12, 16]
-    assert [p["loss"] for p in run_resumed.of("progress")] == [p["loss"] for p in run_whole.of("progress")[2:]]
-    a, b = torch.jit.load(str(whole / "result.pt")), torch.jit.load(str(resumed / "result.pt"))
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
-        assert torch.equal(x, y), name  # parameters and BatchNorm buffers, bit for bit
+    boundary = resume_from(tmp_path, "boundary", model, data, whole / "checkpoints" / "12.safetensors", **kw)
+    assert [p["epoch"] for p in boundary.of("progress")] == [4]
+    assert [p["loss"] for p in boundary.of("progress")] == losses[3:]
+    assert_same_result(whole / "result.pt", tmp_path / "boundary" / "result.pt")
 
-    ck = load_file(str(first / "checkpoints" / "8.safetensors"))
-    assert ck["train.step"].item() == 8 and ck["train.epoch"].item() == 2
+    ck = load_file(str(whole / "checkpoints" / "6.safetensors"))
+    assert ck["train.step"].item() == 6 and ck["train.epoch"].item() == 1
+    assert ck["train.loss_sum"].dtype == torch.float64 and ck["train.loss_sum"].item() > 0
     assert {"param.fc1.weight", "optim.exp_avg.fc1.weight", "optim.exp_avg_sq.bn.bias", "optim.step.fc2.bias"} <= ck.keys()
+
+
+def test_a_checkpoint_from_another_batch_size_is_refused(tmp_path: Path) -> None:
+    torch.manual_seed(8)
+    model, data = Mlp(), classification_data(50)
+    first = make_job(tmp_path / "first", model, data, epochs=2, batch_size=16, checkpoint_every={"steps": 6})
+    train_ok(first)
+    other = make_job(tmp_path / "other", model, data, epochs=2, batch_size=8)
+    shutil.copy(first / "checkpoints" / "6.safetensors", other / "resume.safetensors")
+    assert failure(other) == ("resume.safetensors does not fit this job: it was taken at step 6 after 1 epochs, "
+                              "which this job (2 epochs of 7 steps) does not have")
 
 
 def test_validation_metrics_are_reported(tmp_path: Path) -> None:

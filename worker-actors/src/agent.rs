@@ -40,7 +40,8 @@ pub struct AgentArgs {
     pub ask: Ask,
     pub work_dir: PathBuf,
     pub device: DeviceChoice,
-    pub threads: Option<i32>,
+    /// Intra-op threads each training child uses.
+    pub threads: i32,
     pub child_memory_bytes: Option<u64>,
     /// Resolved once at start: a rebuilt binary must not break the path of a running worker.
     pub exe: PathBuf,

@@ -37,8 +37,8 @@ pub struct WorkerConfig {
     /// Where job directories live (default: a temporary directory).
     #[arg(long, env = "HELIUM_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
-    /// libtorch CPU threads for training (default: libtorch's choice).
-    #[arg(long, env = "HELIUM_THREADS")]
+    /// CPU threads the trainer uses (default: every core this process may run on).
+    #[arg(long, env = "HELIUM_THREADS", value_parser = clap::value_parser!(i32).range(1..=4096))]
     pub threads: Option<i32>,
     /// Memory limit for the training child, GiB (RLIMIT_AS; CPU workers only).
     #[arg(long, env = "HELIUM_CHILD_MEMORY_GB")]
@@ -46,6 +46,13 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// `--threads`, or every core this process may run on.
+    pub fn training_threads(&self) -> i32 {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| i32::try_from(n.get()).unwrap_or(i32::MAX))
+        })
+    }
+
     pub fn price_micro(&self) -> u64 {
         (self.price.max(0.0) * helium_protocol::limits::MICRO_PER_CREDIT as f64).round() as u64
     }

@@ -6,6 +6,7 @@
 //! - [`agent`]: the WorkerAgent actor (register, heartbeat, bid, accept, cancel).
 //! - [`run`]: the TrainingRun actor (fetch artifacts, supervise the child, report, upload).
 //! - [`transfer`]: chunked, digest-checked artifact transfer through the broker.
+//! - [`uploader`]: a run's checkpoint uploads, one in flight, newest wins.
 //! - [`trainer`]: the tch trainer that runs inside the child process.
 //! - [`config`]: the binary's flags.
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod run;
 pub mod trainer;
 pub mod transfer;
+pub mod uploader;
 
 use helium_protocol::{job::DeviceKind, worker::Ask};
 
@@ -29,9 +31,7 @@ pub fn measure_ask(config: &WorkerConfig) -> Ask {
         DeviceChoice::Auto => trainer::cuda_available(),
     };
     let device = if cuda { tch::Device::Cuda(0) } else { tch::Device::Cpu };
-    if let Some(threads) = config.threads {
-        tch::set_num_threads(threads);
-    }
+    tch::set_num_threads(config.training_threads());
     let throughput = config
         .throughput
         .unwrap_or_else(|| trainer::benchmark(device, BENCHMARK_SECS));

@@ -1,8 +1,10 @@
 //! The TrainingRun actor: one awarded job on this worker. It fetches the model, data (and a
 //! checkpoint to resume from) through the broker, starts `helium-worker train` as a child
 //! process (TorchScript is untrusted code: the child gets a memory limit and dies with its
-//! parent), turns the child's JSON lines into durable run events, and uploads each checkpoint
-//! and the result. Cancel kills the child.
+//! parent), turns the child's JSON lines into durable run events, hands each checkpoint to the
+//! run's [`Uploader`] (in the background: progress is reported at once), and uploads the
+//! result. Cancel kills the child. Files are named by this side from the step the child
+//! reports, never taken from the child's output.
 
 use std::{path::PathBuf, process::Stdio};
 
@@ -23,8 +25,9 @@ use tokio::{
 
 use crate::{
     agent::AgentMsg,
-    trainer::{DeviceChoice, TrainerEvent},
+    trainer::{checkpoint, DeviceChoice, TrainerEvent},
     transfer,
+    uploader::{Pending, Uploaded, Uploader},
 };
 
 pub enum RunMsg {
@@ -32,6 +35,8 @@ pub enum RunMsg {
     Prepare,
     /// One stdout line of the child.
     Line(String),
+    /// A checkpoint's upload ended.
+    Uploaded(Uploaded),
     Exited(String),
     /// The broker cancelled the award: kill the child, report nothing more.
     Cancel,
@@ -53,7 +58,8 @@ pub struct RunArgs {
     pub award: Award,
     pub job_dir: PathBuf,
     pub device: DeviceChoice,
-    pub threads: Option<i32>,
+    /// Intra-op threads for the trainer.
+    pub threads: i32,
     pub child_memory_bytes: Option<u64>,
     /// The `helium-worker` binary to run as `train` child.
     pub exe: PathBuf,
@@ -72,7 +78,7 @@ pub struct RunState {
     failure: Option<Failure>,
     finished: bool,
     cancelled: bool,
-    last_checkpoint: Option<PathBuf>,
+    uploader: Option<Uploader>,
 }
 
 impl Actor for TrainingRun {
@@ -90,13 +96,16 @@ impl Actor for TrainingRun {
             failure: None,
             finished: false,
             cancelled: false,
-            last_checkpoint: None,
+            uploader: None,
         })
     }
 
     async fn post_stop(&self, _me: ActorRef<RunMsg>, state: &mut RunState) -> Result<(), ActorProcessingErr> {
         if let Some(kill) = state.kill.take() {
             let _ = kill.send(());
+        }
+        if let Some(uploader) = state.uploader.take() {
+            uploader.abort();
         }
         let _ = tokio::fs::remove_dir_all(&state.args.job_dir).await;
         Ok(())
@@ -121,6 +130,21 @@ impl Actor for TrainingRun {
                     state.on_line(&line).await;
                 }
             }
+            RunMsg::Uploaded(Uploaded { step, epoch, result }) => match result {
+                Ok(checkpoint) if !state.finished && !state.cancelled => {
+                    state
+                        .report(RunEventKind::Checkpoint {
+                            step,
+                            epoch,
+                            checkpoint,
+                        })
+                        .await
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(job = %state.job_id(), step, error = %e, "checkpoint upload failed; the next one may succeed")
+                }
+            },
             RunMsg::Exited(status) => {
                 if !state.finished && !state.cancelled {
                     // The trainer's own `failed` line blames the model or data; anything else
@@ -187,9 +211,11 @@ impl RunState {
             .arg(dir)
             .arg("--device")
             .arg(device_flag(self.args.device));
-        if let Some(threads) = self.args.threads {
-            command.arg("--threads").arg(threads.to_string());
-        }
+        command.arg("--threads").arg(self.args.threads.to_string());
+        // OpenMP threads sleep when idle instead of spinning: a spinning pool steals the cores
+        // the agent and broker need for a checkpoint, and gains nothing between libtorch ops
+        // this coarse (measured in docs/BENCHMARKS.md).
+        command.env("OMP_WAIT_POLICY", "PASSIVE");
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -207,6 +233,7 @@ impl RunState {
                 }
             }
         });
+        self.uploader = Some(self.checkpoint_uploader(me));
         let (kill, killed) = oneshot::channel();
         self.kill = Some(kill);
         let mut cancelled = self.args.cancel.clone();
@@ -232,6 +259,29 @@ impl RunState {
         });
         tracing::info!(job = %self.job_id(), award = %award.award_id, "trainer started");
         Ok(())
+    }
+
+    fn checkpoint_uploader(&self, me: &ActorRef<RunMsg>) -> Uploader {
+        let (nats, worker_id, job_id) = (
+            self.args.nats.clone(),
+            self.args.worker_id.clone(),
+            self.job_id().to_string(),
+        );
+        let me = me.clone();
+        Uploader::spawn(
+            move |p: Pending| {
+                let (nats, worker_id, job_id) = (nats.clone(), worker_id.clone(), job_id.clone());
+                async move {
+                    let name = format!("{}{}", artifacts::CHECKPOINTS, p.step);
+                    transfer::upload(&nats, &worker_id, &job_id, &name, &p.path)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            },
+            move |uploaded| {
+                let _ = me.send_message(RunMsg::Uploaded(uploaded));
+            },
+        )
     }
 
     async fn release(&self) {
@@ -263,39 +313,33 @@ impl RunState {
                 step,
                 loss,
                 samples_per_sec,
-                checkpoint,
                 val_loss,
                 val_accuracy,
             } => {
-                let path = self.args.job_dir.join(&checkpoint);
-                let name = format!("{}{step}", artifacts::CHECKPOINTS);
-                let uploaded =
-                    transfer::upload(&self.args.nats, &self.args.worker_id, self.job_id(), &name, &path).await;
-                let checkpoint = match uploaded {
-                    Ok(info) => Some(info),
-                    Err(e) => {
-                        tracing::warn!(job = %self.job_id(), error = %e, "checkpoint upload failed; progress reported without it");
-                        None
-                    }
-                };
-                // Only the newest checkpoint is kept locally.
-                if let Some(old) = self.last_checkpoint.replace(path) {
-                    let _ = tokio::fs::remove_file(old).await;
-                }
+                tracing::debug!(job = %self.job_id(), epoch, epochs, loss, samples_per_sec, "epoch done");
                 self.report(RunEventKind::Progress {
                     epoch,
                     epochs,
                     step,
                     loss,
                     samples_per_sec,
-                    checkpoint,
                     val_loss,
                     val_accuracy,
                 })
                 .await;
             }
-            TrainerEvent::Completed { result } => {
-                let path = self.args.job_dir.join(result);
+            TrainerEvent::Checkpoint { step, epoch } => {
+                if let Some(uploader) = &self.uploader {
+                    let path = self.args.job_dir.join(checkpoint::relative_path(step));
+                    uploader.offer(Pending { step, epoch, path });
+                }
+            }
+            TrainerEvent::Completed {} => {
+                // The result supersedes a checkpoint still waiting; one in flight ends first.
+                if let Some(uploader) = self.uploader.take() {
+                    uploader.finish().await;
+                }
+                let path = self.args.job_dir.join(RESULT_FILE);
                 match transfer::upload(
                     &self.args.nats,
                     &self.args.worker_id,
@@ -323,6 +367,7 @@ impl RunState {
         // is deduplicated by the stream.
         let dedup = match &kind {
             RunEventKind::Progress { epoch, .. } => format!("progress-{epoch}"),
+            RunEventKind::Checkpoint { step, .. } => format!("checkpoint-{step}"),
             other => other.name().to_string(),
         };
         let event = RunEvent {
@@ -350,6 +395,9 @@ impl RunState {
         tracing::error!(job = %self.job_id(), "run event lost after 5 attempts");
     }
 }
+
+/// Where the trainer writes the trained module, in the job dir.
+const RESULT_FILE: &str = "result.pt";
 
 fn device_flag(device: DeviceChoice) -> &'static str {
     match device {

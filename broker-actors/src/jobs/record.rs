@@ -4,7 +4,7 @@
 use helium_protocol::{
     api::{JobView, SubmitJob},
     artifacts::ArtifactInfo,
-    job::{DeclaredWork, JobState, Requirements, TrainingSpec},
+    job::{CheckpointEvery, DeclaredWork, JobState, Requirements, TrainingSpec, MIN_CHECKPOINT_SECS},
     WireError,
 };
 use serde::{Deserialize, Serialize};
@@ -21,11 +21,15 @@ pub struct AwardRecord {
     pub eta_secs: f64,
     /// Epochs already done (and paid) before this award started.
     pub start_epoch: u32,
+    /// Optimizer steps already done (and paid) before this award started: where it resumes.
+    #[serde(default)]
+    pub start_step: u64,
     /// Whether this award's hold was posted/voided already.
     pub settled: bool,
-    /// Epochs to pay for, once settlement was decided; kept so a failed settlement is retried.
+    /// Steps of this award to pay for, once settlement was decided; kept so a failed
+    /// settlement is retried with the same amounts.
     #[serde(default)]
-    pub settle_epochs: Option<u32>,
+    pub settle_steps: Option<u64>,
     /// Result uploaded by this award's worker and verified on commit.
     #[serde(default)]
     pub stored_result: Option<ArtifactInfo>,
@@ -34,8 +38,11 @@ pub struct AwardRecord {
     pub stored_checkpoint: Option<ArtifactInfo>,
 }
 
+/// The newest checkpoint the broker verified: where the job resumes, and what a worker that
+/// does not finish is paid up to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointRecord {
+    /// Epochs complete at `step`.
     pub epoch: u32,
     pub step: u64,
     pub artifact: ArtifactInfo,
@@ -90,6 +97,13 @@ pub fn validate(req: &SubmitJob, now_ms: u64) -> Result<(), WireError> {
     if !(o.eps.is_finite() && o.eps > 0.0) {
         return bad("eps must be positive");
     }
+    match t.checkpoint_every {
+        CheckpointEvery::Secs(s) if !(s.is_finite() && s >= MIN_CHECKPOINT_SECS) => {
+            return bad("checkpoint_every must be at least 1 second");
+        }
+        CheckpointEvery::Steps(0) => return bad("checkpoint_every must be at least 1 step"),
+        _ => {}
+    }
     if req.requirements.budget == 0 {
         return bad("budget must be positive");
     }
@@ -109,13 +123,14 @@ pub fn validate(req: &SubmitJob, now_ms: u64) -> Result<(), WireError> {
 }
 
 /// How a held `price` splits when an award ends: the owner is paid for the fraction of the
-/// award's epochs that are done and checkpointed (all of it on completion), the rest goes back.
-pub fn settlement(price: u64, award_epochs: u32, paid_epochs: u32) -> (u64, u64) {
-    if award_epochs == 0 {
+/// award's optimizer steps that are done and checkpointed (all of it on completion), the rest
+/// goes back.
+pub fn settlement(price: u64, award_steps: u64, paid_steps: u64) -> (u64, u64) {
+    if award_steps == 0 {
         return (0, price);
     }
-    let paid_epochs = paid_epochs.min(award_epochs);
-    let pay = (u128::from(price) * u128::from(paid_epochs) / u128::from(award_epochs)) as u64;
+    let paid_steps = paid_steps.min(award_steps);
+    let pay = (u128::from(price) * u128::from(paid_steps) / u128::from(award_steps)) as u64;
     (pay, price - pay)
 }
 

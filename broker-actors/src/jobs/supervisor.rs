@@ -428,8 +428,9 @@ impl SupervisorState {
             price: winner.price,
             eta_secs: winner.eta_secs,
             start_epoch: self.record.view.epochs_done,
+            start_step: self.record.checkpoint.as_ref().map_or(0, |c| c.step),
             settled: false,
-            settle_epochs: None,
+            settle_steps: None,
             stored_result: None,
             stored_checkpoint: None,
         });
@@ -515,18 +516,17 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Pays the current award's owner for `paid_epochs` (of the award's own epochs), refunds the
+    /// Pays the current award's owner for `paid_steps` (of the award's own steps), refunds the
     /// rest, frees the worker. Transfer ids derive from the award, so a retry is a no-op.
-    async fn settle(&mut self, paid_epochs: u32) -> Result<(), ActorProcessingErr> {
+    async fn settle(&mut self, paid_steps: u64) -> Result<(), ActorProcessingErr> {
         let Some(mut award) = self.record.award.clone().filter(|a| !a.settled) else {
             return Ok(());
         };
         // The first decision stands: a retry pays what was decided, not what a later event says.
-        let paid_epochs = *award.settle_epochs.get_or_insert(paid_epochs);
+        let paid_steps = *award.settle_steps.get_or_insert(paid_steps);
         self.record.award = Some(award.clone());
         let job_id = self.job_id().to_string();
-        let award_epochs = self.record.work.epochs.saturating_sub(award.start_epoch);
-        let (pay, refund) = settlement(award.price, award_epochs, paid_epochs);
+        let (pay, refund) = settlement(award.price, self.award_steps(&award), paid_steps);
         let principal = self.record.view.principal.clone();
         let n = award.n;
         let paid = self
@@ -610,10 +610,9 @@ impl SupervisorState {
             RunEventKind::Progress {
                 epoch,
                 epochs,
-                step,
+                step: _,
                 loss,
                 samples_per_sec,
-                checkpoint,
                 val_loss,
                 val_accuracy,
             } => {
@@ -625,23 +624,6 @@ impl SupervisorState {
                 }
                 self.record.view.epochs_done = epoch;
                 self.record.view.last_loss = loss.is_finite().then_some(loss);
-                // A checkpoint counts (for payment and resume) only if this worker uploaded it and
-                // the broker verified its digest.
-                if let Some(artifact) = checkpoint {
-                    let name = format!("{}{step}", artifacts::CHECKPOINTS);
-                    match &award.stored_checkpoint {
-                        Some(stored) if stored.name == name && same_bytes(stored, &artifact) => {
-                            self.record.checkpoint = Some(CheckpointRecord {
-                                epoch,
-                                step,
-                                artifact: stored.clone(),
-                            });
-                        }
-                        _ => {
-                            tracing::warn!(job = %self.job_id(), worker = %worker_id, step, "progress names a checkpoint that was not uploaded; ignored")
-                        }
-                    }
-                }
                 self.persist().await?;
                 self.event(JobEventKind::Progress {
                     epoch,
@@ -652,6 +634,17 @@ impl SupervisorState {
                     val_accuracy,
                 })
                 .await;
+            }
+            RunEventKind::Checkpoint {
+                step,
+                epoch,
+                checkpoint,
+            } => {
+                if let Err(e) = self.accept_checkpoint(&award, step, epoch, &checkpoint) {
+                    tracing::warn!(job = %self.job_id(), worker = %worker_id, step, error = %e.message, "checkpoint refused");
+                    return Ok(Err(e));
+                }
+                self.persist().await?;
             }
             RunEventKind::Completed { result } => {
                 // Only a result that this worker uploaded and the broker verified counts.
@@ -670,16 +663,14 @@ impl SupervisorState {
                     name: artifacts::RESULT.into(),
                     ..result
                 });
-                let award_epochs = self.record.work.epochs.saturating_sub(award.start_epoch);
-                self.settle(award_epochs).await?;
+                self.settle(self.award_steps(&award)).await?;
                 self.move_to(JobState::Completed, None).await?;
             }
             RunEventKind::Failed {
                 reason,
                 worker_fault: false,
             } => {
-                let done = self.checkpointed_epochs_of(&award);
-                self.settle(done).await?;
+                self.settle(self.checkpointed_steps_of(&award)).await?;
                 self.move_to(JobState::Failed, Some(reason)).await?;
             }
             RunEventKind::Failed {
@@ -706,13 +697,66 @@ fn same_bytes(a: &ArtifactInfo, b: &ArtifactInfo) -> bool {
 }
 
 impl SupervisorState {
-    /// Epochs of `award` covered by the last checkpoint.
-    fn checkpointed_epochs_of(&self, award: &AwardRecord) -> u32 {
+    /// Optimizer steps of the whole job.
+    fn total_steps(&self) -> u64 {
+        self.record.training.total_steps(self.record.work.samples)
+    }
+
+    /// Steps `award` was sold: from where it resumed to the end.
+    fn award_steps(&self, award: &AwardRecord) -> u64 {
+        self.total_steps().saturating_sub(award.start_step)
+    }
+
+    /// Steps of `award` covered by the last verified checkpoint: what it is paid for if it
+    /// does not finish.
+    fn checkpointed_steps_of(&self, award: &AwardRecord) -> u64 {
         self.record
             .checkpoint
             .as_ref()
-            .map(|c| c.epoch.saturating_sub(award.start_epoch))
-            .unwrap_or(0)
+            .map_or(0, |c| c.step.saturating_sub(award.start_step))
+    }
+
+    /// A checkpoint counts (for payment and resume) only if this award's worker uploaded it, the
+    /// broker verified its bytes on commit, and it moves the job forward consistently: a later
+    /// step than the last checkpoint, within the job, with the epoch that step implies.
+    fn accept_checkpoint(
+        &mut self,
+        award: &AwardRecord,
+        step: u64,
+        epoch: u32,
+        artifact: &ArtifactInfo,
+    ) -> Result<(), WireError> {
+        let name = format!("{}{step}", artifacts::CHECKPOINTS);
+        let verified = award
+            .stored_checkpoint
+            .as_ref()
+            .filter(|stored| stored.name == name && same_bytes(stored, artifact))
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::DigestMismatch,
+                    format!("{name} was not uploaded and verified"),
+                )
+            })?;
+        let last = self.record.checkpoint.as_ref().map_or(award.start_step, |c| c.step);
+        if step <= last || step > self.total_steps() {
+            return Err(WireError::bad_request(format!(
+                "checkpoint at step {step} does not follow step {last} within the job's {} steps",
+                self.total_steps()
+            )));
+        }
+        let per_epoch = self.record.training.steps_per_epoch(self.record.work.samples);
+        if per_epoch == 0 || u64::from(epoch) != step / per_epoch {
+            return Err(WireError::bad_request(format!(
+                "a checkpoint at step {step} is after {} complete epochs, not {epoch}",
+                step / per_epoch.max(1)
+            )));
+        }
+        self.record.checkpoint = Some(CheckpointRecord {
+            epoch,
+            step,
+            artifact: verified.clone(),
+        });
+        Ok(())
     }
 
     async fn cancel(&mut self) -> Result<(), ActorProcessingErr> {
@@ -741,8 +785,7 @@ impl SupervisorState {
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), nats.request(subject, encode(&cancel).into())).await;
         });
-        let done = self.checkpointed_epochs_of(&award);
-        self.settle(done).await
+        self.settle(self.checkpointed_steps_of(&award)).await
     }
 
     async fn worker_lost(&mut self, me: &ActorRef<SupervisorMsg>, worker_id: &str) -> Result<(), ActorProcessingErr> {
@@ -768,8 +811,7 @@ impl SupervisorState {
         if self.record.view.state.is_terminal() {
             return Ok(());
         }
-        let done = self.checkpointed_epochs_of(&award);
-        self.settle(done).await?;
+        self.settle(self.checkpointed_steps_of(&award)).await?;
         // Resume from the last checkpoint: the next award sells only the remaining epochs.
         self.record.view.epochs_done = self.record.checkpoint.as_ref().map(|c| c.epoch).unwrap_or(0);
         let reason = format!(
@@ -799,9 +841,9 @@ impl SupervisorState {
             .record
             .award
             .as_ref()
-            .is_some_and(|a| !a.settled && a.settle_epochs.is_some())
+            .is_some_and(|a| !a.settled && a.settle_steps.is_some())
         {
-            self.settle(0).await?; // the decided epochs were kept in the record
+            self.settle(0).await?; // the decided steps were kept in the record
             self.persist().await?;
         }
         if self
@@ -922,7 +964,15 @@ impl SupervisorState {
             .strip_prefix(artifacts::CHECKPOINTS)
             .and_then(|s| s.parse::<u64>().ok())
         {
-            Some(step) => Ok(keys::checkpoint(job_id, step)),
+            Some(step)
+                if step > self.record.checkpoint.as_ref().map_or(0, |c| c.step) && step <= self.total_steps() =>
+            {
+                Ok(keys::checkpoint(job_id, step))
+            }
+            Some(step) => Err(WireError::bad_request(format!(
+                "checkpoint step {step} is not after the job's last checkpoint, or past its {} steps",
+                self.total_steps()
+            ))),
             None => Err(WireError::bad_request(format!(
                 "a worker uploads `result` or `checkpoints/<step>`, not `{name}`"
             ))),

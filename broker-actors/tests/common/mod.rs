@@ -248,6 +248,7 @@ pub fn training(epochs: u32) -> TrainingSpec {
         },
         seed: 0,
         shuffle: true,
+        checkpoint_every: Default::default(),
     }
 }
 
@@ -280,8 +281,14 @@ pub fn safetensors_xy(rows: usize, y_rows: usize) -> Vec<u8> {
 pub enum Script {
     /// Starts, uploads a result and completes at once.
     Complete,
-    /// Starts, uploads a checkpoint for epoch 1, reports it, then vanishes (no more heartbeats).
-    CheckpointThenVanish,
+    /// Starts, uploads a checkpoint after optimizer step `step`, reports it and the first
+    /// epoch's progress, then vanishes (no more heartbeats).
+    CheckpointThenVanish { step: u64 },
+    /// Reports the last epoch's progress without any checkpoint, then vanishes: a lie about
+    /// work done, which must earn nothing.
+    ProgressThenVanish,
+    /// Reports a checkpoint it never uploaded, then vanishes.
+    UnverifiedCheckpointThenVanish,
     /// Starts and reports a model ten times bigger than the job declared.
     UndeclaredBigModel,
     /// Starts, then fails through its own fault (as a failed download would).
@@ -480,30 +487,66 @@ async fn run_award(
             };
             publish(failed, "failed").await
         }
-        Script::CheckpointThenVanish => {
-            let step = 3;
+        Script::CheckpointThenVanish { step } => {
             let checkpoint = upload(
                 nats,
                 id,
                 &award.job_id,
                 &format!("checkpoints/{step}"),
-                b"epoch-1-state".to_vec(),
+                b"step-state".to_vec(),
             )
             .await?;
-            let epochs = award.training.epochs;
-            let progress = RunEventKind::Progress {
-                epoch: 1,
-                epochs,
-                step,
-                loss: 0.5,
-                samples_per_sec: 100.0,
-                checkpoint: Some(checkpoint),
-                val_loss: None,
-                val_accuracy: None,
-            };
-            publish(progress, "progress-1").await?;
+            let per_epoch = award.training.steps_per_epoch(award.work.samples);
+            let epoch = (step / per_epoch) as u32;
+            publish(
+                RunEventKind::Checkpoint {
+                    step,
+                    epoch,
+                    checkpoint,
+                },
+                &format!("checkpoint-{step}"),
+            )
+            .await?;
+            publish(progress(1, award.training.epochs, per_epoch), "progress-1").await?;
             vanish.notify_one();
             Ok(())
         }
+        Script::ProgressThenVanish => {
+            let epochs = award.training.epochs;
+            let per_epoch = award.training.steps_per_epoch(award.work.samples);
+            publish(progress(epochs, epochs, per_epoch * u64::from(epochs)), "progress-last").await?;
+            vanish.notify_one();
+            Ok(())
+        }
+        Script::UnverifiedCheckpointThenVanish => {
+            let checkpoint = ArtifactInfo {
+                name: "checkpoints/2".into(),
+                size: 10,
+                sha256: "ab".repeat(32),
+            };
+            publish(
+                RunEventKind::Checkpoint {
+                    step: 2,
+                    epoch: 1,
+                    checkpoint,
+                },
+                "checkpoint-2",
+            )
+            .await?;
+            vanish.notify_one();
+            Ok(())
+        }
+    }
+}
+
+fn progress(epoch: u32, epochs: u32, step: u64) -> RunEventKind {
+    RunEventKind::Progress {
+        epoch,
+        epochs,
+        step,
+        loss: 0.5,
+        samples_per_sec: 100.0,
+        val_loss: None,
+        val_accuracy: None,
     }
 }

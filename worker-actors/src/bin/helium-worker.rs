@@ -84,7 +84,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         ask,
         work_dir,
         device: config.device,
-        threads: config.threads,
+        threads: config.training_threads(),
         // An address-space limit breaks CUDA's virtual reservations, so it binds CPU workers only.
         child_memory_bytes: config
             .child_memory_gb

@@ -1,21 +1,27 @@
 //! Checkpoints: everything needed to continue the same trajectory elsewhere, in one
 //! safetensors file (no pickle, DESIGN §7), so the broker can store it and another worker can
-//! resume from it.
+//! resume from it, mid-epoch included.
 //!
 //! Tensor names, by prefix:
 //! - `train.step`, `train.epoch`: i64 scalars, optimizer steps taken and epochs completed;
+//! - `train.loss_sum`: f64 scalar, the size-weighted loss sum of the epoch in progress, so a
+//!   resumed run reports the same epoch mean as an uninterrupted one;
 //! - `param.<name>`: each parameter, named as in the model's `state_dict()`;
 //! - `optim.<state>.<name>`: optimizer state (`step`, `exp_avg`, `exp_avg_sq`,
 //!   `momentum_buffer`), as in torch.optim's `state_dict()`;
 //! - `module.torchscript`: u8, the module as a TorchScript archive. It carries the buffers
 //!   (BatchNorm statistics…), which tch cannot list individually.
 //!
-//! A checkpoint is written aside, fsynced and renamed, so a reader (the agent uploading it
-//! after the `progress` line) never sees a partial file.
+//! Taking a checkpoint is split in two: [`Snapshot::take`] copies the tensors on the training
+//! thread (a memory copy), and the [`Writer`] thread serialises, fsyncs and renames it, then
+//! reports it, while training goes on. A reader (the agent uploading it after the `checkpoint`
+//! line) never sees a partial file.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
 
 use tch::{Device, Kind, Tensor};
 
@@ -29,52 +35,146 @@ pub const ARCHIVE: &str = "module.torchscript";
 pub struct Checkpoint {
     pub step: u64,
     pub epoch: u32,
+    /// Loss sum of the partial epoch after `step` (0 at an epoch boundary).
+    pub loss_sum: f64,
     pub params: Vec<(String, Tensor)>,
     pub optim: HashMap<String, Tensor>,
     pub archive: Option<Vec<u8>>,
 }
 
-/// `checkpoints/<step>.safetensors`, relative to the job dir, as reported in `progress`.
+/// `checkpoints/<step>.safetensors`, relative to the job dir. The agent derives the path from
+/// the step in the `checkpoint` line; it never takes a path from the child.
 pub fn relative_path(step: u64) -> PathBuf {
     PathBuf::from("checkpoints").join(format!("{step}.safetensors"))
 }
 
-/// Writes the checkpoint after `epoch` (1-based) at optimizer `step` under `dir`.
-pub fn write(
-    dir: &Path,
-    step: u64,
-    epoch: u32,
-    model: &ScriptModel,
-    optimizer: &Optimizer,
-    trainable_names: &[String],
-) -> Result<PathBuf, TrainError> {
-    let rel = relative_path(step);
-    let path = dir.join(&rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| TrainError::Write {
-            path: parent.to_owned(),
-            source,
-        })?;
+/// A checkpoint's tensors, copied to the CPU: training may change the live ones at once.
+pub struct Snapshot {
+    pub step: u64,
+    pub epoch: u32,
+    tensors: Vec<(String, Tensor)>,
+}
+
+impl Snapshot {
+    /// Copies the state after optimizer `step` (`epoch` epochs complete, `loss_sum` of the
+    /// epoch in progress). `scratch` is a file the module archive passes through.
+    pub fn take(
+        step: u64,
+        epoch: u32,
+        loss_sum: f64,
+        model: &ScriptModel,
+        optimizer: &Optimizer,
+        trainable_names: &[String],
+        scratch: &Path,
+    ) -> Result<Self, TrainError> {
+        let archive = model.archive_bytes(scratch)?;
+        let mut tensors: Vec<(String, Tensor)> = vec![
+            ("train.step".into(), Tensor::from(step as i64)),
+            ("train.epoch".into(), Tensor::from(i64::from(epoch))),
+            ("train.loss_sum".into(), Tensor::from(loss_sum)),
+            (ARCHIVE.into(), Tensor::from_slice(&archive)),
+        ];
+        let _guard = tch::no_grad_guard();
+        for (name, p) in model.named_parameters() {
+            tensors.push((format!("param.{name}"), cpu_copy(p)?));
+        }
+        for (name, t) in optimizer.state_tensors(trainable_names) {
+            tensors.push((name, cpu_copy(&t)?));
+        }
+        Ok(Self { step, epoch, tensors })
     }
-    let archive = model.archive_bytes(&path.with_extension("archive.tmp"))?;
-    let mut tensors: Vec<(String, Tensor)> = vec![
-        ("train.step".into(), Tensor::from(step as i64)),
-        ("train.epoch".into(), Tensor::from(i64::from(epoch))),
-        (ARCHIVE.into(), Tensor::from_slice(&archive)),
-    ];
-    for (name, p) in model.named_parameters() {
-        tensors.push((format!("param.{name}"), p.shallow_clone()));
+
+    /// Writes the snapshot under `dir` at [`relative_path`], durably.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, TrainError> {
+        let rel = relative_path(self.step);
+        let path = dir.join(&rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| TrainError::Write {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        let tmp = path.with_extension("safetensors.tmp");
+        Tensor::write_safetensors(&self.tensors, &tmp).ctx("writing a checkpoint")?;
+        sync_and_rename(&tmp, &path)?;
+        Ok(rel)
     }
-    tensors.extend(optimizer.state_tensors(trainable_names));
-    let on_cpu = tensors
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?)))
-        .collect::<Result<Vec<_>, tch::TchError>>()
-        .ctx("copying the checkpoint to the CPU")?;
-    let tmp = path.with_extension("safetensors.tmp");
-    Tensor::write_safetensors(&on_cpu, &tmp).ctx("writing a checkpoint")?;
-    sync_and_rename(&tmp, &path)?;
-    Ok(rel)
+}
+
+/// A detached, contiguous copy on the CPU that shares no storage with `t`.
+fn cpu_copy(t: &Tensor) -> Result<Tensor, TrainError> {
+    t.f_detach()
+        .and_then(|d| d.f_to_device_(Device::Cpu, d.kind(), false, true))
+        .and_then(|c| c.f_contiguous())
+        .ctx("copying the checkpoint to the CPU")
+}
+
+/// The checkpoint writer thread. [`Writer::submit`] hands it a snapshot and returns at once
+/// unless the previous snapshot is still being written (the rendezvous channel holds none
+/// queued), so at most two snapshots exist at a time and the training thread waits for its
+/// disk only when asked to checkpoint faster than the disk writes. Each written checkpoint is
+/// reported through `written(step, epoch)`, in order.
+pub struct Writer {
+    tx: Option<SyncSender<Snapshot>>,
+    thread: Option<JoinHandle<Result<(), TrainError>>>,
+}
+
+impl Writer {
+    pub fn start<F>(dir: PathBuf, mut written: F) -> Self
+    where
+        F: FnMut(u64, u32) -> Result<(), TrainError> + Send + 'static,
+    {
+        let (tx, rx) = sync_channel::<Snapshot>(0);
+        let thread = std::thread::Builder::new()
+            .name("checkpoint-writer".into())
+            .spawn(move || {
+                for snapshot in rx {
+                    snapshot.write(&dir)?;
+                    written(snapshot.step, snapshot.epoch)?;
+                }
+                Ok(())
+            });
+        match thread {
+            Ok(thread) => Self {
+                tx: Some(tx),
+                thread: Some(thread),
+            },
+            // No thread: write on the caller's thread instead (see `submit`).
+            Err(e) => {
+                tracing::warn!(error = %e, "no checkpoint writer thread; checkpoints are written inline");
+                Self { tx: None, thread: None }
+            }
+        }
+    }
+
+    /// Hands `snapshot` to the writer; a write error of an earlier snapshot surfaces here.
+    pub fn submit(&mut self, snapshot: Snapshot, dir: &Path) -> Result<(), TrainError> {
+        match &self.tx {
+            Some(tx) => match tx.send(snapshot) {
+                Ok(()) => Ok(()),
+                // The thread ended, which it does only on an error: report that error.
+                Err(_) => {
+                    self.tx = None;
+                    self.join()
+                }
+            },
+            None => snapshot.write(dir).map(|_| ()),
+        }
+    }
+
+    /// Waits until every submitted snapshot is written and reported.
+    pub fn finish(mut self) -> Result<(), TrainError> {
+        self.tx = None;
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), TrainError> {
+        match self.thread.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(TrainError::Checkpoint("the writer thread panicked".into())),
+        }
+    }
 }
 
 /// Reads a checkpoint, or `None` when the job has none.
@@ -93,6 +193,7 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Checkpoint>, TrainError> {
     let mut ck = Checkpoint {
         step: 0,
         epoch: 0,
+        loss_sum: 0.0,
         params: Vec::new(),
         optim: HashMap::new(),
         archive: None,
@@ -109,6 +210,15 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Checkpoint>, TrainError> {
         } else if name == "train.epoch" {
             epoch =
                 Some(u32::try_from(scalar(&t)?).map_err(|_| TrainError::Resume("train.epoch out of range".into()))?);
+        } else if name == "train.loss_sum" {
+            if t.numel() != 1 || t.kind() != Kind::Double {
+                return Err(TrainError::Resume("train.loss_sum must be a float64 scalar".into()));
+            }
+            let value = t.f_double_value(&[]).ctx("reading a checkpoint scalar")?;
+            if !value.is_finite() {
+                return Err(TrainError::Resume("train.loss_sum is not finite".into()));
+            }
+            ck.loss_sum = value;
         } else if name == ARCHIVE {
             ck.archive = Some(Vec::<u8>::try_from(&t).ctx("reading the embedded module")?);
         } else if let Some(param) = name.strip_prefix("param.") {

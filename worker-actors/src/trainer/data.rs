@@ -67,10 +67,15 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u32, shuffle: bool) -> Vec<i64> {
     order
 }
 
-/// The seed given to torch's own generator at the start of each epoch, for what the model
-/// draws itself (dropout): also a function of `(seed, epoch)`, so resumes stay exact.
-pub fn torch_seed(seed: u64, epoch: u32) -> i64 {
-    (SplitMix64::for_epoch(seed, epoch).next_u64() >> 1) as i64
+/// The seed given to torch's own generator before optimizer step `step` (0-based, counted
+/// over the whole job), for what the model draws itself (dropout): a function of
+/// `(seed, step)`, so a run resumed from any checkpoint, mid-epoch included, draws the same.
+pub fn step_seed(seed: u64, step: u64) -> i64 {
+    const STEP_STREAM: u64 = 0x5EED_0F57_E955_7E95;
+    let mut rng = SplitMix64 {
+        state: seed ^ mix64(step.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA) ^ STEP_STREAM),
+    };
+    (rng.next_u64() >> 1) as i64
 }
 
 /// Inputs and targets with the same number of rows, on the training device.

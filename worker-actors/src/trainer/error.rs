@@ -37,6 +37,9 @@ pub enum TrainError {
     Resume(String),
     #[error("{0}")]
     Device(String),
+    /// The worker's own checkpoint machinery failed (not the model's fault).
+    #[error("checkpointing failed: {0}")]
+    Checkpoint(String),
     /// A libtorch call failed where no better explanation is known.
     #[error("{context}: {reason}")]
     Torch { context: String, reason: String },

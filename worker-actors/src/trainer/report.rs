@@ -49,7 +49,7 @@ pub enum TrainerEvent {
         /// Training rows in `x`.
         samples: u64,
     },
-    /// One epoch is done and its checkpoint is durable on disk.
+    /// One epoch is done: its metrics.
     Progress {
         /// 1-based epoch just finished.
         epoch: u32,
@@ -59,16 +59,17 @@ pub enum TrainerEvent {
         /// Mean training loss of the epoch, batches weighted by their size.
         loss: f64,
         samples_per_sec: f64,
-        /// Path of the checkpoint relative to the job dir: `checkpoints/<step>.safetensors`.
-        checkpoint: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         val_loss: Option<f64>,
         /// Only for classification losses (cross_entropy, nll, bce_with_logits).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         val_accuracy: Option<f64>,
     },
-    /// The trained TorchScript module is at `result`, relative to the job dir.
-    Completed { result: String },
+    /// The checkpoint after optimizer step `step` (`epoch` epochs complete) is durable at
+    /// `checkpoints/<step>.safetensors` in the job dir.
+    Checkpoint { step: u64, epoch: u32 },
+    /// The trained TorchScript module is durable at `result.pt` in the job dir.
+    Completed {},
     /// Training stopped; `reason` is meant for the researcher.
     Failed { reason: String },
 }
@@ -105,13 +106,12 @@ mod tests {
             step: 16,
             loss: 0.5,
             samples_per_sec: 100.0,
-            checkpoint: "checkpoints/16.safetensors".into(),
             val_loss: None,
             val_accuracy: Some(0.75),
         };
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["event"], "progress");
-        assert_eq!(json["checkpoint"], "checkpoints/16.safetensors");
+        assert_eq!(json["step"], 16);
         assert!(json.get("val_loss").is_none());
         assert_eq!(json["val_accuracy"], 0.75);
         let back: TrainerEvent = serde_json::from_value(json).unwrap();
@@ -130,6 +130,10 @@ mod tests {
                 samples: 9
             }
         );
+        let checkpoint: TrainerEvent = serde_json::from_str(r#"{"event":"checkpoint","step":8,"epoch":2}"#).unwrap();
+        assert_eq!(checkpoint, TrainerEvent::Checkpoint { step: 8, epoch: 2 });
+        let completed: TrainerEvent = serde_json::from_str(r#"{"event":"completed"}"#).unwrap();
+        assert_eq!(completed, TrainerEvent::Completed {});
         let failed: TrainerEvent =
             serde_json::from_str(r#"{"event":"failed","reason":"x has 3 rows but y has 2"}"#).unwrap();
         assert_eq!(

@@ -1,17 +1,24 @@
 //! One training job from its directory to `result.pt`: load and check everything first, then
-//! epochs of batches, each epoch ending with a durable checkpoint and a `progress` line.
+//! epochs of batches. After each epoch a `progress` line reports its metrics; checkpoints are
+//! taken by the job's policy ([`CheckpointEvery`]: every N seconds of training or every N
+//! steps, and never at the last step, where the result stands for it), written by a thread of
+//! their own, and reported in `checkpoint` lines once durable.
+//!
+//! A run resumes from any checkpoint, mid-epoch included, and continues bit for bit on the CPU:
+//! the batch order is a function of (seed, epoch), torch's generator is reseeded from
+//! (seed, step) before every step, and the checkpoint carries the epoch's loss sum so far.
 //!
 //! Gradients come from `Tensor::run_backward` (libtorch's `autograd.grad`) rather than
 //! `backward()`: it returns an undefined tensor for a parameter the loss does not use, which is
 //! torch's `grad is None` that torch.optim skips, and nothing needs zeroing between steps.
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use helium_protocol::job::TrainingSpec;
+use helium_protocol::job::{CheckpointEvery, TrainingSpec};
 use tch::{Device, Kind, Tensor};
 
-use super::checkpoint;
+use super::checkpoint::{self, Snapshot, Writer};
 use super::data::{self, Dataset, Split};
 use super::error::{TorchContext, TrainError};
 use super::loss;
@@ -35,69 +42,159 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
     let (names, params): (Vec<String>, Vec<Tensor>) = model.trainable().into_iter().unzip();
     let mut optimizer = Optimizer::new(&spec.optimizer, params.len())?;
 
-    let (mut step, mut epoch) = (0u64, 0u32);
+    let rows = data.train.rows();
+    let per_epoch = spec.steps_per_epoch(rows as u64);
+    let total = spec.total_steps(rows as u64);
+    let mut at = Position { step: 0, loss_sum: 0.0 };
     if let Some(ck) = resume {
-        if ck.epoch > spec.epochs {
+        if ck.step > total || u64::from(ck.epoch) != ck.step / per_epoch {
             return Err(TrainError::Resume(format!(
-                "it is at epoch {} but the job has {} epochs",
-                ck.epoch, spec.epochs
+                "it was taken at step {} after {} epochs, which this job ({} epochs of {per_epoch} steps) does not have",
+                ck.step, ck.epoch, spec.epochs
             )));
         }
         model.load_parameters(&ck.params)?;
         optimizer.load_state(&names, &params, ck.optim)?;
-        (step, epoch) = (ck.step, ck.epoch);
-        tracing::info!(step, epoch, "resuming from resume.safetensors");
+        let mid_epoch = ck.step % per_epoch != 0;
+        at = Position {
+            step: ck.step,
+            loss_sum: if mid_epoch { ck.loss_sum } else { 0.0 },
+        };
+        tracing::info!(step = ck.step, epoch = ck.epoch, "resuming from resume.safetensors");
     }
 
-    let rows = data.train.rows();
     emit(TrainerEvent::Started {
         device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
         parameters: model.parameter_count(),
         samples: rows as u64,
     })?;
 
-    while epoch < spec.epochs {
-        epoch += 1;
-        let started = Instant::now();
-        let mean_loss = run_epoch(&spec, &model, &data.train, &params, &mut optimizer, epoch, &mut step)?;
-        let samples_per_sec = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        if !mean_loss.is_finite() {
-            return Err(TrainError::NonFinite {
-                epoch,
-                value: mean_loss,
-            });
-        }
-        let (val_loss, val_accuracy) = match &data.val {
-            Some(val) => validate(&spec, &mut model, val)?,
-            None => (None, None),
+    let writer = Writer::start(dir.to_owned(), |step, epoch| {
+        emit(TrainerEvent::Checkpoint { step, epoch })
+    });
+    let mut checkpoints = Checkpoints {
+        policy: Policy::new(spec.checkpoint_every),
+        writer,
+        dir: dir.to_owned(),
+        total,
+    };
+    let trained = (|| {
+        let job = Job {
+            spec: &spec,
+            train: &data.train,
+            params: &params,
+            names: &names,
+            per_epoch,
         };
-        let written = Instant::now();
-        let rel = checkpoint::write(dir, step, epoch, &model, &optimizer, &names)?;
-        let checkpoint_ms = written.elapsed().as_millis() as u64;
-        tracing::info!(
-            epoch,
-            step,
-            loss = mean_loss,
-            samples_per_sec,
-            checkpoint_ms,
-            "epoch done"
-        );
-        emit(TrainerEvent::Progress {
-            epoch,
-            epochs: spec.epochs,
-            step,
-            loss: mean_loss,
-            samples_per_sec,
-            checkpoint: rel.to_string_lossy().into_owned(),
-            val_loss,
-            val_accuracy,
-        })?;
-    }
+        while at.step < total {
+            let epoch = u32::try_from(at.step / per_epoch + 1).unwrap_or(u32::MAX);
+            let started = Instant::now();
+            let first = at.step % per_epoch;
+            let mean_loss = run_epoch(&job, &model, &mut optimizer, epoch, &mut at, &mut checkpoints)?;
+            let done = (rows - (first as i64 * i64::from(spec.batch_size)).min(rows)) as f64;
+            let samples_per_sec = done / started.elapsed().as_secs_f64().max(1e-9);
+            if !mean_loss.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    value: mean_loss,
+                });
+            }
+            let (val_loss, val_accuracy) = match &data.val {
+                Some(val) => validate(&spec, &mut model, val)?,
+                None => (None, None),
+            };
+            tracing::debug!(epoch, step = at.step, loss = mean_loss, samples_per_sec, "epoch done");
+            emit(TrainerEvent::Progress {
+                epoch,
+                epochs: spec.epochs,
+                step: at.step,
+                loss: mean_loss,
+                samples_per_sec,
+                val_loss,
+                val_accuracy,
+            })?;
+        }
+        Ok(())
+    })();
+    // Every checkpoint taken is reported before the run ends either way.
+    let written = checkpoints.writer.finish();
+    trained?;
+    written?;
 
     model.save_result(&dir.join("result.pt"))?;
-    emit(TrainerEvent::Completed {
-        result: "result.pt".into(),
-    })
+    emit(TrainerEvent::Completed {})
+}
+
+/// Where the run is: optimizer steps taken over the whole job, and the size-weighted loss sum
+/// of the epoch in progress.
+struct Position {
+    step: u64,
+    loss_sum: f64,
+}
+
+/// What every epoch of the job shares.
+struct Job<'a> {
+    spec: &'a TrainingSpec,
+    train: &'a Split,
+    params: &'a [Tensor],
+    names: &'a [String],
+    per_epoch: u64,
+}
+
+/// When a checkpoint is due, by the job's [`CheckpointEvery`].
+struct Policy {
+    every: CheckpointEvery,
+    last: Instant,
+}
+
+impl Policy {
+    fn new(every: CheckpointEvery) -> Self {
+        Self {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether to checkpoint after `step`: on the job-wide grid of N steps (so a resumed run
+    /// keeps the same checkpoint steps), or once the interval passed since the last one.
+    fn due(&self, step: u64) -> bool {
+        match self.every {
+            CheckpointEvery::Steps(n) => n > 0 && step % n == 0,
+            CheckpointEvery::Secs(secs) => self.last.elapsed() >= Duration::from_secs_f64(secs.max(0.0)),
+        }
+    }
+
+    fn taken(&mut self) {
+        self.last = Instant::now();
+    }
+}
+
+struct Checkpoints {
+    policy: Policy,
+    writer: Writer,
+    dir: PathBuf,
+    total: u64,
+}
+
+impl Checkpoints {
+    /// Takes a checkpoint after `at.step` if one is due (never after the last step).
+    fn after_step(
+        &mut self,
+        job: &Job,
+        model: &ScriptModel,
+        optimizer: &Optimizer,
+        at: &Position,
+    ) -> Result<(), TrainError> {
+        if at.step >= self.total || !self.policy.due(at.step) {
+            return Ok(());
+        }
+        let epoch = u32::try_from(at.step / job.per_epoch).unwrap_or(u32::MAX);
+        let scratch = self.dir.join("checkpoint.archive.tmp");
+        let snapshot = Snapshot::take(at.step, epoch, at.loss_sum, model, optimizer, job.names, &scratch)?;
+        self.writer.submit(snapshot, &self.dir)?;
+        self.policy.taken();
+        Ok(())
+    }
 }
 
 fn emit(event: TrainerEvent) -> Result<(), TrainError> {
@@ -126,20 +223,19 @@ fn prepare_split(spec: &TrainingSpec, split: &mut Split, y_name: &str) -> Result
     Ok(())
 }
 
-/// One pass over the training rows in the order of `(seed, epoch)`; returns the mean loss.
+/// The rest of epoch `epoch` (1-based) from `at.step`, in the order of `(seed, epoch)`;
+/// returns the epoch's mean loss.
 fn run_epoch(
-    spec: &TrainingSpec,
+    job: &Job,
     model: &ScriptModel,
-    train: &Split,
-    params: &[Tensor],
     optimizer: &mut Optimizer,
     epoch: u32,
-    step: &mut u64,
+    at: &mut Position,
+    checkpoints: &mut Checkpoints,
 ) -> Result<f64, TrainError> {
-    // What the model draws itself (dropout) also depends only on (seed, epoch).
-    tch::manual_seed(data::torch_seed(spec.seed, epoch));
-    let rows = train.rows();
-    let device = train.x.device();
+    let spec = job.spec;
+    let rows = job.train.rows();
+    let device = job.train.x.device();
     let order = if spec.shuffle {
         let order = data::epoch_order(rows as usize, spec.seed, epoch, true);
         Tensor::f_from_slice(&order)
@@ -148,24 +244,38 @@ fn run_epoch(
     } else {
         Tensor::new()
     };
-    // Summed on the device so that a GPU is not synchronised every batch.
-    let mut loss_sum = Tensor::f_zeros([], (Kind::Double, device)).ctx("allocating the loss sum")?;
+    // Summed on the device so that a GPU is not synchronised every batch; read back only when
+    // a checkpoint needs it.
+    let mut loss_sum = Tensor::from(at.loss_sum)
+        .f_to_device(device)
+        .ctx("allocating the loss sum")?;
     let batch = i64::from(spec.batch_size);
-    let mut start = 0;
+    let mut start = ((at.step % job.per_epoch) as i64).saturating_mul(batch);
     while start < rows {
         let len = batch.min(rows - start);
-        let (x, y) = train.batch(&order, start, len, spec.shuffle)?;
+        // What the model draws itself (dropout) depends only on (seed, step).
+        tch::manual_seed(data::step_seed(spec.seed, at.step));
+        let (x, y) = job.train.batch(&order, start, len, spec.shuffle)?;
         let loss = loss::compute(spec.loss, model, &x, &y)?;
-        let grads = Tensor::f_run_backward(&[&loss], params, false, false)
+        let grads = Tensor::f_run_backward(&[&loss], job.params, false, false)
             .map_err(|e| TrainError::torch("computing gradients", e))?;
-        optimizer.step(params, &grads)?;
-        *step += 1;
-        let _guard = tch::no_grad_guard();
-        let weighted = loss.f_to_kind(Kind::Double).and_then(|l| l.f_mul_scalar(len as f64));
-        loss_sum = weighted.and_then(|w| loss_sum.f_add(&w)).ctx("summing the loss")?;
+        optimizer.step(job.params, &grads)?;
+        at.step += 1;
+        {
+            let _guard = tch::no_grad_guard();
+            let weighted = loss.f_to_kind(Kind::Double).and_then(|l| l.f_mul_scalar(len as f64));
+            loss_sum = weighted.and_then(|w| loss_sum.f_add(&w)).ctx("summing the loss")?;
+        }
         start += len;
+        if start < rows && checkpoints.policy.due(at.step) {
+            at.loss_sum = loss_sum.f_double_value(&[]).ctx("reading the epoch loss")?;
+            checkpoints.after_step(job, model, optimizer, at)?;
+        }
     }
-    Ok(loss_sum.f_double_value(&[]).ctx("reading the epoch loss")? / rows as f64)
+    let sum = loss_sum.f_double_value(&[]).ctx("reading the epoch loss")?;
+    at.loss_sum = 0.0;
+    checkpoints.after_step(job, model, optimizer, at)?;
+    Ok(sum / rows as f64)
 }
 
 /// Mean loss and, for classification, accuracy on the validation split, in eval mode.
