@@ -1,7 +1,13 @@
-"""Benchmark: the digits MLP trained through a running grid vs the same training in plain PyTorch.
+"""Benchmark: training through a running grid against the same training in a plain PyTorch loop.
 
-Prints wall times, their ratio, and the grid's submit → training-start latency (from the job's
-own event times). Run against a grid started with ``make up`` (``make bench`` does both).
+For each model, side by side in one run (interleaved, medians over ``--runs``):
+- submit → trained model in hand through the grid, against the plain loop a researcher would
+  write at home (same data, hyper-parameters and thread count), as a ratio;
+- the trainer's samples/s inside the grid (from its progress events) against the plain loop's;
+- submit → training start (the job's own event times).
+
+The plain loop uses torch's default thread count, which is what a worker's trainer uses by
+default (every core). Run against a grid started with ``make up`` (``make bench`` does both).
 
 Example:
     HELIUM_NATS_URL=nats://127.0.0.1:4222 .venv/bin/python tests/bench/grid_vs_plain.py --runs 3
@@ -14,15 +20,38 @@ import copy
 import os
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
 from helium_grid import Grid
-from helium_grid.records import JobState, StateChanged
+from helium_grid.records import JobState, Progress, StateChanged
 
-EPOCHS, BATCH, LR = 30, 64, 1e-2
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    hidden: tuple[int, ...]
+    epochs: int
+    batch: int
+    lr: float
+
+    def model(self) -> nn.Module:
+        torch.manual_seed(0)
+        layers: list[nn.Module] = []
+        width = 64
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+CASES = {
+    "small": Case("small MLP 64-64-10", (64,), epochs=30, batch=64, lr=1e-2),
+    "wide": Case("wide MLP 64-1024-1024-10", (1024, 1024), epochs=60, batch=32, lr=1e-3),
+}
 
 
 def data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,50 +60,67 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
     return (xt - xt.mean(0)) / (xt.std(0) + 1e-6), torch.tensor(y)
 
 
-def plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """The same loop a researcher would write at home; returns wall seconds."""
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+def plain(case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The loop a researcher would write at home; returns wall seconds."""
+    opt = torch.optim.Adam(model.parameters(), lr=case.lr)
     gen = torch.Generator().manual_seed(0)
     start = time.perf_counter()
-    for _ in range(EPOCHS):
-        for idx in torch.randperm(len(x), generator=gen).split(BATCH):
+    for _ in range(case.epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(case.batch):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     return time.perf_counter() - start
 
 
-def through_grid(grid: Grid, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Submit → result in hand; returns (wall seconds, submit→running seconds)."""
+@dataclass
+class GridRun:
+    wall: float
+    start_latency: float
+    samples_per_sec: float
+
+
+def through_grid(grid: Grid, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GridRun:
     start = time.perf_counter()
-    job = grid.submit(model, train=(x, y), epochs=EPOCHS, batch_size=BATCH, lr=LR, max_price=10, budget=5)
+    job = grid.submit(model, train=(x, y), epochs=case.epochs, batch_size=case.batch, lr=case.lr,
+                      max_price=10, budget=5, name=f"bench {case.name}")
     job.wait(progress=False)
     job.result()
     wall = time.perf_counter() - start
-    states = {e.state: e.at_ms for e in job.events() if isinstance(e, StateChanged)}
-    return wall, (states[JobState.RUNNING] - states[JobState.QUEUED]) / 1000
+    events = job.events()
+    states = {e.state: e.at_ms for e in events if isinstance(e, StateChanged)}
+    # The first epoch includes the trainer's warm-up; the rest is steady state.
+    rates = [e.samples_per_sec for e in events if isinstance(e, Progress)][1:]
+    return GridRun(wall, (states[JobState.RUNNING] - states[JobState.QUEUED]) / 1000, statistics.median(rates))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cases", default="small,wide")
     args = parser.parse_args()
     url = os.environ.get("HELIUM_NATS_URL", "nats://127.0.0.1:4222")
-    torch.set_num_threads(1)
     x, y = data()
-    Grid(url, principal="operator").grant("bench", 10 * args.runs)
+    cases = [CASES[c] for c in args.cases.split(",")]
+    Grid(url, principal="operator").grant("bench", 10 * args.runs * len(cases))
     grid = Grid(url, principal="bench")
-    plains, grids, starts = [], [], []
-    for _ in range(args.runs):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-        plains.append(plain(copy.deepcopy(model), x, y))
-        wall, start = through_grid(grid, model, x, y)
-        grids.append(wall)
-        starts.append(start)
-    p, g = statistics.median(plains), statistics.median(grids)
-    print(f"plain PyTorch (1 thread): {p:.2f} s   grid end to end: {g:.2f} s   ratio grid/plain: {g / p:.2f}")
-    print(f"submit -> training start: median {statistics.median(starts):.2f} s over {args.runs} runs")
+    print(f"torch threads: {torch.get_num_threads()}  (the worker's trainer uses every core by default)")
+    starts: list[float] = []
+    for case in cases:
+        plains, grids = [], []
+        for _ in range(args.runs):
+            model = case.model()
+            plains.append(plain(case, copy.deepcopy(model), x, y))
+            grids.append(through_grid(grid, case, model, x, y))
+        p = statistics.median(plains)
+        g = statistics.median(r.wall for r in grids)
+        plain_sps = len(x) * case.epochs / p
+        grid_sps = statistics.median(r.samples_per_sec for r in grids)
+        starts += [r.start_latency for r in grids]
+        print(f"{case.name}, {case.epochs} epochs: plain {p:.2f} s, grid end to end {g:.2f} s, "
+              f"ratio grid/plain {g / p:.2f}")
+        print(f"  trainer samples/s: grid {grid_sps:.0f} vs plain {plain_sps:.0f}, ratio {grid_sps / plain_sps:.2f}")
+    print(f"submit -> training start: median {statistics.median(starts):.3f} s over {len(starts)} jobs")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ use helium_protocol::{
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::{
+    child::{ChildSpec, Spare},
     run::{RunArgs, RunMsg, TrainingRun},
-    trainer::DeviceChoice,
     transfer,
 };
 
@@ -39,12 +39,9 @@ pub struct AgentArgs {
     pub owner: String,
     pub ask: Ask,
     pub work_dir: PathBuf,
-    pub device: DeviceChoice,
-    /// Intra-op threads each training child uses.
-    pub threads: i32,
-    pub child_memory_bytes: Option<u64>,
-    /// Resolved once at start: a rebuilt binary must not break the path of a running worker.
-    pub exe: PathBuf,
+    /// How training children start (the binary is resolved once at start: a rebuilt binary
+    /// must not break the path of a running worker).
+    pub child: ChildSpec,
 }
 
 struct Current {
@@ -58,6 +55,8 @@ pub struct AgentState {
     args: AgentArgs,
     current: Option<Current>,
     beats: u32,
+    /// A trainer started ahead of the next award (see [`crate::child`]).
+    spare: Spare,
 }
 
 pub struct WorkerAgent;
@@ -74,10 +73,13 @@ impl Actor for WorkerAgent {
             AgentMsg::Heartbeat
         });
         tracing::info!(worker = %args.worker_id, owner = %args.owner, price = args.ask.price_per_hour, "registered with the grid");
+        let mut spare = Spare::new(args.child.clone());
+        spare.refill();
         Ok(AgentState {
             args,
             current: None,
             beats: 0,
+            spare,
         })
     }
 
@@ -197,16 +199,16 @@ impl AgentState {
             worker_id: self.args.worker_id.clone(),
             job_dir: self.args.work_dir.join(&award_id),
             award,
-            device: self.args.device,
-            threads: self.args.threads,
-            child_memory_bytes: self.args.child_memory_bytes,
-            exe: self.args.exe.clone(),
+            child: self.args.child.clone(),
+            spare: self.spare.take(),
             agent: me.clone(),
             cancel: cancel_rx,
         };
         match Actor::spawn_linked(None, TrainingRun, args, me.get_cell()).await {
             Ok((run, _)) => {
                 tracing::info!(job = %job_id, award = %award_id, "award accepted");
+                // The next award finds a trainer warm, even right after this one ends.
+                self.spare.refill();
                 self.current = Some(Current {
                     job_id,
                     award_id,

@@ -5,12 +5,14 @@
 //! # Layout
 //! - [`agent`]: the WorkerAgent actor (register, heartbeat, bid, accept, cancel).
 //! - [`run`]: the TrainingRun actor (fetch artifacts, supervise the child, report, upload).
+//! - [`child`]: how the training child starts and is limited, and the warm spare.
 //! - [`transfer`]: chunked, digest-checked artifact transfer through the broker.
 //! - [`uploader`]: a run's checkpoint uploads, one in flight, newest wins.
 //! - [`trainer`]: the tch trainer that runs inside the child process.
 //! - [`config`]: the binary's flags.
 
 pub mod agent;
+pub mod child;
 pub mod config;
 pub mod run;
 pub mod trainer;

@@ -6,7 +6,7 @@
 //! result. Cancel kills the child. Files are named by this side from the step the child
 //! reports, never taken from the child's output.
 
-use std::{path::PathBuf, process::Stdio};
+use std::path::PathBuf;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use helium_protocol::{
@@ -19,13 +19,13 @@ use helium_protocol::{
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    process::Command,
     sync::oneshot,
 };
 
 use crate::{
     agent::AgentMsg,
-    trainer::{checkpoint, DeviceChoice, TrainerEvent},
+    child::{self, ChildSpec},
+    trainer::{checkpoint, TrainerEvent},
     transfer,
     uploader::{Pending, Uploaded, Uploader},
 };
@@ -57,12 +57,10 @@ pub struct RunArgs {
     pub worker_id: String,
     pub award: Award,
     pub job_dir: PathBuf,
-    pub device: DeviceChoice,
-    /// Intra-op threads for the trainer.
-    pub threads: i32,
-    pub child_memory_bytes: Option<u64>,
-    /// The `helium-worker` binary to run as `train` child.
-    pub exe: PathBuf,
+    /// How to start the trainer, if `spare` is not there to take the job.
+    pub child: ChildSpec,
+    /// A trainer started ahead of time, waiting for this job.
+    pub spare: Option<tokio::process::Child>,
     /// Told that this worker is free before the run's last event goes out, so the worker can
     /// bid on the job the broker auctions as soon as it settles this one.
     pub agent: ActorRef<AgentMsg>,
@@ -204,25 +202,9 @@ impl RunState {
             .await
             .map_err(|e| e.to_string())?;
 
-        let mut command = Command::new(&self.args.exe);
-        command
-            .arg("train")
-            .arg("--job-dir")
-            .arg(dir)
-            .arg("--device")
-            .arg(device_flag(self.args.device));
-        command.arg("--threads").arg(self.args.threads.to_string());
-        // OpenMP threads sleep when idle instead of spinning: a spinning pool steals the cores
-        // the agent and broker need for a checkpoint, and gains nothing between libtorch ops
-        // this coarse (measured in docs/BENCHMARKS.md).
-        command.env("OMP_WAIT_POLICY", "PASSIVE");
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        limit_child(&mut command, self.args.child_memory_bytes);
-        let mut child = command.spawn().map_err(|e| format!("cannot start the trainer: {e}"))?;
+        let mut child = child::begin(self.args.spare.take(), &self.args.child, dir)
+            .await
+            .map_err(|e| format!("cannot start the trainer: {e}"))?;
         let stdout = child.stdout.take().ok_or("trainer has no stdout")?;
         let lines_to = me.clone();
         let reader = tokio::spawn(async move {
@@ -398,30 +380,3 @@ impl RunState {
 
 /// Where the trainer writes the trained module, in the job dir.
 const RESULT_FILE: &str = "result.pt";
-
-fn device_flag(device: DeviceChoice) -> &'static str {
-    match device {
-        DeviceChoice::Auto => "auto",
-        DeviceChoice::Cpu => "cpu",
-        DeviceChoice::Cuda => "cuda",
-    }
-}
-
-/// The child dies with the worker (no orphaned training), and on CPU workers gets an address
-/// space limit so a hostile or oversized model cannot take the machine down.
-fn limit_child(command: &mut Command, memory_bytes: Option<u64>) {
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if let Some(bytes) = memory_bytes {
-                let limit = libc::rlimit {
-                    rlim_cur: bytes as libc::rlim_t,
-                    rlim_max: bytes as libc::rlim_t,
-                };
-                libc::setrlimit(libc::RLIMIT_AS, &limit);
-            }
-            Ok(())
-        });
-    }
-}

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use helium_worker_actors::{
     agent::{AgentArgs, WorkerAgent},
+    child::ChildSpec,
     config::WorkerConfig,
     measure_ask, trainer,
 };
@@ -83,14 +84,16 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         owner: config.owner.clone(),
         ask,
         work_dir,
-        device: config.device,
-        threads: config.training_threads(),
-        // An address-space limit breaks CUDA's virtual reservations, so it binds CPU workers only.
-        child_memory_bytes: config
-            .child_memory_gb
-            .filter(|_| device_kind == helium_protocol::job::DeviceKind::Cpu)
-            .map(|g| (g * (1u64 << 30) as f64) as u64),
-        exe: std::env::current_exe().context("locate the helium-worker binary")?,
+        child: ChildSpec {
+            exe: std::env::current_exe().context("locate the helium-worker binary")?,
+            device: config.device,
+            threads: config.training_threads(),
+            // An address-space limit breaks CUDA's virtual reservations, so it binds CPU workers only.
+            memory_bytes: config
+                .child_memory_gb
+                .filter(|_| device_kind == helium_protocol::job::DeviceKind::Cpu)
+                .map(|g| (g * (1u64 << 30) as f64) as u64),
+        },
     };
     let (agent, handle) = ractor::Actor::spawn(Some(format!("agent-{worker_id}")), WorkerAgent, args).await?;
     println!("ready");

@@ -31,7 +31,8 @@ pub mod report;
 pub mod session;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use tch::Device;
@@ -50,12 +51,20 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-/// `helium-worker train --job-dir DIR [--device cpu|cuda|auto] [--threads N]`.
+/// `helium-worker train (--job-dir DIR | --job-dir-from-stdin) [--device cpu|cuda|auto] [--threads N]`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct TrainArgs {
     /// Directory with spec.json, model.pt, data.safetensors and optionally resume.safetensors.
+    #[arg(
+        long,
+        required_unless_present = "job_dir_from_stdin",
+        conflicts_with = "job_dir_from_stdin"
+    )]
+    pub job_dir: Option<PathBuf>,
+    /// Load libtorch, then read the job directory as one line on stdin (a warm spare child);
+    /// exit quietly if stdin closes first.
     #[arg(long)]
-    pub job_dir: PathBuf,
+    pub job_dir_from_stdin: bool,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
     /// Intra-op CPU threads for libtorch (default: libtorch's choice, one per core).
@@ -70,16 +79,48 @@ pub struct TrainArgs {
 ///
 /// Stdout is reserved for the events: file descriptor 1 is pointed at stderr for the rest of
 /// the process, so output of the model itself goes to the logs.
-pub fn run(args: &TrainArgs) -> Result<(), TrainError> {
+pub fn run(args: &TrainArgs, job_dir: &Path) -> Result<(), TrainError> {
+    keep_freed_memory();
     let result = report::reserve_stdout()
         .map_err(TrainError::Report)
         .and_then(|()| setup(args))
-        .and_then(|device| session::train(&args.job_dir, device));
+        .and_then(|device| session::train(job_dir, device));
     if let Err(e) = &result {
-        tracing::error!(job_dir = %args.job_dir.display(), error = %e, "training failed");
+        tracing::error!(job_dir = %job_dir.display(), error = %e, "training failed");
         let _ = TrainerEvent::Failed { reason: e.to_string() }.emit();
     }
     result
+}
+
+/// The job directory of a spare child: one line on stdin, or `None` once stdin closed.
+fn job_dir_from_stdin() -> std::io::Result<Option<PathBuf>> {
+    use std::io::BufRead;
+    use std::os::unix::ffi::OsStringExt;
+    // Paths longer than PATH_MAX are refused by the kernel anyway.
+    const MAX_LINE: u64 = 4096;
+    let mut line = Vec::new();
+    std::io::stdin().lock().take(MAX_LINE).read_until(b'\n', &mut line)?;
+    if line.pop() != Some(b'\n') || line.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(PathBuf::from(OsString::from_vec(line))))
+}
+
+/// Keeps memory that libtorch frees in the process for its next allocation instead of handing
+/// it back to the kernel. Every step allocates and frees the same temporaries (an optimizer's
+/// intermediate of a 1024×1024 layer is 4 MiB); by default glibc serves those with `mmap`, or
+/// trims them off the heap, and the kernel then zero-fills fresh pages on every step: a
+/// profile of a 1024-wide MLP had most of its time in page faults, and this setting more than
+/// doubled its samples/s (docs/BENCHMARKS.md). Memory stays at the run's peak, which a
+/// training child reaches in its first step anyway.
+fn keep_freed_memory() {
+    // glibc's largest mmap threshold (larger requests are still mapped, and unmapped on free).
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+    // SAFETY: mallopt only sets allocator parameters; it is called before training allocates.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
 }
 
 /// Whether libtorch sees a usable CUDA device.
@@ -141,7 +182,19 @@ where
         )
         .try_init();
     let Command::Train(args) = cli.command;
-    match run(&args) {
+    let job_dir = match (&args.job_dir, args.job_dir_from_stdin) {
+        (Some(dir), _) => dir.clone(),
+        (None, _) => match job_dir_from_stdin() {
+            Ok(Some(dir)) => dir,
+            // The agent let its spare go without a job: nothing to report.
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("helium-worker train: reading the job directory from stdin: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match run(&args, &job_dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     }
@@ -169,7 +222,8 @@ mod tests {
         assert_eq!(
             args,
             TrainArgs {
-                job_dir: "/j".into(),
+                job_dir: Some("/j".into()),
+                job_dir_from_stdin: false,
                 device: DeviceChoice::Cpu,
                 threads: Some(1)
             }
@@ -177,5 +231,13 @@ mod tests {
         let cli = Cli::try_parse_from(["helium-worker", "train", "--job-dir", "/j"]).unwrap();
         let Command::Train(args) = cli.command;
         assert_eq!(args.device, DeviceChoice::Auto);
+        let cli = Cli::try_parse_from(["helium-worker", "train", "--job-dir-from-stdin"]).unwrap();
+        let Command::Train(args) = cli.command;
+        assert!(args.job_dir_from_stdin && args.job_dir.is_none());
+        assert!(
+            Cli::try_parse_from(["helium-worker", "train"]).is_err(),
+            "a job dir is required"
+        );
+        assert!(Cli::try_parse_from(["helium-worker", "train", "--job-dir", "/j", "--job-dir-from-stdin"]).is_err());
     }
 }
