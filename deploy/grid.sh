@@ -42,6 +42,7 @@ up() {
   cat >"$grid/nats.conf" <<CONF
 listen: 127.0.0.1:$port
 jetstream { store_dir: "$grid/nats", sync_interval: always }
+max_payload: 8MB
 CONF
   "$nats_server" -c "$grid/nats.conf" >"$grid/logs/nats.out" 2>"$grid/logs/nats.log" &
   echo $! >"$grid/pids/nats"

@@ -58,6 +58,7 @@ impl Broker {
             ArtifactsArgs {
                 store: store.clone(),
                 max_artifact_bytes: config.max_artifact_bytes,
+                max_chunk: helium_protocol::limits::chunk_for_payload(nats.max_payload() as u64),
             },
         )
         .await?;

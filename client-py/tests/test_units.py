@@ -11,7 +11,7 @@ import helium_grid
 import msgpack
 import pytest
 from helium_grid import errors
-from helium_grid._artifacts import chunk_size, iter_chunks, sha256_hex
+from helium_grid._artifacts import chunk_for_payload, chunk_size, iter_chunks, sha256_hex
 from helium_grid._limits import (
     DEFAULT_CHUNK_BYTES,
     MAX_CHUNK_BYTES,
@@ -35,8 +35,8 @@ from helium_grid.records import (
 
 
 def test_limits_match_the_rust_protocol() -> None:
-    assert MAX_CHUNK_BYTES == 512 * 1024
-    assert DEFAULT_CHUNK_BYTES == 256 * 1024
+    assert MAX_CHUNK_BYTES == 4 * 1024 * 1024
+    assert DEFAULT_CHUNK_BYTES == 1024 * 1024 - 64 * 1024
     assert MICRO_PER_CREDIT == 1_000_000
 
 
@@ -97,6 +97,10 @@ def test_chunk_size_respects_broker_and_protocol_limits() -> None:
     assert chunk_size(1024) == 1024
     assert chunk_size(10 * MAX_CHUNK_BYTES, preferred=10 * MAX_CHUNK_BYTES) == MAX_CHUNK_BYTES
     assert chunk_size(0) == DEFAULT_CHUNK_BYTES
+    # As protocol::limits::chunk_for_payload: the server's max payload less the envelope's room.
+    assert chunk_for_payload(None) == chunk_for_payload(1024 * 1024) == DEFAULT_CHUNK_BYTES
+    assert chunk_for_payload(8 * 1024 * 1024) == MAX_CHUNK_BYTES
+    assert chunk_for_payload(1) == 4096
 
 
 def test_sha256_is_lower_hex() -> None:

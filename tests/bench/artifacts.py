@@ -55,9 +55,9 @@ def raw_copy(blob: bytes, where: Path) -> float:
 async def through_grid(url: str, blob: bytes, rows: int, model: bytes) -> tuple[float, float]:
     async with await AsyncGrid.connect(url, principal="bench") as grid:
         start = time.perf_counter()
-        data_upload, _ = await upload(grid._request, "data", blob)
+        data_upload, _ = await upload(grid._request, "data", blob, preferred_chunk=grid._chunk)
         up = time.perf_counter() - start
-        model_upload, _ = await upload(grid._request, "model", model)
+        model_upload, _ = await upload(grid._request, "model", model, preferred_chunk=grid._chunk)
         sub = Submission(
             model_bytes=model,
             data_bytes=b"",

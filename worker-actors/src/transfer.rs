@@ -1,16 +1,18 @@
 //! Artifact transfer for the worker over the broker's worker gateway: chunked download with
 //! SHA-256 verification into a file, chunked upload of a file with its digest declared up
-//! front. Memory stays bounded by one chunk.
+//! front. [`TRANSFER_WINDOW`] requests are in flight at a time, chunks as large as the server's
+//! max payload allows; memory stays bounded by that many chunks.
 
 use std::path::Path;
 
 use bytes::Bytes;
+use futures::{stream::FuturesOrdered, StreamExt};
 use helium_protocol::{
     artifacts::{
         ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
     },
     decode, encode,
-    limits::DEFAULT_CHUNK_BYTES,
+    limits::{chunk_for_payload, TRANSFER_WINDOW},
     subjects::{self, worker},
     Reply, WireError, PROTOCOL_VERSION,
 };
@@ -57,30 +59,29 @@ pub async fn download(
     expected: &ArtifactInfo,
     dest: &Path,
 ) -> Result<(), TransferError> {
+    let chunk = chunk_for_payload(nats.max_payload() as u64);
+    // The size is the job record's, never a replier's.
+    let size = expected.size;
     let mut file = tokio::fs::File::create(dest).await?;
     let mut hasher = Sha256::new();
-    let mut offset = 0;
+    let mut inflight = FuturesOrdered::new();
+    let mut next = 0u64;
     loop {
-        let read = ReadArtifact {
-            v: PROTOCOL_VERSION,
-            job_id: job_id.into(),
-            name: expected.name.clone(),
-            offset,
-            len: DEFAULT_CHUNK_BYTES,
-        };
-        let chunk: ArtifactChunk = request(nats, worker_id, worker::ARTIFACT_READ, &read).await?;
-        if chunk.offset != offset || (chunk.data.is_empty() && offset < chunk.size) {
-            return Err(TransferError::Nats(format!(
-                "broker sent chunk at {} for offset {offset}",
-                chunk.offset
-            )));
+        while inflight.len() < TRANSFER_WINDOW && next < size {
+            let read = ReadArtifact {
+                v: PROTOCOL_VERSION,
+                job_id: job_id.into(),
+                name: expected.name.clone(),
+                offset: next,
+                len: chunk.min(size - next),
+            };
+            next += read.len;
+            inflight.push_back(read_chunk(nats.clone(), worker_id.to_string(), read, size));
         }
-        hasher.update(&chunk.data);
-        file.write_all(&chunk.data).await?;
-        offset += chunk.data.len() as u64;
-        if offset >= chunk.size {
-            break;
-        }
+        let Some(data) = inflight.next().await else { break };
+        let data = data?;
+        hasher.update(&data);
+        file.write_all(&data).await?;
     }
     file.flush().await?;
     let actual = hex::encode(hasher.finalize());
@@ -92,6 +93,27 @@ pub async fn download(
         });
     }
     Ok(())
+}
+
+/// One `artifact.read`, checked to be exactly the bytes asked for.
+async fn read_chunk(
+    nats: async_nats::Client,
+    worker_id: String,
+    read: ReadArtifact,
+    size: u64,
+) -> Result<Vec<u8>, TransferError> {
+    let got: ArtifactChunk = request(&nats, &worker_id, worker::ARTIFACT_READ, &read).await?;
+    if got.offset != read.offset || got.size != size || got.data.len() as u64 != read.len {
+        return Err(TransferError::Nats(format!(
+            "broker sent {} bytes at {} of {} for {} bytes at {} of {size}",
+            got.data.len(),
+            got.offset,
+            got.size,
+            read.len,
+            read.offset
+        )));
+    }
+    Ok(got.data)
 }
 
 /// SHA-256 and size of a file, streamed.
@@ -128,23 +150,42 @@ pub async fn upload(
         sha256,
     };
     let started: UploadStarted = request(nats, worker_id, worker::ARTIFACT_BEGIN, &begin).await?;
-    let chunk_len = started.max_chunk.min(DEFAULT_CHUNK_BYTES) as usize;
+    let chunk_len = started
+        .max_chunk
+        .min(chunk_for_payload(nats.max_payload() as u64))
+        .max(1) as usize;
     let mut file = tokio::fs::File::open(path).await?;
-    let mut buf = vec![0u8; chunk_len];
+    // The file is read a chunk at a time as the window frees up: memory stays bounded by it.
+    let mut inflight = FuturesOrdered::new();
     let mut offset = 0u64;
+    let mut eof = false;
     loop {
-        let n = read_full(&mut file, &mut buf).await?;
-        if n == 0 {
-            break;
+        while inflight.len() < TRANSFER_WINDOW && !eof {
+            let mut data = vec![0u8; chunk_len];
+            let n = read_full(&mut file, &mut data).await?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            data.truncate(n);
+            let chunk = UploadChunk {
+                v: PROTOCOL_VERSION,
+                upload_id: started.upload_id.clone(),
+                offset,
+                data,
+            };
+            offset += n as u64;
+            let (nats, worker_id) = (nats.clone(), worker_id.to_string());
+            inflight.push_back(async move {
+                request::<_, ChunkAck>(&nats, &worker_id, worker::ARTIFACT_CHUNK, &chunk).await
+            });
         }
-        let chunk = UploadChunk {
-            v: PROTOCOL_VERSION,
-            upload_id: started.upload_id.clone(),
-            offset,
-            data: buf[..n].to_vec(),
-        };
-        let ack: ChunkAck = request(nats, worker_id, worker::ARTIFACT_CHUNK, &chunk).await?;
-        offset = ack.received;
+        match inflight.next().await {
+            Some(ack) => {
+                ack?;
+            }
+            None => break,
+        }
     }
     let commit = CommitUpload {
         v: PROTOCOL_VERSION,

@@ -1,7 +1,9 @@
 //! The Artifacts actor: chunked, digest-checked uploads into the object store. An upload is
-//! `begin` (declares size and SHA-256) → in-order `chunk`s (streamed into a multipart upload,
-//! so memory stays bounded by one part per upload) → `commit` (size and digest verified, the
-//! object published, or deleted on mismatch). Researchers' uploads wait in staging until a job
+//! `begin` (declares size and SHA-256) → `chunk`s (streamed into a multipart upload in offset
+//! order; a sender keeps a window of chunks in flight, and chunks that arrive ahead of the
+//! next expected offset wait, at most [`REORDER_CHUNKS`] of them, so memory stays bounded by
+//! one part and that many chunks per upload) → `commit` (size and digest verified, the object
+//! published, or deleted on mismatch). Researchers' uploads wait in staging until a job
 //! claims them; workers upload straight to their job's keys. Reads need no state and are served
 //! by the gateways straight from [`Store`].
 
@@ -9,13 +11,13 @@ pub mod inspect;
 pub mod store;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
 use helium_protocol::{
     artifacts::{ArtifactInfo, ChunkAck, UploadChunk, UploadStarted},
-    limits::MAX_CHUNK_BYTES,
+    limits::REORDER_CHUNKS,
     subjects::keys,
     ErrorCode, WireError,
 };
@@ -96,6 +98,8 @@ struct Upload {
     size: u64,
     sha256: String,
     received: u64,
+    /// Chunks that arrived ahead of `received`, by offset.
+    ahead: BTreeMap<u64, Vec<u8>>,
     hasher: Sha256,
     writer: WriteMultipart,
     touched: Instant,
@@ -113,11 +117,14 @@ pub struct Artifacts;
 pub struct ArtifactsArgs {
     pub store: Store,
     pub max_artifact_bytes: u64,
+    /// Largest chunk accepted: what the NATS server's max payload leaves room for.
+    pub max_chunk: u64,
 }
 
 pub struct ArtifactsState {
     store: Store,
     max_artifact_bytes: u64,
+    max_chunk: u64,
     uploads: HashMap<String, Upload>,
     /// Committed staging uploads: id → (owner, info).
     staged: HashMap<String, Staged>,
@@ -141,6 +148,7 @@ impl Actor for Artifacts {
         Ok(ArtifactsState {
             store: args.store,
             max_artifact_bytes: args.max_artifact_bytes,
+            max_chunk: args.max_chunk,
             uploads: HashMap::new(),
             staged: HashMap::new(),
         })
@@ -275,6 +283,7 @@ impl ArtifactsState {
                 size,
                 sha256: sha256.to_ascii_lowercase(),
                 received: 0,
+                ahead: BTreeMap::new(),
                 hasher: Sha256::new(),
                 writer,
                 touched: Instant::now(),
@@ -282,7 +291,7 @@ impl ArtifactsState {
         );
         Ok(UploadStarted {
             upload_id,
-            max_chunk: MAX_CHUNK_BYTES,
+            max_chunk: self.max_chunk,
         })
     }
 
@@ -297,39 +306,54 @@ impl ArtifactsState {
     }
 
     async fn chunk(&mut self, caller: &Caller, chunk: UploadChunk) -> Result<ChunkAck, WireError> {
+        let max_chunk = self.max_chunk;
         let upload = self.upload_of(caller, &chunk.upload_id)?;
-        if chunk.data.len() as u64 > MAX_CHUNK_BYTES {
+        let len = chunk.data.len() as u64;
+        if len > max_chunk {
             return Err(WireError::new(
                 ErrorCode::TooLarge,
-                format!(
-                    "chunk of {} bytes is over the {MAX_CHUNK_BYTES}-byte limit",
-                    chunk.data.len()
-                ),
+                format!("chunk of {len} bytes is over the {max_chunk}-byte limit"),
             ));
         }
-        if chunk.offset != upload.received {
-            return Err(WireError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "chunk at offset {} but {} bytes were received; resume from {}",
-                    chunk.offset, upload.received, upload.received
-                ),
-            ));
-        }
-        if upload.received + chunk.data.len() as u64 > upload.size {
+        if chunk.offset.saturating_add(len) > upload.size {
             return Err(WireError::new(
                 ErrorCode::TooLarge,
                 format!("more bytes than the declared {} bytes", upload.size),
             ));
         }
-        upload
-            .writer
-            .wait_for_capacity(2)
-            .await
-            .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
-        upload.hasher.update(&chunk.data);
-        upload.writer.write(&chunk.data);
-        upload.received += chunk.data.len() as u64;
+        let ahead_by = chunk.offset.checked_sub(upload.received);
+        let room = REORDER_CHUNKS.saturating_mul(max_chunk);
+        match ahead_by {
+            Some(0) => {}
+            Some(gap) if gap <= room && (upload.ahead.len() as u64) < REORDER_CHUNKS => {
+                upload.ahead.insert(chunk.offset, chunk.data);
+                upload.touched = Instant::now();
+                return Ok(ChunkAck {
+                    received: upload.received,
+                });
+            }
+            _ => {
+                return Err(WireError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "chunk at offset {} but {} bytes were received; resume from {}",
+                        chunk.offset, upload.received, upload.received
+                    ),
+                ))
+            }
+        }
+        let mut next = Some(chunk.data);
+        while let Some(data) = next {
+            upload
+                .writer
+                .wait_for_capacity(2)
+                .await
+                .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
+            upload.hasher.update(&data);
+            upload.writer.write(&data);
+            upload.received += data.len() as u64;
+            next = upload.ahead.remove(&upload.received);
+        }
         upload.touched = Instant::now();
         Ok(ChunkAck {
             received: upload.received,

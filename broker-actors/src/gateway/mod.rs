@@ -11,7 +11,7 @@ use futures::StreamExt;
 use helium_protocol::{
     artifacts::{ArtifactChunk, ArtifactInfo, ChunkAck, CommitUpload, ReadArtifact, UploadChunk},
     decode, encode,
-    limits::MAX_CHUNK_BYTES,
+    limits::chunk_for_payload,
     subjects, ErrorCode, Reply, WireError,
 };
 use serde::{de::DeserializeOwned, Serialize};
@@ -149,10 +149,11 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> WireError {
 /// `artifact.read` for researchers and workers alike: the job's supervisor authorises the
 /// caller and names the object; the bytes come straight from the store.
 pub(crate) async fn read_artifact(ctx: &Ctx, caller: Caller, req: ReadArtifact) -> Result<ArtifactChunk, WireError> {
-    if req.len > MAX_CHUNK_BYTES {
+    let max_chunk = chunk_for_payload(ctx.deps.nats.max_payload() as u64);
+    if req.len > max_chunk {
         return Err(WireError::new(
             ErrorCode::TooLarge,
-            format!("read at most {MAX_CHUNK_BYTES} bytes at a time"),
+            format!("read at most {max_chunk} bytes at a time"),
         ));
     }
     let (job_id, name) = (req.job_id.clone(), req.name.clone());

@@ -40,7 +40,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from . import _subjects as subjects
-from ._artifacts import download, upload
+from ._artifacts import chunk_for_payload, download, upload
 from ._limits import credits_to_micro
 from ._progress import Tracker
 from ._submission import Submission, prepare_submission, quiet_torchscript
@@ -162,6 +162,11 @@ class AsyncGrid:
 
     # -- transport ------------------------------------------------------------------------
 
+    @property
+    def _chunk(self) -> int:
+        """Artifact chunk size: what this connection's server lets a message carry."""
+        return chunk_for_payload(self._nc.max_payload)
+
     async def _request(self, verb: str, fields: dict[str, Any], *, timeout: float | None = None) -> Any:
         """One request/reply on ``helium.v1.api.<principal>.<verb>``; the reply's ``ok`` body."""
         subject = subjects.api(self.principal, verb)
@@ -238,8 +243,8 @@ class AsyncGrid:
 
             job = await grid.submit_prepared(prepare_submission(model, train=(x, y), ...))
         """
-        model_upload, _ = await upload(self._request, "model", sub.model_bytes)
-        data_upload, _ = await upload(self._request, "data", sub.data_bytes)
+        model_upload, _ = await upload(self._request, "model", sub.model_bytes, preferred_chunk=self._chunk)
+        data_upload, _ = await upload(self._request, "data", sub.data_bytes, preferred_chunk=self._chunk)
         view = await self._request(
             subjects.JOB_SUBMIT, sub.submit_body(model_upload=model_upload, data_upload=data_upload)
         )
@@ -325,7 +330,7 @@ class AsyncGrid:
                 log.debug("unsubscribe from %s: %s", subject, e)
 
     async def _download(self, job_id: str, name: str, expected: Any = None) -> bytes:
-        return await download(self._request, job_id, name, expected=expected)
+        return await download(self._request, job_id, name, expected=expected, preferred_chunk=self._chunk)
 
     # -- accounts and workers -------------------------------------------------------------
 

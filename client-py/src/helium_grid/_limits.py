@@ -20,7 +20,9 @@ from .errors import BadRequest
 
 __all__ = [
     "MAX_CHUNK_BYTES",
+    "CHUNK_HEADROOM_BYTES",
     "DEFAULT_CHUNK_BYTES",
+    "TRANSFER_WINDOW",
     "DEFAULT_MAX_ARTIFACT_BYTES",
     "MICRO_PER_CREDIT",
     "credits_to_micro",
@@ -29,9 +31,13 @@ __all__ = [
 ]
 
 #: Largest data field of one artifact chunk, upload or download.
-MAX_CHUNK_BYTES = 512 * 1024
-#: Default chunk size clients use.
-DEFAULT_CHUNK_BYTES = 256 * 1024
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+#: Room a chunk leaves in a message for its envelope: a chunk is the server's max payload less this.
+CHUNK_HEADROOM_BYTES = 64 * 1024
+#: Chunk size for a server with nats-server's default max payload (1 MiB).
+DEFAULT_CHUNK_BYTES = 1024 * 1024 - CHUNK_HEADROOM_BYTES
+#: Chunk requests kept in flight by a transfer.
+TRANSFER_WINDOW = 4
 #: Default largest artifact the broker accepts (the broker's ``--max-artifact-bytes``).
 DEFAULT_MAX_ARTIFACT_BYTES = 2 * 1024 * 1024 * 1024
 #: Micro-credits in one credit: all amounts on the wire and in the ledger are integers.
