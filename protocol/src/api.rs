@@ -141,4 +141,7 @@ pub enum JobEventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         val_accuracy: Option<f64>,
     },
+    /// The broker verified a checkpoint after optimizer step `step` (`epoch` epochs complete):
+    /// the job resumes there if its worker is lost, and that worker is paid up to it.
+    Checkpointed { step: u64, epoch: u32 },
 }

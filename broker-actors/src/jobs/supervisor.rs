@@ -645,6 +645,7 @@ impl SupervisorState {
                     return Ok(Err(e));
                 }
                 self.persist().await?;
+                self.event(JobEventKind::Checkpointed { step, epoch }).await;
             }
             RunEventKind::Completed { result } => {
                 // Only a result that this worker uploaded and the broker verified counts.
