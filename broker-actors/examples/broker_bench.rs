@@ -97,7 +97,10 @@ async fn main() -> Result<()> {
             secs,
         } => {
             println!("awarded auctions, {concurrency} in flight, K = {invite_k}, {secs} s per size");
-            println!("{:>8} {:>12} {:>14} {:>14} {:>10}", "workers", "auctions/s", "wall µs/auct", "cpu µs/auct", "won %");
+            println!(
+                "{:>8} {:>12} {:>14} {:>14} {:>10}",
+                "workers", "auctions/s", "wall µs/auct", "cpu µs/auct", "won %"
+            );
             for n in workers {
                 let r = auctions(n, concurrency, invite_k, Duration::from_secs_f64(secs)).await?;
                 println!(
@@ -110,7 +113,11 @@ async fn main() -> Result<()> {
                 );
             }
         }
-        Bench::Ledger { callers, secs, no_fsync } => {
+        Bench::Ledger {
+            callers,
+            secs,
+            no_fsync,
+        } => {
             println!(
                 "ledger transfers, fsync before ack: {}, {secs} s per run",
                 if no_fsync { "no" } else { "yes" }
@@ -249,11 +256,15 @@ async fn auctions(n: usize, concurrency: usize, invite_k: usize, window: Duratio
             owner: format!("owner-{}", i % 1000),
             ask: ask.clone(),
         };
-        ractor::call_t!(registry, |reply| RegistryMsg::Register {
-            worker_id: worker_id(i),
-            register,
-            reply,
-        }, 5_000)
+        ractor::call_t!(
+            registry,
+            |reply| RegistryMsg::Register {
+                worker_id: worker_id(i),
+                register,
+                reply,
+            },
+            5_000
+        )
         .map_err(|e| anyhow!("register: {e}"))?;
     }
 
@@ -375,7 +386,12 @@ async fn ledger(callers: usize, window: Duration, fsync: bool) -> Result<LedgerR
     streams::ensure(&js, 1).await.map_err(|e| anyhow!("streams: {e}"))?;
     let (ledger, _) = Actor::spawn(None, Ledger, js.clone()).await?;
     for c in 0..callers {
-        let grant = transfer(format!("grant.{c}"), MINT.into(), user(&format!("src-{c}")), u64::MAX / 4);
+        let grant = transfer(
+            format!("grant.{c}"),
+            MINT.into(),
+            user(&format!("src-{c}")),
+            u64::MAX / 4,
+        );
         ractor::call_t!(ledger, LedgerMsg::Transfer, 10_000, grant)
             .map_err(|e| anyhow!("{e}"))?
             .map_err(|e| anyhow!("{e}"))?;

@@ -178,10 +178,14 @@ impl IdleIndex {
 
     /// The views holding the workers whose device satisfies `wanted`.
     fn serving(&self, wanted: DeviceKind) -> impl Iterator<Item = &Views> {
-        [(DeviceKind::Any, &self.any), (DeviceKind::Cpu, &self.cpu), (DeviceKind::Cuda, &self.cuda)]
-            .into_iter()
-            .filter(move |(device, views)| device.satisfies(wanted) && !views.by_price.is_empty())
-            .map(|(_, views)| views)
+        [
+            (DeviceKind::Any, &self.any),
+            (DeviceKind::Cpu, &self.cpu),
+            (DeviceKind::Cuda, &self.cuda),
+        ]
+        .into_iter()
+        .filter(move |(device, views)| device.satisfies(wanted) && !views.by_price.is_empty())
+        .map(|(_, views)| views)
     }
 
     fn len(&self) -> usize {
@@ -444,7 +448,11 @@ mod tests {
         }
     }
 
-    async fn invitees(registry: &ActorRef<RegistryMsg>, device: DeviceKind, k: usize) -> Result<Vec<(String, String)>, String> {
+    async fn invitees(
+        registry: &ActorRef<RegistryMsg>,
+        device: DeviceKind,
+        k: usize,
+    ) -> Result<Vec<(String, String)>, String> {
         let requirements = Requirements {
             device,
             min_memory_bytes: 0,
@@ -490,7 +498,16 @@ mod tests {
             let id = id.to_string();
             let registry = registry.clone();
             async move {
-                ractor::call_t!(registry, |reply| RegistryMsg::Register { worker_id: id, register, reply }, 1_000).unwrap();
+                ractor::call_t!(
+                    registry,
+                    |reply| RegistryMsg::Register {
+                        worker_id: id,
+                        register,
+                        reply
+                    },
+                    1_000
+                )
+                .unwrap();
             }
         };
         put("a", register("oa", 300, DeviceKind::Cuda)).await;
@@ -507,21 +524,42 @@ mod tests {
             vec![pair("b", "ob")]
         );
         registry
-            .send_message(RegistryMsg::Reserve { worker_id: "b".into(), job: "j".into() })
+            .send_message(RegistryMsg::Reserve {
+                worker_id: "b".into(),
+                job: "j".into(),
+            })
             .unwrap();
-        assert_eq!(invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(), vec![pair("a", "oa")]);
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
+            vec![pair("a", "oa")]
+        );
         // A release for another job does not free it; one for its job does.
         registry
-            .send_message(RegistryMsg::Release { worker_id: "b".into(), job: "other".into() })
+            .send_message(RegistryMsg::Release {
+                worker_id: "b".into(),
+                job: "other".into(),
+            })
             .unwrap();
-        assert_eq!(invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(), vec![pair("a", "oa")]);
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
+            vec![pair("a", "oa")]
+        );
         registry
-            .send_message(RegistryMsg::Release { worker_id: "b".into(), job: "j".into() })
+            .send_message(RegistryMsg::Release {
+                worker_id: "b".into(),
+                job: "j".into(),
+            })
             .unwrap();
-        assert_eq!(invitees(&registry, DeviceKind::Cuda, 1).await.unwrap(), vec![pair("b", "ob")]);
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 1).await.unwrap(),
+            vec![pair("b", "ob")]
+        );
         // Same ask, new owner: the invitation names the new owner (who is paid).
         put("b", register("ob2", 100, DeviceKind::Cuda)).await;
-        assert_eq!(invitees(&registry, DeviceKind::Cuda, 1).await.unwrap(), vec![pair("b", "ob2")]);
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 1).await.unwrap(),
+            vec![pair("b", "ob2")]
+        );
         // A dearer ask moves it back; a device change moves it to the other views.
         put("b", register("ob2", 400, DeviceKind::Cuda)).await;
         assert_eq!(
@@ -529,14 +567,20 @@ mod tests {
             vec![pair("a", "oa"), pair("b", "ob2")]
         );
         put("a", register("oa", 300, DeviceKind::Cpu)).await;
-        assert_eq!(invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(), vec![pair("b", "ob2")]);
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
+            vec![pair("b", "ob2")]
+        );
         assert_eq!(
             invitees(&registry, DeviceKind::Cpu, 8).await.unwrap(),
             vec![pair("c", "oc"), pair("a", "oa")]
         );
         // Nobody eligible: the full scan says why.
         registry
-            .send_message(RegistryMsg::Reserve { worker_id: "b".into(), job: "j2".into() })
+            .send_message(RegistryMsg::Reserve {
+                worker_id: "b".into(),
+                job: "j2".into(),
+            })
             .unwrap();
         let reason = invitees(&registry, DeviceKind::Cuda, 8).await.unwrap_err();
         assert!(reason.starts_with("no idle worker with device"), "{reason}");

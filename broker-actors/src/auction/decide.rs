@@ -65,7 +65,12 @@ fn credits(micro: u64) -> f64 {
 /// This is the rule's definition, a scan of every candidate; the registry answers auctions with
 /// [`invitees_indexed`], which makes the same choice from its sorted views, and uses this only to
 /// say why nobody is eligible.
-pub fn invitees<'a, I>(candidates: I, req: &Requirements, work: &DeclaredWork, k: usize) -> Result<Vec<Candidate>, String>
+pub fn invitees<'a, I>(
+    candidates: I,
+    req: &Requirements,
+    work: &DeclaredWork,
+    k: usize,
+) -> Result<Vec<Candidate>, String>
 where
     I: IntoIterator<Item = &'a Candidate> + Clone,
 {
@@ -73,9 +78,7 @@ where
     if candidates_iter.peek().is_none() {
         return Err("no idle worker is online".into());
     }
-    let device: Vec<_> = candidates_iter
-        .filter(|c| c.ask.device.satisfies(req.device))
-        .collect();
+    let device: Vec<_> = candidates_iter.filter(|c| c.ask.device.satisfies(req.device)).collect();
     if device.is_empty() {
         return Err(format!("no idle worker with device {:?}", req.device).to_lowercase());
     }
@@ -84,7 +87,12 @@ where
         .filter(|c| c.ask.memory_bytes >= req.min_memory_bytes)
         .collect();
     if memory.is_empty() {
-        let largest = candidates.clone().into_iter().map(|c| c.ask.memory_bytes).max().unwrap_or(0);
+        let largest = candidates
+            .clone()
+            .into_iter()
+            .map(|c| c.ask.memory_bytes)
+            .max()
+            .unwrap_or(0);
         return Err(format!(
             "no idle worker with ≥ {:.1} GiB of device memory (largest: {:.1} GiB)",
             gib(req.min_memory_bytes),
@@ -192,7 +200,11 @@ pub fn invitees_indexed<'a>(
         if !eligible || best.iter().any(|b| std::ptr::eq(b.2, c)) {
             continue;
         }
-        let entry = (cost(c.ask.price_per_hour, work.eta_secs(c.ask.throughput)), c.reputation, c);
+        let entry = (
+            cost(c.ask.price_per_hour, work.eta_secs(c.ask.throughput)),
+            c.reputation,
+            c,
+        );
         let at = best.partition_point(|b| ranks_before(b, &entry).is_lt());
         if at < k {
             best.insert(at, entry);
@@ -436,14 +448,22 @@ mod tests {
                 .collect();
             let expected = invitees(&kept, &req, &work, k).unwrap_or_default();
             let mut by_rate: Vec<&Candidate> = candidates.iter().collect();
-            by_rate.sort_by(|a, b| rate_key(&a.ask).total_cmp(&rate_key(&b.ask)).then(a.worker_id.cmp(&b.worker_id)));
+            by_rate.sort_by(|a, b| {
+                rate_key(&a.ask)
+                    .total_cmp(&rate_key(&b.ask))
+                    .then(a.worker_id.cmp(&b.worker_id))
+            });
             let mut by_price: Vec<&Candidate> = candidates.iter().collect();
             by_price.sort_by_key(|c| (c.ask.price_per_hour, c.worker_id.clone()));
             let found = invitees_indexed(by_rate.into_iter(), by_price.into_iter(), &req, &work, k, |c| {
                 excluded.contains(&c.worker_id)
             });
             let ids = |v: &[Candidate]| v.iter().map(|c| c.worker_id.clone()).collect::<Vec<_>>();
-            assert_eq!(ids(&found.invited), ids(&expected), "round {round}: {req:?} {work:?} k={k}");
+            assert_eq!(
+                ids(&found.invited),
+                ids(&expected),
+                "round {round}: {req:?} {work:?} k={k}"
+            );
             if n == 10_000 && k == 8 && req.device == DeviceKind::Any && req.min_memory_bytes == 0 {
                 touched_at_10k = touched_at_10k.max(found.touched);
             }
