@@ -55,6 +55,11 @@ impl SyncedNats {
         Ok(())
     }
 
+    /// Kills the server, keeping its store for [`SyncedNats::restart`].
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
