@@ -85,6 +85,15 @@ enum Bench {
         #[arg(long)]
         no_fsync: bool,
     },
+    /// The alternative to one message per group: one transfer per JetStream message, published
+    /// back to back (`--in-flight` at a time, each expecting the previous one's sequence), to
+    /// see what fsync before ack allows per message.
+    Pipelined {
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        in_flight: Vec<usize>,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
 }
 
 #[tokio::main]
@@ -138,8 +147,43 @@ async fn main() -> Result<()> {
                 );
             }
         }
+        Bench::Pipelined { in_flight, secs } => {
+            println!("one transfer per journal message, pipelined, fsync before ack, {secs} s per run");
+            println!("{:>10} {:>12}", "in flight", "messages/s");
+            for n in in_flight {
+                let rate = pipelined(n, Duration::from_secs_f64(secs)).await?;
+                println!("{n:>10} {rate:>12.0}");
+            }
+        }
     }
     Ok(())
+}
+
+async fn pipelined(in_flight: usize, window: Duration) -> Result<f64> {
+    let server = SyncedNats::start(true)?;
+    let js = async_nats::jetstream::new(server.connect().await?);
+    streams::ensure(&js, 1).await.map_err(|e| anyhow!("streams: {e}"))?;
+    let (mut last, mut sent) = (0u64, 0u64);
+    let t0 = Instant::now();
+    while t0.elapsed() < window {
+        let mut acks = Vec::with_capacity(in_flight);
+        for i in 0..in_flight as u64 {
+            let t = transfer(format!("p.{}", last + i), MINT.into(), user("a"), 1);
+            let publish = async_nats::jetstream::message::PublishMessage::build()
+                .payload(encode(&t).into())
+                .message_id(t.id.clone())
+                .expected_last_sequence(last + i);
+            acks.push(
+                js.send_publish(helium_protocol::subjects::streams::LEDGER_SUBJECT, publish)
+                    .await?,
+            );
+        }
+        for ack in acks {
+            last = ack.await?.sequence;
+            sent += 1;
+        }
+    }
+    Ok(sent as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// CPU seconds (user + system) of a process, from /proc (clock ticks of 10 ms).
