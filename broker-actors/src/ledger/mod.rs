@@ -250,13 +250,14 @@ impl LedgerState {
         let group = std::mem::take(&mut self.in_flight);
         let (refusal, tail) = match appended {
             Appended::Journaled { seq } => {
-                let transfers: Vec<Transfer> = group.iter().map(|w| w.transfer.clone()).collect();
-                // Every transfer was checked against the book plus those before it, so the
-                // entry applies; if it did not, book and journal would differ: stop, and let a
+                // Every transfer was checked against the book plus those before it, so each
+                // applies; if one did not, book and journal would differ: stop, and let a
                 // restart rebuild the book from the journal.
-                self.book
-                    .apply_entry(&transfers)
-                    .map_err(|e| format!("journal entry {seq} was accepted but does not apply: {e}"))?;
+                for w in &group {
+                    self.book
+                        .apply(w.transfer.clone())
+                        .map_err(|e| format!("journal entry {seq} was accepted but does not apply: {e}"))?;
+                }
                 self.last_seq = seq;
                 for w in group {
                     self.pending.remove(&w.transfer);
