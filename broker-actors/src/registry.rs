@@ -1,20 +1,26 @@
 //! The WorkerRegistry actor: every worker's standing ask and liveness. Workers register, then
 //! heartbeat; one that misses [`MISSED_BEATS`] beats is considered lost. The registry tells
 //! the job manager when capacity appears (a worker joins or frees up) or vanishes.
+//!
+//! It also chooses whom an auction invites: live, idle workers are kept in two sorted views
+//! (by price per unit of throughput, and by price), updated when a worker registers, is
+//! reserved, released, lost or revived, so that an auction reads a few entries of them
+//! ([`decide::invitees_indexed`]) instead of copying and sorting the whole grid.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeSet, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use helium_protocol::{
     api::WorkerView,
-    worker::{Heartbeat, Register, Registered},
+    job::{DeclaredWork, DeviceKind, Requirements},
+    worker::{Ask, Heartbeat, Register, Registered},
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort};
 
-use crate::auction::Candidate;
+use crate::auction::{decide, Candidate};
 
 /// Heartbeats a worker may miss before it is considered lost.
 pub const MISSED_BEATS: u32 = 5;
@@ -38,8 +44,15 @@ pub enum RegistryMsg {
         worker_id: String,
         heartbeat: Heartbeat,
     },
-    /// Live, idle workers.
-    Candidates(RpcReplyPort<Vec<Candidate>>),
+    /// The live, idle workers an auction invites: up to `k` eligible ones, cheapest expected
+    /// cost first ([`decide::invitees`]), none of `exclude`; or why there are none.
+    Invitees {
+        requirements: Requirements,
+        work: DeclaredWork,
+        exclude: Vec<String>,
+        k: usize,
+        reply: RpcReplyPort<Result<Vec<Candidate>, String>>,
+    },
     /// Marks a worker busy with a job (at award).
     Reserve {
         worker_id: String,
@@ -60,13 +73,154 @@ pub enum RegistryMsg {
 }
 
 struct Entry {
-    owner: String,
-    register: Register,
+    /// Id, owner and ask (reputation fixed at 1.0), shared with the idle views.
+    candidate: Arc<Candidate>,
     last_seen: Instant,
     busy_with: Option<String>,
     /// `busy_with` was learned from the worker's heartbeat, not set by an award.
     busy_from_heartbeat: bool,
     alive: bool,
+    /// The keys this worker is filed under in [`IdleIndex`], if it is (alive and idle).
+    indexed: Option<IdleKey>,
+}
+
+/// Where a worker sits in the idle views: its device (which set of views), its
+/// [`decide::rate_key`] and its price.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct IdleKey {
+    device: DeviceKind,
+    rate: Rate,
+    price: u64,
+}
+
+impl IdleKey {
+    fn of(ask: &Ask) -> IdleKey {
+        IdleKey {
+            device: ask.device,
+            rate: Rate(decide::rate_key(ask)),
+            price: ask.price_per_hour,
+        }
+    }
+}
+
+/// An f64 ordered by `total_cmp` ([`decide::rate_key`] is never NaN: unusable throughputs
+/// map to infinity).
+#[derive(Debug, Clone, Copy)]
+struct Rate(f64);
+
+impl PartialEq for Rate {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0).is_eq()
+    }
+}
+impl Eq for Rate {}
+impl PartialOrd for Rate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Rate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A worker filed under `key` in a sorted view; ties go by worker id. It carries the
+/// candidate itself, so reading a view needs no lookup.
+struct Filed<K>(K, Arc<Candidate>);
+
+impl<K: Ord> Filed<K> {
+    fn order(&self) -> (&K, &str) {
+        (&self.0, &self.1.worker_id)
+    }
+}
+impl<K: Ord> PartialEq for Filed<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+impl<K: Ord> Eq for Filed<K> {}
+impl<K: Ord> PartialOrd for Filed<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K: Ord> Ord for Filed<K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+/// The live, idle workers of one device kind, sorted two ways.
+#[derive(Default)]
+struct Views {
+    by_rate: BTreeSet<Filed<Rate>>,
+    by_price: BTreeSet<Filed<u64>>,
+}
+
+/// The live, idle workers, one [`Views`] per device kind (a job that wants CUDA never reads
+/// the CPU workers, which are the cheapest and would head its price view).
+#[derive(Default)]
+struct IdleIndex {
+    any: Views,
+    cpu: Views,
+    cuda: Views,
+}
+
+impl IdleIndex {
+    fn views_mut(&mut self, device: DeviceKind) -> &mut Views {
+        match device {
+            DeviceKind::Any => &mut self.any,
+            DeviceKind::Cpu => &mut self.cpu,
+            DeviceKind::Cuda => &mut self.cuda,
+        }
+    }
+
+    /// The views holding the workers whose device satisfies `wanted`.
+    fn serving(&self, wanted: DeviceKind) -> impl Iterator<Item = &Views> {
+        [
+            (DeviceKind::Any, &self.any),
+            (DeviceKind::Cpu, &self.cpu),
+            (DeviceKind::Cuda, &self.cuda),
+        ]
+        .into_iter()
+        .filter(move |(device, views)| device.satisfies(wanted) && !views.by_price.is_empty())
+        .map(|(_, views)| views)
+    }
+
+    fn len(&self) -> usize {
+        self.any.by_price.len() + self.cpu.by_price.len() + self.cuda.by_price.len()
+    }
+
+    /// Files or unfiles `entry` so that it is in the views exactly when it is alive and idle,
+    /// under its current ask. Called after every change to an entry.
+    fn sync(&mut self, entry: &mut Entry) {
+        let wanted = (entry.alive && entry.busy_with.is_none()).then(|| IdleKey::of(&entry.candidate.ask));
+        if entry.indexed != wanted {
+            self.refile(entry, wanted);
+        }
+    }
+
+    /// Like [`IdleIndex::sync`], and replaces the filed candidate even when its keys did not
+    /// change (a re-registration may change the owner).
+    fn sync_new(&mut self, entry: &mut Entry) {
+        let wanted = (entry.alive && entry.busy_with.is_none()).then(|| IdleKey::of(&entry.candidate.ask));
+        self.refile(entry, wanted);
+    }
+
+    fn refile(&mut self, entry: &mut Entry, wanted: Option<IdleKey>) {
+        if let Some(old) = entry.indexed.take() {
+            let views = self.views_mut(old.device);
+            views.by_rate.remove(&Filed(old.rate, entry.candidate.clone()));
+            views.by_price.remove(&Filed(old.price, entry.candidate.clone()));
+        }
+        if let Some(new) = wanted {
+            let views = self.views_mut(new.device);
+            views.by_rate.insert(Filed(new.rate, entry.candidate.clone()));
+            views.by_price.insert(Filed(new.price, entry.candidate.clone()));
+        }
+        entry.indexed = wanted;
+    }
 }
 
 pub struct WorkerRegistry;
@@ -79,7 +233,8 @@ pub struct RegistryArgs {
 pub struct RegistryState {
     heartbeat: Duration,
     events: Arc<OutputPort<RegistryEvent>>,
-    workers: BTreeMap<String, Entry>,
+    workers: HashMap<Arc<str>, Entry>,
+    idle: IdleIndex,
 }
 
 impl Actor for WorkerRegistry {
@@ -96,7 +251,8 @@ impl Actor for WorkerRegistry {
         Ok(RegistryState {
             heartbeat: args.heartbeat,
             events: args.events,
-            workers: BTreeMap::new(),
+            workers: HashMap::new(),
+            idle: IdleIndex::default(),
         })
     }
 
@@ -114,23 +270,29 @@ impl Actor for WorkerRegistry {
             } => {
                 tracing::debug!(worker = %worker_id, owner = %register.owner, price = register.ask.price_per_hour,
                     device = ?register.ask.device, throughput = register.ask.throughput, "worker registered");
-                let known = state.workers.get(&worker_id);
+                let known = state.workers.get(worker_id.as_str());
                 let busy_with = known.and_then(|e| e.busy_with.clone());
                 let busy_from_heartbeat = known.is_some_and(|e| e.busy_from_heartbeat);
+                let indexed = known.and_then(|e| e.indexed);
                 // Workers re-register periodically (so a restarted broker learns of them); only
                 // a new, revived or changed ask is new capacity worth re-auctioning for.
-                let news = known.is_none_or(|e| !e.alive || e.register.ask != register.ask);
-                state.workers.insert(
-                    worker_id,
-                    Entry {
-                        owner: register.owner.clone(),
-                        register,
-                        last_seen: Instant::now(),
-                        busy_with,
-                        busy_from_heartbeat,
-                        alive: true,
-                    },
-                );
+                let news = known.is_none_or(|e| !e.alive || e.candidate.ask != register.ask);
+                let id: Arc<str> = worker_id.as_str().into();
+                let mut entry = Entry {
+                    candidate: Arc::new(Candidate {
+                        worker_id,
+                        owner: register.owner,
+                        ask: register.ask,
+                        reputation: 1.0,
+                    }),
+                    last_seen: Instant::now(),
+                    busy_with,
+                    busy_from_heartbeat,
+                    alive: true,
+                    indexed,
+                };
+                state.idle.sync_new(&mut entry);
+                state.workers.insert(id, entry);
                 let _ = reply.send(Registered {
                     heartbeat_ms: state.heartbeat.as_millis() as u64,
                 });
@@ -139,7 +301,7 @@ impl Actor for WorkerRegistry {
                 }
             }
             RegistryMsg::Heartbeat { worker_id, heartbeat } => {
-                if let Some(entry) = state.workers.get_mut(&worker_id) {
+                if let Some(entry) = state.workers.get_mut(worker_id.as_str()) {
                     entry.last_seen = Instant::now();
                     let revived = !entry.alive;
                     entry.alive = true;
@@ -163,36 +325,62 @@ impl Actor for WorkerRegistry {
                         }
                         _ => {}
                     }
+                    state.idle.sync(entry);
                     if revived {
                         state.events.send(RegistryEvent::CapacityAvailable);
                     }
                 }
             }
-            RegistryMsg::Candidates(reply) => {
-                let candidates = state
-                    .workers
-                    .iter()
-                    .filter(|(_, e)| e.alive && e.busy_with.is_none())
-                    .map(|(id, e)| Candidate {
-                        worker_id: id.clone(),
-                        owner: e.owner.clone(),
-                        ask: e.register.ask.clone(),
-                        reputation: 1.0,
-                    })
-                    .collect();
-                let _ = reply.send(candidates);
+            RegistryMsg::Invitees {
+                requirements,
+                work,
+                exclude,
+                k,
+                reply,
+            } => {
+                // Each device kind's views answer on their own; the K best of their answers
+                // are the K best of all.
+                let mut touched = 0;
+                let mut invited = Vec::new();
+                for views in state.idle.serving(requirements.device) {
+                    let search = decide::invitees_indexed(
+                        views.by_rate.iter().map(|f| &*f.1),
+                        views.by_price.iter().map(|f| &*f.1),
+                        &requirements,
+                        &work,
+                        k,
+                        |c| exclude.contains(&c.worker_id),
+                    );
+                    touched += search.touched;
+                    invited.extend(search.invited);
+                }
+                let answer = if invited.is_empty() {
+                    // Nobody eligible: say why, from every idle worker (this reads them all).
+                    let idle: Vec<&Candidate> = [&state.idle.any, &state.idle.cpu, &state.idle.cuda]
+                        .into_iter()
+                        .flat_map(|views| views.by_price.iter().map(|f| &*f.1))
+                        .filter(|c| !exclude.contains(&c.worker_id))
+                        .collect();
+                    decide::invitees(idle.iter().copied(), &requirements, &work, k)
+                } else {
+                    Ok(decide::merge_ranked(invited, &work, k))
+                };
+                tracing::trace!(touched, idle = state.idle.len(), "invitees");
+                let _ = reply.send(answer);
             }
             RegistryMsg::Reserve { worker_id, job } => {
-                if let Some(entry) = state.workers.get_mut(&worker_id) {
+                if let Some(entry) = state.workers.get_mut(worker_id.as_str()) {
                     entry.busy_with = Some(job);
                     entry.busy_from_heartbeat = false;
+                    state.idle.sync(entry);
                 }
             }
             RegistryMsg::Release { worker_id, job } => {
-                if let Some(entry) = state.workers.get_mut(&worker_id) {
+                if let Some(entry) = state.workers.get_mut(worker_id.as_str()) {
                     if entry.busy_with.as_deref() == Some(job.as_str()) {
                         entry.busy_with = None;
                         entry.busy_from_heartbeat = false;
+                        state.idle.sync(entry);
                         if entry.alive {
                             state.events.send(RegistryEvent::CapacityAvailable);
                         }
@@ -200,40 +388,204 @@ impl Actor for WorkerRegistry {
                 }
             }
             RegistryMsg::Alive { worker_id, reply } => {
-                let _ = reply.send(state.workers.get(&worker_id).is_some_and(|e| e.alive));
+                let _ = reply.send(state.workers.get(worker_id.as_str()).is_some_and(|e| e.alive));
             }
             RegistryMsg::List(reply) => {
-                let views = state
+                let mut views: Vec<WorkerView> = state
                     .workers
-                    .iter()
-                    .map(|(id, e)| WorkerView {
-                        worker_id: id.clone(),
-                        owner: e.owner.clone(),
-                        device: e.register.ask.device,
-                        device_name: e.register.ask.device_name.clone(),
-                        memory_bytes: e.register.ask.memory_bytes,
-                        price_per_hour: e.register.ask.price_per_hour,
-                        throughput: e.register.ask.throughput,
+                    .values()
+                    .map(|e| WorkerView {
+                        worker_id: e.candidate.worker_id.clone(),
+                        owner: e.candidate.owner.clone(),
+                        device: e.candidate.ask.device,
+                        device_name: e.candidate.ask.device_name.clone(),
+                        memory_bytes: e.candidate.ask.memory_bytes,
+                        price_per_hour: e.candidate.ask.price_per_hour,
+                        throughput: e.candidate.ask.throughput,
                         busy_with: e.busy_with.clone(),
                         alive: e.alive,
                     })
                     .collect();
+                views.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
                 let _ = reply.send(views);
             }
             RegistryMsg::Sweep => {
                 let limit = state.heartbeat * MISSED_BEATS;
-                for (id, entry) in state.workers.iter_mut() {
+                for entry in state.workers.values_mut() {
                     if entry.alive && entry.last_seen.elapsed() > limit {
                         entry.alive = false;
-                        tracing::warn!(worker = %id, job = ?entry.busy_with, "worker lost: no heartbeat");
+                        let job = entry.busy_with.take();
+                        state.idle.sync(entry);
+                        tracing::warn!(worker = %entry.candidate.worker_id, job = ?job, "worker lost: no heartbeat");
                         state.events.send(RegistryEvent::WorkerLost {
-                            worker_id: id.clone(),
-                            job: entry.busy_with.take(),
+                            worker_id: entry.candidate.worker_id.clone(),
+                            job,
                         });
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helium_protocol::PROTOCOL_VERSION;
+
+    fn register(owner: &str, price: u64, device: DeviceKind) -> Register {
+        Register {
+            v: PROTOCOL_VERSION,
+            owner: owner.into(),
+            ask: Ask {
+                price_per_hour: price * 1_000_000,
+                device,
+                device_name: String::new(),
+                memory_bytes: 8 << 30,
+                throughput: 1e9,
+            },
+        }
+    }
+
+    async fn invitees(
+        registry: &ActorRef<RegistryMsg>,
+        device: DeviceKind,
+        k: usize,
+    ) -> Result<Vec<(String, String)>, String> {
+        let requirements = Requirements {
+            device,
+            min_memory_bytes: 0,
+            max_price_per_hour: 1_000 * 1_000_000,
+            budget: u64::MAX,
+            deadline_ms: 0,
+        };
+        let work = DeclaredWork {
+            parameters: 1_000,
+            samples: 1_000,
+            epochs: 1,
+        };
+        let answer = ractor::call_t!(
+            registry,
+            |reply| RegistryMsg::Invitees {
+                requirements,
+                work,
+                exclude: vec!["excluded".into()],
+                k,
+                reply,
+            },
+            1_000
+        )
+        .unwrap();
+        answer.map(|v| v.into_iter().map(|c| (c.worker_id, c.owner)).collect())
+    }
+
+    /// The idle views follow every change of an entry: reservation, release, a re-registration
+    /// with another owner or another ask.
+    #[tokio::test]
+    async fn invitations_follow_reservations_and_re_registrations() {
+        let (registry, _) = Actor::spawn(
+            None,
+            WorkerRegistry,
+            RegistryArgs {
+                heartbeat: Duration::from_secs(3600),
+                events: Arc::new(OutputPort::default()),
+            },
+        )
+        .await
+        .unwrap();
+        let put = |id: &str, register: Register| {
+            let id = id.to_string();
+            let registry = registry.clone();
+            async move {
+                ractor::call_t!(
+                    registry,
+                    |reply| RegistryMsg::Register {
+                        worker_id: id,
+                        register,
+                        reply
+                    },
+                    1_000
+                )
+                .unwrap();
+            }
+        };
+        put("a", register("oa", 300, DeviceKind::Cuda)).await;
+        put("b", register("ob", 100, DeviceKind::Cuda)).await;
+        put("c", register("oc", 200, DeviceKind::Cpu)).await;
+        put("excluded", register("ox", 1, DeviceKind::Cuda)).await;
+        let pair = |id: &str, owner: &str| (id.to_string(), owner.to_string());
+        assert_eq!(
+            invitees(&registry, DeviceKind::Any, 8).await.unwrap(),
+            vec![pair("b", "ob"), pair("c", "oc"), pair("a", "oa")]
+        );
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 1).await.unwrap(),
+            vec![pair("b", "ob")]
+        );
+        registry
+            .send_message(RegistryMsg::Reserve {
+                worker_id: "b".into(),
+                job: "j".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
+            vec![pair("a", "oa")]
+        );
+        // A release for another job does not free it; one for its job does.
+        registry
+            .send_message(RegistryMsg::Release {
+                worker_id: "b".into(),
+                job: "other".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
+            vec![pair("a", "oa")]
+        );
+        registry
+            .send_message(RegistryMsg::Release {
+                worker_id: "b".into(),
+                job: "j".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 1).await.unwrap(),
+            vec![pair("b", "ob")]
+        );
+        // Same ask, new owner: the invitation names the new owner (who is paid).
+        put("b", register("ob2", 100, DeviceKind::Cuda)).await;
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 1).await.unwrap(),
+            vec![pair("b", "ob2")]
+        );
+        // A dearer ask moves it back; a device change moves it to the other views.
+        put("b", register("ob2", 400, DeviceKind::Cuda)).await;
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
+            vec![pair("a", "oa"), pair("b", "ob2")]
+        );
+        put("a", register("oa", 300, DeviceKind::Cpu)).await;
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
+            vec![pair("b", "ob2")]
+        );
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cpu, 8).await.unwrap(),
+            vec![pair("c", "oc"), pair("a", "oa")]
+        );
+        // Nobody eligible: the full scan says why.
+        registry
+            .send_message(RegistryMsg::Reserve {
+                worker_id: "b".into(),
+                job: "j2".into(),
+            })
+            .unwrap();
+        let reason = invitees(&registry, DeviceKind::Cuda, 8).await.unwrap_err();
+        assert!(reason.starts_with("no idle worker with device"), "{reason}");
+        let list = ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap();
+        let ids: Vec<_> = list.iter().map(|w| w.worker_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "excluded"]);
     }
 }

@@ -115,3 +115,335 @@ async fn a_second_ledger_writer_catches_up_instead_of_forking_the_journal() {
     assert_eq!((b[&user("a")], b[&user("b")]), (0, 105));
     assert_invariants(&b);
 }
+
+// Group commit, against nats-server with `sync_interval: always` (as `deploy/grid.sh` runs it).
+
+#[path = "journal_server/mod.rs"]
+mod journal_server;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use futures::future::join_all;
+use helium_protocol::{encode, subjects::streams as names};
+use journal_server::SyncedNats;
+
+async fn ledger_on(server: &SyncedNats) -> (ActorRef<LedgerMsg>, jetstream::Context) {
+    let js = jetstream::new(server.connect().await.unwrap());
+    streams::ensure(&js, 1).await.unwrap();
+    let (ledger, _) = Actor::spawn(None, Ledger, js.clone()).await.unwrap();
+    (ledger, js)
+}
+
+async fn journal_messages(js: &jetstream::Context) -> u64 {
+    js.get_stream(names::LEDGER)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+/// 64 callers move credits around a ring of accounts at once, some transfers overdrawing:
+/// the books balance, nobody but the mint is negative, the balances are exactly the sum of the
+/// transfers that were answered ok, transfers shared journal messages, and replaying the
+/// journal after restarting the ledger and nats-server gives the same balances.
+#[tokio::test]
+async fn group_commit_keeps_the_invariants_under_concurrent_callers() {
+    let mut server = SyncedNats::start(true).unwrap();
+    let (ledger, js) = ledger_on(&server).await;
+    const ACCOUNTS: usize = 64;
+    for a in 0..ACCOUNTS {
+        apply(&ledger, t(&format!("grant.{a}"), MINT, &user(&format!("a{a}")), 50))
+            .await
+            .unwrap();
+    }
+    let callers = (0..ACCOUNTS).map(|c| {
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            let mut ok = Vec::new();
+            let mut refused = 0;
+            for i in 0..40u64 {
+                // Amounts 1..=30 against a balance of about 50: some overdraw.
+                let amount = 1 + (c as u64 * 7 + i * 13) % 30;
+                let to = (c + 1 + i as usize) % ACCOUNTS;
+                let transfer = t(
+                    &format!("t.{c}.{i}"),
+                    &user(&format!("a{c}")),
+                    &user(&format!("a{to}")),
+                    amount,
+                );
+                match apply(&ledger, transfer.clone()).await {
+                    Ok(Applied::New) => ok.push(transfer),
+                    Err(LedgerError::Book(BookError::InsufficientFunds { .. })) => refused += 1,
+                    other => panic!("{}: {other:?}", transfer.id),
+                }
+            }
+            (ok, refused)
+        })
+    });
+    let results = join_all(callers).await;
+    let mut expected: BTreeMap<String, i128> = BTreeMap::new();
+    *expected.entry(MINT.into()).or_default() -= 50 * ACCOUNTS as i128;
+    for a in 0..ACCOUNTS {
+        *expected.entry(user(&format!("a{a}"))).or_default() += 50;
+    }
+    let (mut applied, mut refused) = (0, 0);
+    for result in results {
+        let (ok, r) = result.unwrap();
+        refused += r;
+        applied += ok.len();
+        for transfer in ok {
+            *expected.entry(transfer.debit.clone()).or_default() -= i128::from(transfer.amount);
+            *expected.entry(transfer.credit.clone()).or_default() += i128::from(transfer.amount);
+        }
+    }
+    assert!(
+        refused > 0 && applied > 0,
+        "the mix should both apply and overdraw: {applied} / {refused}"
+    );
+    let books = balances(&ledger).await;
+    assert_invariants(&books);
+    assert_eq!(books, expected);
+    // Group commit happened: fewer journal messages than transfers.
+    let messages = journal_messages(&js).await;
+    assert!(
+        messages < (ACCOUNTS + applied) as u64,
+        "{messages} messages for {} transfers",
+        ACCOUNTS + applied
+    );
+
+    ledger.stop(None);
+    drop(js);
+    server.restart().unwrap();
+    let (replayed, _) = ledger_on(&server).await;
+    assert_eq!(balances(&replayed).await, books);
+}
+
+/// Many holds on one account at once, together worth more than its balance: exactly the
+/// excess is refused, although they are checked while earlier ones are still being journaled.
+#[tokio::test]
+async fn concurrent_overdrafts_refuse_exactly_the_excess() {
+    let server = SyncedNats::start(true).unwrap();
+    let (ledger, _js) = ledger_on(&server).await;
+    apply(&ledger, t("grant", MINT, &user("r"), 100)).await.unwrap();
+    let holds = (0..50).map(|i| {
+        apply(
+            &ledger,
+            t(&format!("hold.{i}"), &user("r"), &escrow(&format!("j{i}")), 3),
+        )
+    });
+    let results = join_all(holds).await;
+    let ok = results.iter().filter(|r| matches!(r, Ok(Applied::New))).count();
+    let short = results
+        .iter()
+        .filter(|r| matches!(r, Err(LedgerError::Book(BookError::InsufficientFunds { .. }))))
+        .count();
+    assert_eq!((ok, short), (33, 17), "{results:?}");
+    let books = balances(&ledger).await;
+    assert_eq!(books[&user("r")], 1);
+    assert_invariants(&books);
+}
+
+/// A transfer sent again while the first copy is still pending gets the same outcome once
+/// (one `New`, the rest `Duplicate`); a different transfer under a pending id is refused; after
+/// journaling, a retry is a no-op and a differing one is refused.
+#[tokio::test]
+async fn a_retried_id_is_a_noop_and_a_differing_transfer_with_a_used_id_is_refused() {
+    let server = SyncedNats::start(true).unwrap();
+    let (ledger, _js) = ledger_on(&server).await;
+    apply(&ledger, t("grant", MINT, &user("r"), 100)).await.unwrap();
+    let same = t("hold.j.1", &user("r"), &escrow("j"), 10);
+    let mut calls: Vec<_> = (0..10).map(|_| apply(&ledger, same.clone())).collect();
+    calls.push(apply(&ledger, t("hold.j.1", &user("r"), &escrow("j"), 11)));
+    let results = join_all(calls).await;
+    let new = results.iter().filter(|r| matches!(r, Ok(Applied::New))).count();
+    let dup = results.iter().filter(|r| matches!(r, Ok(Applied::Duplicate))).count();
+    assert_eq!((new, dup), (1, 9), "{results:?}");
+    assert!(
+        matches!(results[10], Err(LedgerError::Book(BookError::IdReused(_)))),
+        "{results:?}"
+    );
+    assert_eq!(apply(&ledger, same.clone()).await.unwrap(), Applied::Duplicate);
+    assert!(matches!(
+        apply(&ledger, t("hold.j.1", &user("r"), &escrow("j"), 9)).await,
+        Err(LedgerError::Book(BookError::IdReused(_)))
+    ));
+    let books = balances(&ledger).await;
+    assert_eq!((books[&user("r")], books[&escrow("j")]), (90, 10));
+}
+
+/// Someone who can publish on the journal subject pre-publishes `Nats-Msg-Id: pay.j.1` (with
+/// another, valid entry as payload), once before the ledger starts and once while it runs.
+/// JetStream then acks the ledger's real `pay.j.1` as a duplicate: the ledger must refuse it,
+/// not apply a transfer that was never journaled. The book stays equal to the journal.
+#[tokio::test]
+async fn a_pre_published_message_id_is_not_applied() {
+    let mut server = SyncedNats::start(true).unwrap();
+    let js = jetstream::new(server.connect().await.unwrap());
+    streams::ensure(&js, 1).await.unwrap();
+    let squat = |msg_id: &str, payload: Transfer| {
+        let js = js.clone();
+        let publish = PublishMessage::build()
+            .payload(encode(&payload).into())
+            .message_id(msg_id);
+        async move {
+            js.send_publish(names::LEDGER_SUBJECT, publish)
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        }
+    };
+    squat("pay.j.1", t("noise.1", MINT, &user("m"), 1)).await;
+    let (ledger, _) = Actor::spawn(None, Ledger, js.clone()).await.unwrap();
+    apply(&ledger, t("grant", MINT, &user("r"), 100)).await.unwrap();
+    apply(&ledger, t("hold.j", &user("r"), &escrow("j"), 60)).await.unwrap();
+    let refused = apply(&ledger, t("pay.j.1", &escrow("j"), &user("owner"), 60)).await;
+    assert!(
+        matches!(refused, Err(LedgerError::MsgIdTaken(ref id)) if id == "pay.j.1"),
+        "{refused:?}"
+    );
+    // The same while the ledger runs (the squatter's entry is the one the ledger has not seen).
+    squat("pay.j.2", t("noise.2", MINT, &user("m"), 1)).await;
+    let refused = apply(&ledger, t("pay.j.2", &escrow("j"), &user("owner"), 60)).await;
+    assert!(
+        matches!(refused, Err(LedgerError::MsgIdTaken(ref id)) if id == "pay.j.2"),
+        "{refused:?}"
+    );
+    let books = balances(&ledger).await;
+    assert_eq!(
+        (books[&escrow("j")], books.get(&user("owner"))),
+        (60, None),
+        "{books:?}"
+    );
+    assert_eq!(books[&user("m")], 2, "the journal's own entries are the book's");
+    assert_invariants(&books);
+    // A differently named transfer pays; the book still equals what a replay gives.
+    apply(&ledger, t("pay.j.1b", &escrow("j"), &user("owner"), 60))
+        .await
+        .unwrap();
+    let books = balances(&ledger).await;
+    ledger.stop(None);
+    drop(js);
+    server.restart().unwrap();
+    let (replayed, _) = ledger_on(&server).await;
+    assert_eq!(balances(&replayed).await, books);
+}
+
+/// Two ledgers append to the same journal at once, each with concurrent callers: every append
+/// is fenced by expected-last-sequence, so the journal never forks; every transfer answered ok
+/// is journaled exactly once, and each writer's book, once caught up, equals the replay.
+#[tokio::test]
+async fn a_second_writer_is_fenced_under_group_commit() {
+    let server = SyncedNats::start(true).unwrap();
+    let (first, js) = ledger_on(&server).await;
+    let (second, _) = ledger_on(&server).await;
+    let writers = [first.clone(), second.clone()];
+    let callers = (0..32).map(|c| {
+        let ledger = writers[c % 2].clone();
+        tokio::spawn(async move {
+            let mut ok = Vec::new();
+            for i in 0..20u64 {
+                let transfer = t(&format!("g.{c}.{i}"), MINT, &user(&format!("a{c}")), 1 + i);
+                match apply(&ledger, transfer.clone()).await {
+                    Ok(Applied::New) => ok.push(transfer),
+                    // Fenced twice in a row by the other writer: not journaled.
+                    Err(LedgerError::Journal(_)) => {}
+                    other => panic!("{}: {other:?}", transfer.id),
+                }
+            }
+            ok
+        })
+    });
+    let ok: Vec<Transfer> = join_all(callers).await.into_iter().flat_map(|r| r.unwrap()).collect();
+    assert!(!ok.is_empty());
+    let (replayed, _) = ledger_on(&server).await;
+    // Every ok transfer is in the journal: retrying it on a fresh replay is a no-op.
+    for transfer in &ok {
+        assert_eq!(
+            apply(&replayed, transfer.clone()).await.unwrap(),
+            Applied::Duplicate,
+            "{}",
+            transfer.id
+        );
+    }
+    let mut expected: BTreeMap<String, i128> = BTreeMap::new();
+    for transfer in &ok {
+        *expected.entry(transfer.debit.clone()).or_default() -= i128::from(transfer.amount);
+        *expected.entry(transfer.credit.clone()).or_default() += i128::from(transfer.amount);
+    }
+    let replay = balances(&replayed).await;
+    assert_eq!(
+        replay, expected,
+        "a transfer not answered ok was journaled, or one was journaled twice"
+    );
+    // Each writer catches up on its next append, and its book is then exactly the journal.
+    for (n, writer) in writers.iter().enumerate() {
+        apply(writer, t(&format!("last.{n}"), MINT, &user("z"), 1))
+            .await
+            .unwrap();
+        let (fresh, _) = ledger_on(&server).await;
+        assert_eq!(balances(writer).await, balances(&fresh).await, "writer {n}");
+    }
+    assert!(journal_messages(&js).await > 0);
+}
+
+/// nats-server dies while 32 callers transfer. Callers answered ok had their transfer
+/// journaled; the ledger's book holds exactly those (none that failed); after the server is
+/// back, a ledger replaying the journal finds every one of them.
+#[tokio::test]
+async fn a_failed_append_fails_only_what_was_not_journaled() {
+    let mut server = SyncedNats::start(true).unwrap();
+    let (ledger, js) = ledger_on(&server).await;
+    let (progress, mut progressed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let callers = (0..32).map(|c| {
+        let (ledger, progress) = (ledger.clone(), progress.clone());
+        tokio::spawn(async move {
+            let mut ok = Vec::new();
+            for i in 0u64.. {
+                let transfer = t(&format!("g.{c}.{i}"), MINT, &user(&format!("a{c}")), 1);
+                // Without a server the answer waits for the ack's and the journal read's timeouts.
+                let answer = ractor::call_t!(ledger, LedgerMsg::Transfer, 60_000, transfer.clone()).unwrap();
+                match answer {
+                    Ok(Applied::New) => {
+                        ok.push(transfer);
+                        let _ = progress.send(());
+                    }
+                    Err(LedgerError::Journal(_)) => break,
+                    other => panic!("{}: {other:?}", transfer.id),
+                }
+            }
+            ok
+        })
+    });
+    let callers: Vec<_> = callers.collect();
+    for _ in 0..300 {
+        progressed.recv().await.unwrap();
+    }
+    server.stop();
+    let ok: Vec<Transfer> = join_all(callers).await.into_iter().flat_map(|r| r.unwrap()).collect();
+    let mut expected: BTreeMap<String, i128> = BTreeMap::new();
+    for transfer in &ok {
+        *expected.entry(transfer.debit.clone()).or_default() -= i128::from(transfer.amount);
+        *expected.entry(transfer.credit.clone()).or_default() += i128::from(transfer.amount);
+    }
+    assert_eq!(
+        balances(&ledger).await,
+        expected,
+        "the book holds exactly the transfers answered ok"
+    );
+    ledger.stop(None);
+    drop(js);
+    server.restart().unwrap();
+    let (replayed, _) = ledger_on(&server).await;
+    for transfer in &ok {
+        assert_eq!(
+            apply(&replayed, transfer.clone()).await.unwrap(),
+            Applied::Duplicate,
+            "{}",
+            transfer.id
+        );
+    }
+    assert_invariants(&balances(&replayed).await);
+}

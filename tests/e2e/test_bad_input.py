@@ -198,3 +198,96 @@ def test_malformed_messages_get_clear_error_replies(researcher: Any, raw_nats: A
     error = ask(subjects.JOB_STATUS, msgpack.packb({"v": 1, "job": "wrong field name"}))
     assert error["code"] == "bad_request", error
     a_good_job_completes(researcher)
+
+
+# -- what cannot train is refused by the client's trial step, before any upload -----------------
+
+
+class Detached(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x).detach()
+
+
+def regressor() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+
+
+def with_nan(x: torch.Tensor) -> torch.Tensor:
+    x = x.clone()
+    x[5, 7] = float("nan")
+    return x
+
+
+X, Y = small_data()
+# (case, model, submit arguments, error class, facts the message must state)
+CANNOT_TRAIN: list[tuple[str, Callable[[], torch.nn.Module], dict[str, Any], type[Exception], list[str]]] = [
+    (
+        "mse of (N, 1) against (N,)",
+        regressor,
+        {"train": (X, torch.randn(200)), "loss": "mse"},
+        hg.InvalidData,
+        ["mse:", "(32, 1) (float32)", "y[:32] has shape (32,) (float32)", "broadcast to (32, 32)", "y.unsqueeze(1)"],
+    ),
+    (
+        "cross_entropy over a single output",
+        regressor,
+        {"train": (X, torch.zeros(200, dtype=torch.long))},
+        hg.InvalidModel,
+        ["cross_entropy over a single output", "has shape (32, 1) (float32)"],
+    ),
+    (
+        "class label 10 of 10 classes",
+        mlp,
+        {"train": (X, torch.where(Y == 0, 10, Y))},
+        hg.InvalidData,
+        ["labels from 1 to 10", "outputs 10 classes", "(32, 10)", "0…9"],
+    ),
+    (
+        "a non-finite loss",
+        mlp,
+        {"train": (with_nan(X), Y)},
+        hg.InvalidData,
+        ["loss on x[:32] is nan", "x[:32] holds 1 NaN or infinite values"],
+    ),
+    (
+        "a loss no parameter reaches",
+        Detached,
+        {"train": (X, Y)},
+        hg.InvalidModel,
+        ["depends on none of the model's trainable parameters"],
+    ),
+    (
+        "validation targets that would broadcast",
+        regressor,
+        {"train": (X, torch.randn(200, 1)), "validation": (X[:50], torch.randn(50)), "loss": "mse"},
+        hg.InvalidData,
+        ["x_val[:32] has shape (32, 1)", "y_val[:32] has shape (32,)", "broadcast to (32, 32)"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "change", "error", "facts"), [c[1:] for c in CANNOT_TRAIN], ids=[c[0] for c in CANNOT_TRAIN]
+)
+def test_what_cannot_train_is_refused_before_upload(
+    researcher: Any,
+    make: Callable[[], torch.nn.Module],
+    change: dict[str, Any],
+    error: type[Exception],
+    facts: list[str],
+) -> None:
+    before, jobs = researcher.balance(), len(researcher.jobs())
+    with pytest.raises(error) as info:
+        researcher.submit(make(), **{**GOOD, **change})
+    message = str(info.value)
+    print(f"{type(info.value).__name__}: {message}")
+    for fact in facts:
+        assert fact in message, f"{fact!r} not in {message!r}"
+    assert len(researcher.jobs()) == jobs, "a job reached the grid"
+    assert researcher.balance() == before
+    a_good_job_completes(researcher)

@@ -69,10 +69,21 @@ impl Actor for Auctioneer {
                 exclude,
                 reply,
             } => {
-                let mut candidates =
-                    ractor::call_t!(state.registry, RegistryMsg::Candidates, 2_000).unwrap_or_default();
-                candidates.retain(|c| !exclude.contains(&c.worker_id));
-                let invited = match decide::invitees(&candidates, &requirements, &work, state.invite_k) {
+                // The registry owns the idle workers and their sorted views; it answers with
+                // the K to invite without copying the grid.
+                let invitees = ractor::call_t!(
+                    state.registry,
+                    |reply| RegistryMsg::Invitees {
+                        requirements: requirements.clone(),
+                        work,
+                        exclude,
+                        k: state.invite_k,
+                        reply,
+                    },
+                    2_000
+                )
+                .unwrap_or_else(|_| Err("no idle worker is online".into()));
+                let invited = match invitees {
                     Ok(invited) => invited,
                     Err(reason) => {
                         let _ = reply.send(Outcome::NoWinner { reason });

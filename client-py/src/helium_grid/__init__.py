@@ -10,16 +10,18 @@ Example::
 
     grid = Grid("nats://127.0.0.1:4222", principal="alice")
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    before = grid.balance()
     job = grid.submit(model, train=(x, y), epochs=30, batch_size=64, lr=1e-2,
-                      max_price=5.0, budget=2.0)
+                      max_price=5.0, budget=2.0)   # loss, optimizer settings: sensible defaults
     job.wait()                      # progress bar: epoch/epochs, loss
     trained = job.result()          # a TorchScript module
-    print(grid.balance().credits)
+    print(f"spent {before - grid.balance():.6f} credits")
 
 # Layout
 - ``_sync``: :class:`Grid` and :class:`Job`, the blocking facade (a private loop in a thread).
 - ``_async``: :class:`AsyncGrid` and :class:`AsyncJob`, the asyncio core (requests, events).
-- ``_submission``: argument checks and serialization (TorchScript, safetensors) before upload.
+- ``_submission``: argument checks, defaults (loss, optimizer), the trial step that refuses what
+  cannot train, and serialization (TorchScript, safetensors), all before upload.
 - ``_artifacts``: chunked, SHA-256-checked upload and download.
 - ``_wire``: MessagePack codec and the ``{v, ok | error}`` reply envelope.
 - ``_subjects``: subject, stream and bucket names (a checked copy of the Rust protocol's).
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 from ._async import AsyncGrid, AsyncJob
 from ._limits import MICRO_PER_CREDIT, credits_to_micro, micro_to_credits
-from ._submission import DEVICES, LOSSES, OPTIMIZERS
+from ._submission import DEVICES, LOSSES, OPTIMIZER_DEFAULTS, OPTIMIZERS
 from ._sync import Grid, Job
 from ._wire import PROTOCOL_VERSION
 from .errors import (
@@ -99,6 +101,7 @@ __all__ = [
     "WaitTimeout",
     "LOSSES",
     "OPTIMIZERS",
+    "OPTIMIZER_DEFAULTS",
     "DEVICES",
     "MICRO_PER_CREDIT",
     "PROTOCOL_VERSION",

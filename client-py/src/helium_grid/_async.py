@@ -13,7 +13,7 @@ Example::
 
     async def main():
         async with await AsyncGrid.connect("nats://127.0.0.1:4222", principal="alice") as grid:
-            job = await grid.submit(model, train=(x, y), epochs=10, batch_size=64, lr=1e-3,
+            job = await grid.submit(model, train=(x, y), epochs=10, batch_size=64,
                                     max_price=2.0, budget=1.0)
             await job.wait()
             trained = await job.result()
@@ -191,13 +191,16 @@ class AsyncGrid:
         train: tuple[torch.Tensor, torch.Tensor],
         epochs: int,
         batch_size: int,
-        lr: float,
         max_price: float,
         budget: float,
-        loss: str = "cross_entropy",
+        loss: str | None = None,
         optimizer: str = "adam",
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
+        lr: float | None = None,
+        momentum: float | None = None,
+        weight_decay: float | None = None,
+        nesterov: bool | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
         seed: int = 0,
         shuffle: bool = True,
         min_memory_gb: float = 0.0,
@@ -210,7 +213,7 @@ class AsyncGrid:
 
         Example::
 
-            job = await grid.submit(model, train=(x, y), epochs=10, batch_size=64, lr=1e-3,
+            job = await grid.submit(model, train=(x, y), epochs=10, batch_size=64,
                                     max_price=2.0, budget=1.0)
         """
         prepared = await asyncio.to_thread(
@@ -226,6 +229,9 @@ class AsyncGrid:
             optimizer=optimizer,
             momentum=momentum,
             weight_decay=weight_decay,
+            nesterov=nesterov,
+            betas=betas,
+            eps=eps,
             seed=seed,
             shuffle=shuffle,
             min_memory_gb=min_memory_gb,

@@ -11,7 +11,7 @@ Example::
     from helium_grid import Grid
 
     with Grid("nats://127.0.0.1:4222", principal="alice") as grid:
-        job = grid.submit(model, train=(x, y), epochs=10, batch_size=64, lr=1e-3,
+        job = grid.submit(model, train=(x, y), epochs=10, batch_size=64,
                           max_price=2.0, budget=1.0)
         job.wait()
         trained = job.result()
@@ -206,13 +206,16 @@ class Grid:
         train: tuple[torch.Tensor, torch.Tensor],
         epochs: int,
         batch_size: int,
-        lr: float,
         max_price: float,
         budget: float,
-        loss: str = "cross_entropy",
+        loss: str | None = None,
         optimizer: str = "adam",
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
+        lr: float | None = None,
+        momentum: float | None = None,
+        weight_decay: float | None = None,
+        nesterov: bool | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
         seed: int = 0,
         shuffle: bool = True,
         min_memory_gb: float = 0.0,
@@ -229,12 +232,22 @@ class Grid:
           (e.g. from ``torch.jit.trace``).
         - ``train``: ``(x, y)`` tensors with the same first dimension; ``validation`` likewise.
         - ``loss``: ``cross_entropy``, ``mse``, ``l1``, ``bce_with_logits``, ``nll``, or
-          ``module`` (the model's exported ``training_loss(x, y)``).
-        - ``optimizer``: ``sgd``, ``adam`` or ``adamw`` with ``lr``, ``momentum``,
-          ``weight_decay`` as in ``torch.optim``; ``seed`` fixes the batch order.
+          ``module`` (the model's exported ``training_loss(x, y)``). Left out: ``module`` when
+          the model exports ``training_loss``, else ``cross_entropy``.
+        - ``optimizer``: ``sgd``, ``adam`` (default) or ``adamw``, with ``lr``, ``momentum``,
+          ``nesterov`` (sgd), ``betas``, ``eps`` (adam, adamw) and ``weight_decay`` as in
+          ``torch.optim``; each one left out takes torch.optim's default for that optimizer
+          (``lr=1e-3``; ``weight_decay`` 0, but ``1e-2`` for adamw). ``seed`` fixes the batch order.
         - ``max_price``: most credits per device-hour; ``budget``: most credits for the job.
         - ``min_memory_gb``, ``device`` (``any``/``cpu``/``cuda``), ``deadline`` (seconds from
           now or a ``datetime``) constrain the auction.
+
+        Before any upload, one forward and the loss run on the first ``min(batch_size, 64)``
+        rows of each split on your CPU, on a copy of the model: what cannot train (output and
+        target shapes that would broadcast, cross_entropy over a single output, class labels
+        outside the output's range, a non-finite loss, a loss no trainable parameter reaches)
+        raises :class:`~helium_grid.InvalidData` or :class:`~helium_grid.InvalidModel` naming
+        the shapes and dtypes.
 
         Raises :class:`~helium_grid.BadRequest` (and subclasses) before any upload when an
         argument is wrong, or the broker's error (e.g. ``InsufficientFunds``).
@@ -256,6 +269,9 @@ class Grid:
             optimizer=optimizer,
             momentum=momentum,
             weight_decay=weight_decay,
+            nesterov=nesterov,
+            betas=betas,
+            eps=eps,
             seed=seed,
             shuffle=shuffle,
             min_memory_gb=min_memory_gb,

@@ -10,11 +10,10 @@ Example::
     from helium_grid import Grid, BadRequest, InsufficientFunds
 
     try:
-        job = grid.submit(model, train=(x, y), epochs=5, batch_size=32, lr=1e-3,
-                          max_price=2.0, budget=1.0)
+        job = grid.submit(model, train=(x, y), epochs=5, batch_size=32, max_price=2.0, budget=1.0)
     except InsufficientFunds as e:
         print("top up first:", e)
-    except BadRequest as e:          # also InvalidModel / InvalidData
+    except BadRequest as e:          # also InvalidModel / InvalidData: what cannot train
         print("fix the request:", e)
 """
 
@@ -142,7 +141,9 @@ class InsufficientFunds(HeliumError):
 
 
 class InvalidModel(BadRequest):
-    """The model is not TorchScript, or cannot be scripted (``invalid_model``).
+    """The model is not TorchScript, cannot be scripted, or cannot train: its forward fails on
+    the data, cross_entropy over a single output, a non-finite loss on finite data, a loss no
+    trainable parameter reaches (``invalid_model``).
 
     Example::
 
@@ -153,11 +154,15 @@ class InvalidModel(BadRequest):
 
 
 class InvalidData(BadRequest):
-    """The data is not safetensors with matching ``x`` and ``y`` (``invalid_data``).
+    """The data is not safetensors with matching ``x`` and ``y``, or does not fit the model's
+    output: shapes that would broadcast, class labels outside the output's range, non-finite
+    values that make the loss NaN (``invalid_data``).
 
     Example::
 
-        except InvalidData as e: print(e)
+        grid.submit(regressor, train=(x, y), loss="mse", ...)
+        # InvalidData: mse: the model's output on x[:64] has shape (64, 1) (float32) but y[:64]
+        # has shape (64,) (float32); they would broadcast to (64, 64). Use y.unsqueeze(1), …
     """
 
     default_code = "invalid_data"

@@ -13,12 +13,15 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import Enum
+from fractions import Fraction
 from typing import Any
 
-from ._limits import micro_to_credits
+from ._limits import MICRO_PER_CREDIT, micro_to_credits
 from ._wire import wire_int
 from .errors import ProtocolError
 
@@ -182,14 +185,42 @@ class JobStatus:
         )
 
 
-@dataclass(frozen=True)
+def _exact_credits(value: Any) -> Fraction | None:
+    """A number of credits as an exact fraction (floats by their shortest repr, as
+    ``credits_to_micro`` reads them); ``None`` for what is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, Fraction)):
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        value = Decimal(repr(value))
+    elif isinstance(value, Decimal) and not value.is_finite():
+        return None
+    return Fraction(value)
+
+
+@dataclass(frozen=True, eq=False)
 class Balance:
-    """A principal's balance in micro-credits.
+    """A principal's balance in micro-credits (``micro`` is exact), which behaves as an amount
+    of credits: ``float(b)`` and ``format(b, ".2f")`` give credits, balances of one principal
+    add, subtract and compare, and numbers in credits mix in.
+
+    - ``before - grid.balance()`` is a ``Balance`` of the same principal holding the (signed)
+      difference: what was spent, exact to the micro-credit. ``b + 1.5``, ``b - 0.25`` and
+      ``sum(balances)`` work the same way.
+    - ``b > 5``, ``b == 0.5``, ``before < after``: comparisons in credits. Balances of two
+      principals are never equal, and ordering or adding them raises ``ValueError``.
+    - ``int(b)`` raises ``TypeError`` (micro-credits or whole credits? say which: ``b.micro``,
+      ``int(float(b))``); ``bool(b)`` is ``b.micro != 0``.
 
     Example::
 
-        >>> Balance("alice", 2_500_000).credits
-        2.5
+        >>> before = Balance("alice", 10_000_000)
+        >>> spent = before - Balance("alice", 9_992_973)
+        >>> spent
+        Balance('alice', 0.007027 credits)
+        >>> f"{float(spent):.4f}", format(before, ".2f"), before > 9.5
+        ('0.0070', '10.00', True)
     """
 
     principal: str
@@ -200,9 +231,107 @@ class Balance:
         """The balance in credits."""
         return micro_to_credits(self.micro)
 
+    @property
+    def _text(self) -> str:
+        """The exact amount with six decimals, ``-0.007027``."""
+        whole, frac = divmod(abs(self.micro), MICRO_PER_CREDIT)
+        return f"{'-' if self.micro < 0 else ''}{whole}.{frac:06d}"
+
     def __str__(self) -> str:
         """``alice: 2.500000 credits``: what a person wants to read in a notebook."""
-        return f"{self.principal}: {self.credits:.6f} credits"
+        return f"{self.principal}: {self._text} credits"
+
+    def __repr__(self) -> str:
+        return f"Balance({self.principal!r}, {self._text} credits)"
+
+    def __format__(self, spec: str) -> str:
+        """A format spec formats the credits as a float (``f"{b:.2f}"``); none gives ``str(b)``."""
+        return format(self.credits, spec) if spec else str(self)
+
+    def __float__(self) -> float:
+        return self.credits
+
+    def __int__(self) -> int:
+        raise TypeError(
+            "int(Balance) is ambiguous: use balance.micro for exact micro-credits, int(float(balance)) for whole credits"
+        )
+
+    def __bool__(self) -> bool:
+        return self.micro != 0
+
+    def __hash__(self) -> int:
+        # Equal to the hash of the number of credits it equals, as Python's numbers do.
+        return hash(Fraction(self.micro, MICRO_PER_CREDIT))
+
+    # -- arithmetic and comparison, in credits ----------------------------------------------------
+
+    def _micro_of(self, other: Any, op: str) -> int | None:
+        """``other`` in micro-credits: a balance of this principal, or a number of credits."""
+        if isinstance(other, Balance):
+            if other.principal != self.principal:
+                raise ValueError(f"cannot {op} balances of {self.principal!r} and {other.principal!r}")
+            return other.micro
+        exact = _exact_credits(other)
+        if exact is None:
+            return None
+        micro = exact * MICRO_PER_CREDIT
+        return round(micro) if micro.denominator != 1 else int(micro)  # half-even, as credits_to_micro
+
+    def _with(self, micro: int) -> Balance:
+        return Balance(self.principal, micro)
+
+    def __add__(self, other: Any) -> Balance:
+        micro = self._micro_of(other, "add")
+        return NotImplemented if micro is None else self._with(self.micro + micro)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> Balance:
+        micro = self._micro_of(other, "subtract")
+        return NotImplemented if micro is None else self._with(self.micro - micro)
+
+    def __rsub__(self, other: Any) -> Balance:
+        micro = self._micro_of(other, "subtract")
+        return NotImplemented if micro is None else self._with(micro - self.micro)
+
+    def __neg__(self) -> Balance:
+        return self._with(-self.micro)
+
+    def _compare(self, other: Any) -> Fraction | float | None:
+        """``other`` as exact credits for comparing (a balance must be of this principal); an
+        infinite or NaN float stays as it is, and compares as floats do."""
+        if isinstance(other, Balance):
+            self._micro_of(other, "compare")
+            return other._exact
+        if isinstance(other, float) and not math.isfinite(other):
+            return other
+        return _exact_credits(other)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Balance):
+            return (self.principal, self.micro) == (other.principal, other.micro)
+        theirs = self._compare(other)
+        return NotImplemented if theirs is None else self._exact == theirs
+
+    @property
+    def _exact(self) -> Fraction:
+        return Fraction(self.micro, MICRO_PER_CREDIT)
+
+    def __lt__(self, other: Any) -> bool:
+        theirs = self._compare(other)
+        return NotImplemented if theirs is None else self._exact < theirs
+
+    def __le__(self, other: Any) -> bool:
+        theirs = self._compare(other)
+        return NotImplemented if theirs is None else self._exact <= theirs
+
+    def __gt__(self, other: Any) -> bool:
+        theirs = self._compare(other)
+        return NotImplemented if theirs is None else self._exact > theirs
+
+    def __ge__(self, other: Any) -> bool:
+        theirs = self._compare(other)
+        return NotImplemented if theirs is None else self._exact >= theirs
 
     @classmethod
     def from_wire(cls, m: Mapping[str, Any]) -> Balance:
