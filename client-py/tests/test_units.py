@@ -236,3 +236,27 @@ def test_public_api_is_explicit() -> None:
     for name in helium_grid.__all__:
         assert hasattr(helium_grid, name), name
     assert helium_grid.Grid.__doc__ and "Example" in helium_grid.Grid.__doc__
+
+
+def test_checkpoint_every_says_what_it_counts() -> None:
+    import datetime as dt
+
+    from helium_grid._submission import checkpoint_policy
+
+    assert checkpoint_policy(None) is None
+    assert checkpoint_policy(500) == {"steps": 500}
+    assert checkpoint_policy("500 steps") == checkpoint_policy("500steps") == {"steps": 500}
+    assert checkpoint_policy("30s") == checkpoint_policy(dt.timedelta(seconds=30)) == {"secs": 30.0}
+    assert checkpoint_policy("2 min") == {"secs": 120.0}
+    assert checkpoint_policy("1h") == {"secs": 3600.0}
+    for bad, words in [
+        (30.0, "ambiguous"),
+        (0, "at least 1 step"),
+        ("0.5s", "at least 1 second"),
+        ("soon", "not understood"),
+        ("1.5 steps", "whole numbers"),
+        (True, "steps or a duration"),
+        (dt.timedelta(0), "at least 1 second"),
+    ]:
+        with pytest.raises(errors.BadRequest, match=words):
+            checkpoint_policy(bad)  # type: ignore[arg-type]

@@ -208,6 +208,7 @@ class AsyncGrid:
         deadline: float | _dt.datetime | None = None,
         validation: tuple[torch.Tensor, torch.Tensor] | None = None,
         name: str | None = None,
+        checkpoint_every: int | str | _dt.timedelta | None = None,
     ) -> AsyncJob:
         """Check, serialize, upload and submit a training job; see :meth:`helium_grid.Grid.submit`.
 
@@ -239,6 +240,7 @@ class AsyncGrid:
             deadline=deadline,
             validation=validation,
             name=name,
+            checkpoint_every=checkpoint_every,
         )
         return await self.submit_prepared(prepared)
 

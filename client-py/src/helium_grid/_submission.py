@@ -23,6 +23,7 @@ import contextlib
 import datetime as _dt
 import io
 import math
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -630,6 +631,61 @@ def _splits(
     return (x, y), (xv, yv)
 
 
+#: Seconds of training between checkpoints when ``checkpoint_every`` is not given (the broker's
+#: default too), and the shortest time interval a job may ask for.
+DEFAULT_CHECKPOINT_SECS = 30.0
+MIN_CHECKPOINT_SECS = 1.0
+_UNITS = {"s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0, "m": 60.0, "min": 60.0,
+          "mins": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
+
+
+def checkpoint_policy(every: int | str | _dt.timedelta | None) -> dict[str, float | int] | None:
+    """``checkpoint_every`` → the wire's ``CheckpointEvery`` (``None``: the grid's default, every
+    30 s of training). An ``int`` counts optimizer steps; a ``timedelta`` or a string such as
+    ``"30s"``, ``"5 min"``, ``"1h"`` or ``"500 steps"`` says what it counts. A bare float is
+    refused as ambiguous.
+
+    A worker that is lost is paid up to its last verified checkpoint and the job resumes there:
+    a longer interval redoes more work per failure, a shorter one moves more checkpoint bytes.
+
+    Example::
+
+        >>> checkpoint_policy(500), checkpoint_policy("2 min"), checkpoint_policy(None)
+        ({'steps': 500}, {'secs': 120.0}, None)
+    """
+    if every is None:
+        return None
+    if isinstance(every, bool):
+        raise BadRequest(f"checkpoint_every must be a number of steps or a duration, not {every!r}")
+    if isinstance(every, int):
+        if not 1 <= every < 2**64:
+            raise BadRequest(f"checkpoint_every must be at least 1 step, not {every}")
+        return {"steps": every}
+    if isinstance(every, _dt.timedelta):
+        secs = every.total_seconds()
+    elif isinstance(every, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*", every.lower())
+        if m and m.group(2) in ("step", "steps"):
+            if "." in m.group(1):
+                raise BadRequest(f"checkpoint_every={every!r}: steps are whole numbers")
+            return checkpoint_policy(int(m.group(1)))
+        if not m or m.group(2) not in _UNITS:
+            raise BadRequest(
+                f"checkpoint_every={every!r} is not understood: say '30s', '5 min', '1h' or '500 steps'"
+            )
+        secs = float(m.group(1)) * _UNITS[m.group(2)]
+    elif isinstance(every, float):
+        raise BadRequest(
+            f"checkpoint_every={every!r} is ambiguous: pass '{every:g}s' (or a timedelta) for seconds, "
+            f"or an int for optimizer steps"
+        )
+    else:
+        raise BadRequest(f"checkpoint_every must be steps (int) or a duration, not {type(every).__name__}")
+    if not (math.isfinite(secs) and secs >= MIN_CHECKPOINT_SECS):
+        raise BadRequest(f"checkpoint_every must be at least {MIN_CHECKPOINT_SECS:g} second, not {secs:g} s")
+    return {"secs": secs}
+
+
 def prepare_submission(
     model: torch.nn.Module,
     *,
@@ -653,6 +709,7 @@ def prepare_submission(
     deadline: float | _dt.datetime | None = None,
     validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     name: str | None = None,
+    checkpoint_every: int | str | _dt.timedelta | None = None,
 ) -> Submission:
     """Check every argument of ``grid.submit``, run the :func:`preflight` trial step, and
     serialize the model and the data.
@@ -668,6 +725,7 @@ def prepare_submission(
     """
     if loss is not None:
         loss = _choice(loss, "loss", LOSSES)
+    every = checkpoint_policy(checkpoint_every)
     optim = optimizer_spec(
         optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, betas=betas, eps=eps
     )
@@ -711,6 +769,7 @@ def prepare_submission(
             "optimizer": optim,
             "seed": seed,
             "shuffle": shuffle,
+            **({} if every is None else {"checkpoint_every": every}),
         },
         requirements=requirements,
         work={"parameters": int(parameters), "samples": int(x.shape[0]), "epochs": epochs},

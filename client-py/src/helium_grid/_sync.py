@@ -223,6 +223,7 @@ class Grid:
         deadline: float | _dt.datetime | None = None,
         validation: tuple[torch.Tensor, torch.Tensor] | None = None,
         name: str | None = None,
+        checkpoint_every: int | str | _dt.timedelta | None = None,
     ) -> Job:
         """Train ``model`` on the grid: checks the arguments, scripts the model, uploads model
         and data, and submits the job to the auction.
@@ -241,6 +242,9 @@ class Grid:
         - ``max_price``: most credits per device-hour; ``budget``: most credits for the job.
         - ``min_memory_gb``, ``device`` (``any``/``cpu``/``cuda``), ``deadline`` (seconds from
           now or a ``datetime``) constrain the auction.
+        - ``checkpoint_every``: optimizer steps (``500``) or training time (``"30s"``, ``"5 min"``,
+          a ``timedelta``; default every 30 s) between checkpoints. If its worker is lost, the
+          job resumes from the last checkpoint and that worker is paid up to it.
 
         Before any upload, one forward and the loss run on the first ``min(batch_size, 64)``
         rows of each split on your CPU, on a copy of the model: what cannot train (output and
@@ -279,6 +283,7 @@ class Grid:
             deadline=deadline,
             validation=validation,
             name=name,
+            checkpoint_every=checkpoint_every,
         )
         return Job(self, self._run(self._async.submit_prepared(prepared)))
 
