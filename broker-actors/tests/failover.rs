@@ -168,3 +168,11 @@ async fn a_checkpoint_never_uploaded_earns_nothing() {
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
     grid.assert_books_balanced().await;
 }
+
+#[tokio::test]
+async fn a_checkpoint_whose_event_arrives_after_the_next_upload_still_counts() {
+    let (grid, view, paid) = paid_to_a_worker_that_vanishes(Script::OvertakenCheckpointThenVanish).await;
+    assert_eq!(paid, 2_500, "step 1 of 4 was verified and reported");
+    assert_eq!(view.epochs_done, 0);
+    grid.assert_books_balanced().await;
+}

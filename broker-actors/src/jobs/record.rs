@@ -33,9 +33,11 @@ pub struct AwardRecord {
     /// Result uploaded by this award's worker and verified on commit.
     #[serde(default)]
     pub stored_result: Option<ArtifactInfo>,
-    /// Newest checkpoint uploaded by this award's worker and verified on commit.
+    /// Checkpoints this award's worker uploaded and the broker verified on commit, newest
+    /// last, not yet named by a `checkpoint` run event: the worker uploads the next one while
+    /// the event of the last travels through the stream. At most [`STORED_CHECKPOINTS`].
     #[serde(default)]
-    pub stored_checkpoint: Option<ArtifactInfo>,
+    pub stored_checkpoints: Vec<ArtifactInfo>,
 }
 
 /// The newest checkpoint the broker verified: where the job resumes, and what a worker that
@@ -67,6 +69,9 @@ pub struct JobRecord {
     #[serde(default)]
     pub excluded_workers: Vec<String>,
 }
+
+/// Verified checkpoint uploads an award keeps waiting for their run event.
+pub const STORED_CHECKPOINTS: usize = 4;
 
 /// Accepted awards a job may go through (lost workers, preemptions) before it fails.
 pub const MAX_AWARDS: u32 = 10;

@@ -18,7 +18,7 @@ use helium_protocol::{
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::record::{can_move, settlement, AwardRecord, CheckpointRecord, JobRecord, MAX_AWARDS};
+use super::record::{can_move, settlement, AwardRecord, CheckpointRecord, JobRecord, MAX_AWARDS, STORED_CHECKPOINTS};
 use crate::{
     artifacts::Caller,
     auction::{AuctioneerMsg, Outcome, Winner},
@@ -195,7 +195,9 @@ impl Actor for JobSupervisor {
                     if name == artifacts::RESULT {
                         award.stored_result = Some(info);
                     } else if name.starts_with(artifacts::CHECKPOINTS) {
-                        award.stored_checkpoint = Some(info);
+                        award.stored_checkpoints.push(info);
+                        let excess = award.stored_checkpoints.len().saturating_sub(STORED_CHECKPOINTS);
+                        award.stored_checkpoints.drain(..excess);
                     }
                     state.persist().await?;
                 }
@@ -432,7 +434,7 @@ impl SupervisorState {
             settled: false,
             settle_steps: None,
             stored_result: None,
-            stored_checkpoint: None,
+            stored_checkpoints: Vec::new(),
         });
         self.record.view.worker = Some(winner.worker_id.clone());
         self.record.view.price = Some(self.record.view.paid + winner.price);
@@ -692,6 +694,11 @@ impl SupervisorState {
     }
 }
 
+/// The step of a `checkpoints/<step>` artifact name.
+fn checkpoint_step(name: &str) -> Option<u64> {
+    name.strip_prefix(artifacts::CHECKPOINTS)?.parse().ok()
+}
+
 /// Same size and digest: names differ between what a worker echoes and what the broker stored.
 fn same_bytes(a: &ArtifactInfo, b: &ArtifactInfo) -> bool {
     a.size == b.size && a.sha256 == b.sha256
@@ -729,9 +736,10 @@ impl SupervisorState {
     ) -> Result<(), WireError> {
         let name = format!("{}{step}", artifacts::CHECKPOINTS);
         let verified = award
-            .stored_checkpoint
-            .as_ref()
-            .filter(|stored| stored.name == name && same_bytes(stored, artifact))
+            .stored_checkpoints
+            .iter()
+            .find(|stored| stored.name == name && same_bytes(stored, artifact))
+            .cloned()
             .ok_or_else(|| {
                 WireError::new(
                     ErrorCode::DigestMismatch,
@@ -739,9 +747,10 @@ impl SupervisorState {
                 )
             })?;
         let last = self.record.checkpoint.as_ref().map_or(award.start_step, |c| c.step);
-        if step <= last || step > self.total_steps() {
+        // The last step has no checkpoint: the result stands for it.
+        if step <= last || step >= self.total_steps() {
             return Err(WireError::bad_request(format!(
-                "checkpoint at step {step} does not follow step {last} within the job's {} steps",
+                "checkpoint at step {step} does not follow step {last} before the job's last step {}",
                 self.total_steps()
             )));
         }
@@ -755,8 +764,12 @@ impl SupervisorState {
         self.record.checkpoint = Some(CheckpointRecord {
             epoch,
             step,
-            artifact: verified.clone(),
+            artifact: verified,
         });
+        if let Some(a) = self.record.award.as_mut() {
+            a.stored_checkpoints
+                .retain(|stored| stored.name != name && checkpoint_step(&stored.name) > Some(step));
+        }
         Ok(())
     }
 
@@ -965,13 +978,11 @@ impl SupervisorState {
             .strip_prefix(artifacts::CHECKPOINTS)
             .and_then(|s| s.parse::<u64>().ok())
         {
-            Some(step)
-                if step > self.record.checkpoint.as_ref().map_or(0, |c| c.step) && step <= self.total_steps() =>
-            {
+            Some(step) if step > self.record.checkpoint.as_ref().map_or(0, |c| c.step) && step < self.total_steps() => {
                 Ok(keys::checkpoint(job_id, step))
             }
             Some(step) => Err(WireError::bad_request(format!(
-                "checkpoint step {step} is not after the job's last checkpoint, or past its {} steps",
+                "checkpoint step {step} is not after the job's last checkpoint, or not before its last step {}",
                 self.total_steps()
             ))),
             None => Err(WireError::bad_request(format!(

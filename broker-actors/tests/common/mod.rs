@@ -289,6 +289,9 @@ pub enum Script {
     ProgressThenVanish,
     /// Reports a checkpoint it never uploaded, then vanishes.
     UnverifiedCheckpointThenVanish,
+    /// Uploads the checkpoints of steps 1 and 2, then reports only the first (the second's
+    /// event still on its way, as when uploads outpace the run-event stream), then vanishes.
+    OvertakenCheckpointThenVanish,
     /// Starts and reports a model ten times bigger than the job declared.
     UndeclaredBigModel,
     /// Starts, then fails through its own fault (as a failed download would).
@@ -515,6 +518,18 @@ async fn run_award(
             let epochs = award.training.epochs;
             let per_epoch = award.training.steps_per_epoch(award.work.samples);
             publish(progress(epochs, epochs, per_epoch * u64::from(epochs)), "progress-last").await?;
+            vanish.notify_one();
+            Ok(())
+        }
+        Script::OvertakenCheckpointThenVanish => {
+            let first = upload(nats, id, &award.job_id, "checkpoints/1", b"step-1".to_vec()).await?;
+            upload(nats, id, &award.job_id, "checkpoints/2", b"step-2".to_vec()).await?;
+            let event = RunEventKind::Checkpoint {
+                step: 1,
+                epoch: 0,
+                checkpoint: first,
+            };
+            publish(event, "checkpoint-1").await?;
             vanish.notify_one();
             Ok(())
         }

@@ -120,7 +120,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start<F>(dir: PathBuf, mut written: F) -> Self
+    pub fn start<F>(dir: PathBuf, mut written: F) -> Result<Self, TrainError>
     where
         F: FnMut(u64, u32) -> Result<(), TrainError> + Send + 'static,
     {
@@ -133,32 +133,24 @@ impl Writer {
                     written(snapshot.step, snapshot.epoch)?;
                 }
                 Ok(())
-            });
-        match thread {
-            Ok(thread) => Self {
-                tx: Some(tx),
-                thread: Some(thread),
-            },
-            // No thread: write on the caller's thread instead (see `submit`).
-            Err(e) => {
-                tracing::warn!(error = %e, "no checkpoint writer thread; checkpoints are written inline");
-                Self { tx: None, thread: None }
-            }
-        }
+            })
+            .map_err(|e| TrainError::Checkpoint(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Hands `snapshot` to the writer; a write error of an earlier snapshot surfaces here.
-    pub fn submit(&mut self, snapshot: Snapshot, dir: &Path) -> Result<(), TrainError> {
+    pub fn submit(&mut self, snapshot: Snapshot) -> Result<(), TrainError> {
         match &self.tx {
-            Some(tx) => match tx.send(snapshot) {
-                Ok(()) => Ok(()),
-                // The thread ended, which it does only on an error: report that error.
-                Err(_) => {
-                    self.tx = None;
-                    self.join()
-                }
-            },
-            None => snapshot.write(dir).map(|_| ()),
+            Some(tx) if tx.send(snapshot).is_ok() => Ok(()),
+            // The thread ended, which it does only on an error: report that error.
+            _ => {
+                self.tx = None;
+                self.join()?;
+                Err(TrainError::Checkpoint("the writer thread stopped".into()))
+            }
         }
     }
 

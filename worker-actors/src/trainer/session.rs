@@ -71,7 +71,7 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
 
     let writer = Writer::start(dir.to_owned(), |step, epoch| {
         emit(TrainerEvent::Checkpoint { step, epoch })
-    });
+    })?;
     let mut checkpoints = Checkpoints {
         policy: Policy::new(spec.checkpoint_every),
         writer,
@@ -191,7 +191,7 @@ impl Checkpoints {
         let epoch = u32::try_from(at.step / job.per_epoch).unwrap_or(u32::MAX);
         let scratch = self.dir.join("checkpoint.archive.tmp");
         let snapshot = Snapshot::take(at.step, epoch, at.loss_sum, model, optimizer, job.names, &scratch)?;
-        self.writer.submit(snapshot, &self.dir)?;
+        self.writer.submit(snapshot)?;
         self.policy.taken();
         Ok(())
     }
