@@ -98,6 +98,14 @@ enum Bench {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // `RUST_LOG=helium_broker_actors::registry=trace` shows how many index entries each
+    // auction read; nothing is logged otherwise.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match Args::parse().bench {
         Bench::Auctions {
             workers,
