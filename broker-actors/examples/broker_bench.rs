@@ -221,7 +221,7 @@ fn ask(i: usize) -> Ask {
         x ^= x >> 33;
         (x % 1_000_000) as f64 / 1_000_000.0
     };
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         Ask {
             price_per_hour: ((0.1 + 0.4 * next()) * CREDIT as f64) as u64,
             device: DeviceKind::Cpu,

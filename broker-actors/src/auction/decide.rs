@@ -383,12 +383,14 @@ mod tests {
         };
         let mut r = req(1_000, 1_000);
         r.min_memory_bytes = 16 << 30;
-        let e = invitees(&[c.clone()], &r, &work, 8).unwrap_err();
+        let e = invitees(std::slice::from_ref(&c), &r, &work, 8).unwrap_err();
         assert!(e.contains("16.0 GiB"), "{e}");
         r.min_memory_bytes = 0;
         r.device = DeviceKind::Cuda;
-        assert!(invitees(&[c.clone()], &r, &work, 8).unwrap_err().contains("cuda"));
-        assert!(invitees(&[c.clone()], &req(10, 1_000), &work, 8)
+        assert!(invitees(std::slice::from_ref(&c), &r, &work, 8)
+            .unwrap_err()
+            .contains("cuda"));
+        assert!(invitees(std::slice::from_ref(&c), &req(10, 1_000), &work, 8)
             .unwrap_err()
             .contains("credits/hour"));
         assert_eq!(invitees(&[c], &req(1_000, 1_000), &work, 8).unwrap().len(), 1);
