@@ -28,7 +28,7 @@ help:
 	@echo "make test   # every test, Rust and Python"
 	@echo "make up / make down   # the local grid alone"
 	@echo "make jupyter          # JupyterLab on notebooks/, against the grid of make up"
-	@echo "make bench            # digits through the grid vs plain PyTorch (ratio, latency)"
+	@echo "make bench            # auctions/s, ledger transfers/s, grid vs plain PyTorch, artifact MB/s"
 
 $(STAMP): requirements-dev.txt client-py/pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "need Python 3.11 (python3.11 or python3 on PATH)"; exit 1; }
@@ -69,7 +69,14 @@ jupyter: venv
 clean: down
 	rm -rf .helium $(VENV)
 
+# Benchmarks, each a ratio or rate measured side by side in one run (docs/BENCHMARKS.md):
+# the broker's auctions and ledger in-process over a real nats-server, then a local grid for
+# training (grid vs plain PyTorch, submit -> start latency) and artifact throughput vs a raw copy.
 bench: build
+	$(CARGO_ENV) cargo run $(CARGO_PROFILE) -q -p helium-broker-actors --example broker_bench -- auctions
+	$(CARGO_ENV) cargo run $(CARGO_PROFILE) -q -p helium-broker-actors --example broker_bench -- ledger
 	HELIUM_BIN_DIR=$(BIN_DIR) deploy/grid.sh up
-	source .helium/grid/env && HELIUM_NATS_URL=$$HELIUM_NATS_URL $(VENV)/bin/python tests/bench/grid_vs_plain.py; \
+	source .helium/grid/env && export HELIUM_NATS_URL && \
+	  $(VENV)/bin/python tests/bench/grid_vs_plain.py && \
+	  $(VENV)/bin/python tests/bench/artifacts.py --store .helium/grid; \
 	  rc=$$?; deploy/grid.sh down; exit $$rc

@@ -98,6 +98,14 @@ enum Bench {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // `RUST_LOG=helium_broker_actors::registry=trace` shows how many index entries each
+    // auction read; nothing is logged otherwise.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match Args::parse().bench {
         Bench::Auctions {
             workers,
@@ -213,7 +221,7 @@ fn ask(i: usize) -> Ask {
         x ^= x >> 33;
         (x % 1_000_000) as f64 / 1_000_000.0
     };
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         Ask {
             price_per_hour: ((0.1 + 0.4 * next()) * CREDIT as f64) as u64,
             device: DeviceKind::Cpu,

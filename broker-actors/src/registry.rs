@@ -344,7 +344,7 @@ impl Actor for WorkerRegistry {
                 let mut invited = Vec::new();
                 for views in state.idle.serving(requirements.device) {
                     let search = decide::invitees_indexed(
-                        views.by_rate.iter().map(|f| &*f.1),
+                        views.by_rate.iter().map(|f| (f.0 .0, &*f.1)),
                         views.by_price.iter().map(|f| &*f.1),
                         &requirements,
                         &work,

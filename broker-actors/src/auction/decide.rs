@@ -138,8 +138,8 @@ pub struct Search {
 }
 
 /// The same choice as [`invitees`] (when it finds anyone), without reading every candidate.
-/// `by_rate` yields the candidates in ascending [`rate_key`], `by_price` the same candidates
-/// in ascending price; `skip` drops some (workers the job excludes).
+/// `by_rate` yields the candidates with their [`rate_key`], in ascending key; `by_price` the
+/// same candidates in ascending price; `skip` drops some (workers the job excludes).
 ///
 /// The ask cost is linear in (rate, price) with positive weights (the job's work and the fixed
 /// overhead), so this is the threshold algorithm over the two views (Fagin): read them in
@@ -150,7 +150,7 @@ pub struct Search {
 /// independently it reads about `2·sqrt(2·K·N)` entries, rather than N; an empty result means
 /// nobody is eligible (the caller asks [`invitees`] why).
 pub fn invitees_indexed<'a>(
-    by_rate: impl Iterator<Item = &'a Candidate>,
+    by_rate: impl Iterator<Item = (f64, &'a Candidate)>,
     by_price: impl Iterator<Item = &'a Candidate>,
     req: &Requirements,
     work: &DeclaredWork,
@@ -168,6 +168,12 @@ pub fn invitees_indexed<'a>(
             .then(b.1.total_cmp(&a.1))
             .then(a.2.worker_id.cmp(&b.2.worker_id))
     };
+    // A lower bound of a candidate's cost from its two keys (`cost` is this, rounded up); a
+    // relative margin far above f64 rounding keeps it a true lower bound.
+    let bound = |rate: f64, price: f64| {
+        let compute = if w == 0.0 { 0.0 } else { w * rate };
+        (compute + FIXED_OVERHEAD_SECS * price) / 3600.0 * (1.0 - 1e-9)
+    };
     let mut touched = 0;
     let mut from_rate = true;
     loop {
@@ -176,28 +182,32 @@ pub fn invitees_indexed<'a>(
             // Everyone not read yet asks more than the job's maximum price.
             break;
         }
-        if best.len() == k && best[k - 1].0 != u64::MAX {
-            let next_rate = by_rate.peek().map_or(f64::INFINITY, |c| rate_key(&c.ask));
-            let compute = if w == 0.0 { 0.0 } else { w * next_rate };
-            // A relative margin far above f64 rounding keeps the bound a true lower bound.
-            let bound = (compute + FIXED_OVERHEAD_SECS * next_price) / 3600.0 * (1.0 - 1e-9);
-            if bound > best[k - 1].0 as f64 {
+        // The K-th best cost so far, when it can decide anything (a saturated cost ties with
+        // every unusable ask).
+        let kth = (best.len() == k && best[k - 1].0 != u64::MAX).then(|| best[k - 1].0 as f64);
+        if let Some(kth) = kth {
+            let next_rate = by_rate.peek().map_or(f64::INFINITY, |(rate, _)| *rate);
+            if bound(next_rate, next_price) > kth {
                 break;
             }
         }
+        let from_price = |c: &'a Candidate| (rate_key(&c.ask), c);
         let next = if from_rate {
-            by_rate.next().or_else(|| by_price.next())
+            by_rate.next().or_else(|| by_price.next().map(from_price))
         } else {
-            by_price.next().or_else(|| by_rate.next())
+            by_price.next().map(from_price).or_else(|| by_rate.next())
         };
         from_rate = !from_rate;
-        let Some(c) = next else { break };
+        let Some((rate, c)) = next else { break };
         touched += 1;
         let eligible = c.ask.device.satisfies(req.device)
             && c.ask.memory_bytes >= req.min_memory_bytes
-            && c.ask.price_per_hour <= req.max_price_per_hour
-            && !skip(c);
-        if !eligible || best.iter().any(|b| std::ptr::eq(b.2, c)) {
+            && c.ask.price_per_hour <= req.max_price_per_hour;
+        // Most candidates read cannot beat the K-th best: say so without computing their cost.
+        if !eligible || kth.is_some_and(|kth| bound(rate, c.ask.price_per_hour as f64) > kth) {
+            continue;
+        }
+        if skip(c) || best.iter().any(|b| std::ptr::eq(b.2, c)) {
             continue;
         }
         let entry = (
@@ -373,12 +383,14 @@ mod tests {
         };
         let mut r = req(1_000, 1_000);
         r.min_memory_bytes = 16 << 30;
-        let e = invitees(&[c.clone()], &r, &work, 8).unwrap_err();
+        let e = invitees(std::slice::from_ref(&c), &r, &work, 8).unwrap_err();
         assert!(e.contains("16.0 GiB"), "{e}");
         r.min_memory_bytes = 0;
         r.device = DeviceKind::Cuda;
-        assert!(invitees(&[c.clone()], &r, &work, 8).unwrap_err().contains("cuda"));
-        assert!(invitees(&[c.clone()], &req(10, 1_000), &work, 8)
+        assert!(invitees(std::slice::from_ref(&c), &r, &work, 8)
+            .unwrap_err()
+            .contains("cuda"));
+        assert!(invitees(std::slice::from_ref(&c), &req(10, 1_000), &work, 8)
             .unwrap_err()
             .contains("credits/hour"));
         assert_eq!(invitees(&[c], &req(1_000, 1_000), &work, 8).unwrap().len(), 1);
@@ -447,12 +459,8 @@ mod tests {
                 .cloned()
                 .collect();
             let expected = invitees(&kept, &req, &work, k).unwrap_or_default();
-            let mut by_rate: Vec<&Candidate> = candidates.iter().collect();
-            by_rate.sort_by(|a, b| {
-                rate_key(&a.ask)
-                    .total_cmp(&rate_key(&b.ask))
-                    .then(a.worker_id.cmp(&b.worker_id))
-            });
+            let mut by_rate: Vec<(f64, &Candidate)> = candidates.iter().map(|c| (rate_key(&c.ask), c)).collect();
+            by_rate.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.worker_id.cmp(&b.1.worker_id)));
             let mut by_price: Vec<&Candidate> = candidates.iter().collect();
             by_price.sort_by_key(|c| (c.ask.price_per_hour, c.worker_id.clone()));
             let found = invitees_indexed(by_rate.into_iter(), by_price.into_iter(), &req, &work, k, |c| {
