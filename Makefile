@@ -76,7 +76,7 @@ bench: build
 	$(CARGO_ENV) cargo run $(CARGO_PROFILE) -q -p helium-broker-actors --example broker_bench -- auctions
 	$(CARGO_ENV) cargo run $(CARGO_PROFILE) -q -p helium-broker-actors --example broker_bench -- ledger
 	HELIUM_BIN_DIR=$(BIN_DIR) deploy/grid.sh up
-	source .helium/grid/env && export HELIUM_NATS_URL && \
+	source .helium/grid/env && export HELIUM_NATS_URL HELIUM_WORKER_THREADS && \
 	  $(VENV)/bin/python tests/bench/grid_vs_plain.py && \
 	  $(VENV)/bin/python tests/bench/artifacts.py --store .helium/grid; \
 	  rc=$$?; deploy/grid.sh down; exit $$rc

@@ -8,6 +8,9 @@ grid="$root/.helium/grid"
 bin="${HELIUM_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/helium/target}/release}"
 nats_server="$root/.venv/bin/nats-server"
 port="${HELIUM_PORT:-4222}"
+# Two workers share this machine: each trainer gets half the cores, so two jobs training at
+# once do not fight over them (OpenMP threads spin while they wait for work).
+threads=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
 
 # Starts "$@" in the background, logging to $grid/logs/$name.log, and waits for its `ready` line.
 start() {
@@ -50,9 +53,9 @@ CONF
   grep -q "Server is ready" "$grid/logs/nats.log" || { echo "nats-server failed"; tail "$grid/logs/nats.log"; false; }
   url="nats://127.0.0.1:$port"
   start broker "$bin/helium-broker" --nats-url "$url" --store "file://$grid/store"
-  start worker-cheap "$bin/helium-worker" --grid "$url" --price 1.0 --owner gpu-owner-1 --id worker-cheap --work-dir "$grid/w1" --device cpu
-  start worker-dear "$bin/helium-worker" --grid "$url" --price 2.5 --owner gpu-owner-2 --id worker-dear --work-dir "$grid/w2" --device cpu
-  echo "HELIUM_NATS_URL=$url" >"$grid/env"
+  start worker-cheap "$bin/helium-worker" --grid "$url" --price 1.0 --owner gpu-owner-1 --id worker-cheap --work-dir "$grid/w1" --device cpu --threads "$threads"
+  start worker-dear "$bin/helium-worker" --grid "$url" --price 2.5 --owner gpu-owner-2 --id worker-dear --work-dir "$grid/w2" --device cpu --threads "$threads"
+  printf 'HELIUM_NATS_URL=%s\nHELIUM_WORKER_THREADS=%s\n' "$url" "$threads" >"$grid/env"
   trap - ERR
   echo "grid up: $url  (logs in .helium/grid/logs; stop with: make down)"
 }

@@ -6,8 +6,9 @@ For each model, side by side in one run (interleaved, medians over ``--runs``):
 - the trainer's samples/s inside the grid (from its progress events) against the plain loop's;
 - submit → training start (the job's own event times).
 
-The plain loop uses torch's default thread count, which is what a worker's trainer uses by
-default (every core). Run against a grid started with ``make up`` (``make bench`` does both).
+The plain loop gets as many threads as the grid's trainer (``HELIUM_WORKER_THREADS``, which
+``make up`` writes: half the cores, since its two workers share the machine; default torch's
+own count). Run against a grid started with ``make up`` (``make bench`` does both).
 
 Example:
     HELIUM_NATS_URL=nats://127.0.0.1:4222 .venv/bin/python tests/bench/grid_vs_plain.py --runs 3
@@ -100,11 +101,13 @@ def main() -> None:
     parser.add_argument("--cases", default="small,wide")
     args = parser.parse_args()
     url = os.environ.get("HELIUM_NATS_URL", "nats://127.0.0.1:4222")
+    threads = int(os.environ.get("HELIUM_WORKER_THREADS", torch.get_num_threads()))
+    torch.set_num_threads(threads)
     x, y = data()
     cases = [CASES[c] for c in args.cases.split(",")]
     Grid(url, principal="operator").grant("bench", 10 * args.runs * len(cases))
     grid = Grid(url, principal="bench")
-    print(f"torch threads: {torch.get_num_threads()}  (the worker's trainer uses every core by default)")
+    print(f"threads: {threads} for the plain loop and for the grid's trainer")
     starts: list[float] = []
     for case in cases:
         plains, grids = [], []

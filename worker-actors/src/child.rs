@@ -35,13 +35,13 @@ impl ChildSpec {
             .arg(device_flag(self.device))
             .arg("--threads")
             .arg(self.threads.to_string());
-        // OpenMP threads sleep when idle instead of spinning, unless the owner chose otherwise
-        // in the worker's environment: spinning is faster on cores nobody else wants, and
-        // collapses when the agent, the broker or the owner's own work need one of them
-        // (docs/BENCHMARKS.md has both figures).
-        if std::env::var_os("OMP_WAIT_POLICY").is_none() && std::env::var_os("GOMP_SPINCOUNT").is_none() {
-            command.env("OMP_WAIT_POLICY", "PASSIVE");
-        }
+        // OpenMP keeps libgomp's default wait policy (spin briefly, then sleep), which the
+        // owner may change in the worker's environment (OMP_WAIT_POLICY, GOMP_SPINCOUNT are
+        // inherited). Measured (docs/BENCHMARKS.md): a passive policy made two threads slower
+        // than one at libtorch's op granularity, and spinning collapses only when another
+        // process wants the same cores, which the agent and broker no longer do during
+        // training (checkpoints are rare and hashed off the trainer), but a second worker on
+        // the same cores does: give each worker its share with --threads.
         command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
