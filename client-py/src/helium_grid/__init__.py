@@ -15,6 +15,8 @@ Example::
                       max_price=5.0, budget=2.0)   # loss, optimizer settings: sensible defaults
     job.wait()                      # progress bar: epoch/epochs, loss
     trained = job.result()          # a TorchScript module
+    job.history()                   # a DataFrame: epoch, loss, val_loss, ..., worker, time
+    job.plot()                      # the loss and validation curves (matplotlib)
     print(f"spent {before - grid.balance():.6f} credits")
 
 # Layout
@@ -27,6 +29,8 @@ Example::
 - ``_subjects``: subject, stream and bucket names (a checked copy of the Rust protocol's).
 - ``_limits``: chunk sizes and unit conversions (credits ↔ micro-credits, deadlines).
 - ``_progress``: the ``tqdm.auto`` progress bar of ``wait``.
+- ``_history``: ``job.history()`` (a pandas DataFrame of per-epoch metrics from the events) and
+  ``job.plot()`` (the matplotlib figure of its curves).
 - ``records``: the public dataclasses; ``errors``: the exception hierarchy.
 """
 
@@ -59,6 +63,7 @@ from .records import (
     ArtifactInfo,
     Awarded,
     Balance,
+    Checkpointed,
     JobEvent,
     JobState,
     JobStatus,
@@ -80,6 +85,7 @@ __all__ = [
     "StateChanged",
     "Awarded",
     "Progress",
+    "Checkpointed",
     "ArtifactInfo",
     "Balance",
     "WorkerInfo",

@@ -42,7 +42,8 @@ from nats.js.client import JetStreamContext
 from . import _subjects as subjects
 from ._artifacts import chunk_for_payload, download, upload
 from ._limits import credits_to_micro
-from ._progress import Tracker
+from ._history import checkpoint_epochs, history_frame, plot_history
+from ._progress import Tracker, bar_label
 from ._submission import Submission, prepare_submission, quiet_torchscript
 from ._wire import decode, encode, request_body, unwrap_reply
 from .errors import BadRequest, Conflict, InvalidModel, JobFailed, NotFound, ProtocolError, Unavailable, WaitTimeout
@@ -440,6 +441,29 @@ class AsyncJob:
         await self.status()  # NotFound for a job that is not this principal's
         return [event async for event in self.grid._event_feed(self.id, live=False)]
 
+    async def history(self) -> Any:
+        """Per-epoch metrics so far as a ``pandas.DataFrame`` (epoch, step, loss, val_loss,
+        val_accuracy, samples_per_sec, worker, time); see :meth:`helium_grid.Job.history`.
+
+        Example::
+
+            df = await job.history()
+            print(df[["epoch", "loss", "val_accuracy"]].tail())
+        """
+        return history_frame(await self.events())
+
+    async def plot(self) -> Any:
+        """The loss and validation curves as a ``matplotlib.figure.Figure``; see
+        :meth:`helium_grid.Job.plot`.
+
+        Example::
+
+            fig = await job.plot()
+            fig.savefig("curves.png")
+        """
+        events = await self.events()
+        return plot_history(history_frame(events), checkpoint_epochs(events), title=self.name or self.id)
+
     def follow(self, timeout: float | None = None) -> AsyncGenerator[JobEvent, None]:
         """The job's events from the first, then live, ending after a terminal state.
 
@@ -463,7 +487,7 @@ class AsyncJob:
             final = await job.wait(timeout=600)
         """
         first = await self.status()
-        tracker = Tracker(self.name or self.id, enabled=progress, total=first.epochs)
+        tracker = Tracker(bar_label(self.id, self.name), enabled=progress, total=first.epochs)
         try:
             async for event in self.follow(timeout):
                 tracker.feed(event)

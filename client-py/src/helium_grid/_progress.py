@@ -1,6 +1,13 @@
 """The progress bar of ``Job.wait``: a ``tqdm.auto`` bar (a widget in Jupyter when ipywidgets is
 installed, text otherwise) fed with job events, epoch/epochs as the count, loss in the postfix.
 
+The label is the job's name, or the first 8 characters of its id; once awarded, the description
+names the worker and the contract price in credits. The count is set from each progress event
+(``bar.n = epoch``), so a replayed (finished or half-done) job jumps to where it is, and tqdm's
+own rate and elapsed time are left out of the bar: they would time the replay, not the training
+(``4021 epoch/s``). The postfix shows the worker's measured ``samples/s`` for live progress only
+(an event at most ``LIVE_SECONDS`` old when it arrives).
+
 Example::
 
     tracker = Tracker(job_id, enabled=True)
@@ -11,11 +18,28 @@ Example::
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from .records import Awarded, JobEvent, JobState, Progress, StateChanged
+from .records import Awarded, JobEvent, JobState, Progress, StateChanged, credits_text
 
-__all__ = ["Tracker", "tqdm_class"]
+__all__ = ["Tracker", "tqdm_class", "bar_label", "BAR_FORMAT", "LIVE_SECONDS"]
+
+#: No ``{rate}``, ``{elapsed}`` or ``{remaining}``: a replay would make them up.
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs{postfix}"
+#: A progress event younger than this when it arrives is live (its samples/s is shown).
+LIVE_SECONDS = 10.0
+
+
+def bar_label(job_id: str, name: str | None) -> str:
+    """The bar's label: the job's name, else a short id (its first 8 characters).
+
+    Example::
+
+        >>> bar_label("0193f0c2-8d1e-7c3a-9f00-1234", None)
+        '0193f0c2'
+    """
+    return name or job_id[:8]
 
 
 def tqdm_class() -> Any:
@@ -54,6 +78,7 @@ class Tracker:
         self.state: JobState | None = None
         self.reason: str | None = None
         self.worker: str | None = None
+        self.price_micro: int | None = None
         self._bar: Any = None
         self._shown: tuple[str, str | None] | None = None
 
@@ -66,7 +91,9 @@ class Tracker:
         if not self.enabled:
             return None
         if self._bar is None:
-            self._bar = tqdm_class()(total=total, desc=self.label, unit="epoch", dynamic_ncols=True)
+            self._bar = tqdm_class()(
+                total=total, desc=self.label, unit="epoch", dynamic_ncols=True, bar_format=BAR_FORMAT
+            )
         elif total is not None and self._bar.total != total:
             self._bar.total = total
             self._bar.refresh()
@@ -77,7 +104,11 @@ class Tracker:
         if bar is None:
             return
         state = self.state.value if self.state else "submitted"
-        where = f" on {self.worker}" if self.worker and self.state in (JobState.ASSIGNED, JobState.RUNNING) else ""
+        where = ""
+        if self.worker and self.state in (JobState.ASSIGNED, JobState.RUNNING, JobState.COMPLETED):
+            where = f" on {self.worker}"
+            if self.price_micro is not None:
+                where += f" at {credits_text(self.price_micro)} credits"
         shown = f"{self.label} {state}{where}"
         waiting = self.reason if self.reason and not self.finished else None
         if (shown, waiting) == self._shown:
@@ -97,6 +128,7 @@ class Tracker:
             self._describe()
         elif isinstance(event, Awarded):
             self.worker = event.worker
+            self.price_micro = event.price_micro
             self._describe()
         elif isinstance(event, Progress):
             self.total = event.epochs or self.total
@@ -108,6 +140,8 @@ class Tracker:
                     shown["val_acc"] = f"{event.val_accuracy:.3f}"
                 elif event.val_loss is not None:
                     shown["val_loss"] = f"{event.val_loss:.4g}"
+                if time.time() * 1000 - event.at_ms <= LIVE_SECONDS * 1000 and event.samples_per_sec > 0:
+                    shown["samples/s"] = f"{event.samples_per_sec:.3g}"
                 bar.set_postfix(shown, refresh=False)
                 bar.refresh()
 

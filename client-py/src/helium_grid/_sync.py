@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import torch
 
 from ._async import DEFAULT_TIMEOUT, AsyncGrid, AsyncJob, finish, load_module
-from ._progress import Tracker
+from ._progress import Tracker, bar_label
 from ._submission import prepare_submission
 from .errors import InvalidModel
 from .records import Balance, JobEvent, JobStatus, WorkerInfo
@@ -403,6 +403,33 @@ class Job:
         """
         return self._grid._run(self._core.events())
 
+    def history(self) -> Any:
+        """Per-epoch metrics so far, from the job's events, as a ``pandas.DataFrame``: ``epoch``,
+        ``step`` (NaN: progress events carry none), ``loss`` (mean training loss),
+        ``val_loss`` and ``val_accuracy`` (NaN without a validation split, or for a loss that
+        is not classification), ``samples_per_sec``, ``worker`` (whose award was in force when
+        the epoch was reported) and ``time`` (UTC). An epoch reported twice (a resume after a
+        lost worker) keeps the later report.
+
+        Example::
+
+            df = job.history()
+            df.plot(x="epoch", y=["loss", "val_loss"])
+        """
+        return self._grid._run(self._core.history())
+
+    def plot(self) -> Any:
+        """The training curves as a ``matplotlib.figure.Figure``: loss and val_loss against
+        epoch, val_accuracy on a second subplot when the job has one, verified checkpoints as
+        dotted lines. Made without pyplot: a notebook cell that ends with it shows it once.
+
+        Example::
+
+            fig = job.plot()
+            fig.savefig("curves.png")
+        """
+        return self._grid._run(self._core.plot())
+
     def follow(self, timeout: float | None = None) -> Iterator[JobEvent]:
         """The job's events from the first, then live, ending after a terminal state.
 
@@ -432,7 +459,7 @@ class Job:
             print(final.worker, final.paid)
         """
         first = self.status()
-        tracker = Tracker(self.name or self.id, enabled=progress, total=first.epochs)
+        tracker = Tracker(bar_label(self.id, self.name), enabled=progress, total=first.epochs)
         try:
             for event in self.follow(timeout):
                 tracker.feed(event)

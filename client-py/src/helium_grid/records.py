@@ -35,6 +35,7 @@ __all__ = [
     "StateChanged",
     "Awarded",
     "Progress",
+    "Checkpointed",
     "parse_event",
 ]
 
@@ -87,6 +88,37 @@ def _opt_int(value: Any) -> int | None:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def credits_text(micro: int) -> str:
+    """Micro-credits as exact credits with six decimals: ``3517`` → ``'0.003517'``.
+
+    Example::
+
+        >>> credits_text(-2_500_000)
+        '-2.500000'
+    """
+    whole, frac = divmod(abs(micro), MICRO_PER_CREDIT)
+    return f"{'-' if micro < 0 else ''}{whole}.{frac:06d}"
+
+
+def _credit_repr(obj: Any, units: Mapping[str, str] | None = None) -> str:
+    """A dataclass repr in which each ``<name>_micro`` field shows as ``<name>=<credits> credits``
+    (``units`` may name another unit, ``credits/h``); other fields as the dataclass shows them."""
+    from dataclasses import fields
+
+    parts = []
+    for f in fields(obj):
+        if not f.repr:
+            continue
+        value = getattr(obj, f.name)
+        if f.name.endswith("_micro"):
+            name = f.name[: -len("_micro")]
+            unit = (units or {}).get(name, "credits")
+            parts.append(f"{name}=None" if value is None else f"{name}={credits_text(value)} {unit}")
+        else:
+            parts.append(f"{f.name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -142,6 +174,10 @@ class JobStatus:
     result: ArtifactInfo | None = None
     created_ms: int = 0
     updated_ms: int = 0
+
+    def __repr__(self) -> str:
+        """Money in credits: ``JobStatus(..., price=0.003517 credits, paid=0.001200 credits, ...)``."""
+        return _credit_repr(self)
 
     @property
     def is_terminal(self) -> bool:
@@ -234,8 +270,7 @@ class Balance:
     @property
     def _text(self) -> str:
         """The exact amount with six decimals, ``-0.007027``."""
-        whole, frac = divmod(abs(self.micro), MICRO_PER_CREDIT)
-        return f"{'-' if self.micro < 0 else ''}{whole}.{frac:06d}"
+        return credits_text(self.micro)
 
     def __str__(self) -> str:
         """``alice: 2.500000 credits``: what a person wants to read in a notebook."""
@@ -360,6 +395,10 @@ class WorkerInfo:
     busy_with: str | None
     alive: bool
 
+    def __repr__(self) -> str:
+        """The ask in credits per hour: ``WorkerInfo(..., price_per_hour=1.000000 credits/h, ...)``."""
+        return _credit_repr(self, {"price_per_hour": "credits/h"})
+
     @property
     def price_per_hour(self) -> float:
         """The ask in credits per device-hour."""
@@ -436,6 +475,10 @@ class Awarded(JobEvent):
     price_micro: int = 0
     eta_secs: float = 0.0
 
+    def __repr__(self) -> str:
+        """The price in credits: ``Awarded(..., worker='w1', bids=2, price=0.003517 credits, ...)``."""
+        return _credit_repr(self)
+
     @property
     def price(self) -> float:
         """The contract price in credits."""
@@ -461,8 +504,18 @@ class Progress(JobEvent):
     val_accuracy: float | None = None
 
 
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+@dataclass(frozen=True)
+class Checkpointed(JobEvent):
+    """The broker verified a checkpoint after optimizer step ``step`` (``epoch`` epochs
+    complete): the job resumes there if its worker is lost, and that worker is paid up to it.
+
+    Example::
+
+        last = [ev for ev in job.events() if isinstance(ev, Checkpointed)][-1:]
+    """
+
+    step: int = 0
+    epoch: int = 0
 
 
 def parse_event(m: Mapping[str, Any]) -> JobEvent:
@@ -504,5 +557,9 @@ def parse_event(m: Mapping[str, Any]) -> JobEvent:
             samples_per_sec=float(m.get("samples_per_sec") or 0.0),
             val_loss=_opt_float(m.get("val_loss")),
             val_accuracy=_opt_float(m.get("val_accuracy")),
+        )
+    if kind == "checkpointed":
+        return Checkpointed(
+            job_id, at_ms, kind, raw, step=wire_int(m.get("step") or 0), epoch=wire_int(m.get("epoch") or 0)
         )
     return JobEvent(job_id, at_ms, kind, raw)
