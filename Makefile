@@ -64,7 +64,8 @@ down:
 # JupyterLab on the notebooks, pointed at the grid that `make up` started.
 jupyter: venv
 	@[ -f .helium/grid/env ] || { echo "start the grid first: make up"; exit 1; }
-	source .helium/grid/env && HELIUM_NATS_URL=$$HELIUM_NATS_URL $(VENV)/bin/jupyter lab notebooks/
+	source .helium/grid/env && HELIUM_NATS_URL=$$HELIUM_NATS_URL $(VENV)/bin/jupyter lab \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/  # JupyterLab refuses root without it
 
 clean: down
 	rm -rf .helium $(VENV)
