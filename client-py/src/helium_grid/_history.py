@@ -81,6 +81,23 @@ def checkpoint_epochs(events: Iterable[JobEvent]) -> list[int]:
     return [ev.epoch for ev in events if isinstance(ev, Checkpointed)]
 
 
+def _show_figures_in_ipython() -> None:
+    """In an IPython kernel, make a returned ``Figure`` display as a PNG (the inline backend
+    registers that formatter only once pyplot is imported; this figure is made without it)."""
+    try:
+        from IPython import get_ipython  # type: ignore[import-not-found]
+        from IPython.core.pylabtools import select_figure_formats  # type: ignore[import-not-found]
+        from matplotlib.figure import Figure
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    if Figure in shell.display_formatter.formatters["image/png"].type_printers:
+        return  # pyplot's inline backend (or the user) chose the formats already
+    select_figure_formats(shell, {"png"})
+
+
 def plot_history(df: Any, checkpoints: Sequence[int] = (), *, title: str | None = None) -> Any:
     """The training curves of a history frame: loss and val_loss against epoch on the left
     axes, val_accuracy (when the job has one) on a second subplot; a ``matplotlib.figure.Figure``
@@ -119,4 +136,5 @@ def plot_history(df: Any, checkpoints: Sequence[int] = (), *, title: str | None 
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    _show_figures_in_ipython()
     return fig

@@ -26,7 +26,7 @@ from .records import Awarded, JobEvent, JobState, Progress, StateChanged, credit
 __all__ = ["Tracker", "tqdm_class", "bar_label", "BAR_FORMAT", "LIVE_SECONDS"]
 
 #: No ``{rate}``, ``{elapsed}`` or ``{remaining}``: a replay would make them up.
-BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs{postfix}"
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} epochs{postfix}"
 #: A progress event younger than this when it arrives is live (its samples/s is shown).
 LIVE_SECONDS = 10.0
 

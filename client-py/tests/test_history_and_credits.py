@@ -117,4 +117,5 @@ def test_bar_shows_the_price_in_credits_and_no_replay_rate(capsys: pytest.Captur
     assert t._bar.n == 3 and "samples/s=1.23e+03" in t._bar.postfix
     line = str(t._bar)
     assert "epoch/s" not in line and "it/s" not in line
+    assert line.startswith("0193f0c2 running on w1 at 0.003517 credits: 100%|") and "3/3 epochs" in line, line
     t.close()
