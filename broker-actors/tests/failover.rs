@@ -6,10 +6,13 @@
 mod common;
 
 use common::{requirements, Grid, Script, ScriptedWorker, CREDIT};
+use futures::StreamExt;
 use helium_protocol::{
     api::{JobEventKind, JobView},
+    decode,
     job::JobState,
-    subjects::api,
+    subjects::{self, api},
+    worker::Settled,
 };
 
 #[tokio::test]
@@ -124,10 +127,15 @@ async fn a_worker_that_fails_through_its_own_fault_hands_the_job_on() {
 }
 
 /// Starts `flaky` alone (1.0/h × 36 s = 10 000 µ for the job's 4 steps) with `script`, waits
-/// until it is lost, and returns what its owner was paid.
-async fn paid_to_a_worker_that_vanishes(script: Script) -> (Grid, JobView, i128) {
+/// until it is lost, and returns what its owner was paid, and the settlement notice it was sent.
+async fn paid_to_a_worker_that_vanishes(script: Script) -> (Grid, JobView, i128, Settled) {
     let grid = Grid::start().await.unwrap();
     grid.grant("alice", CREDIT).await.unwrap();
+    let mut notices = grid
+        .client
+        .subscribe(subjects::dispatch("flaky", subjects::dispatch::SETTLED))
+        .await
+        .unwrap();
     let _flaky = ScriptedWorker::with_script(&grid, "flaky", "owner-flaky", CREDIT, 36.0, 8, script)
         .await
         .unwrap();
@@ -139,13 +147,27 @@ async fn paid_to_a_worker_that_vanishes(script: Script) -> (Grid, JobView, i128)
     grid.wait_event("alice", &job.job_id, lost).await.unwrap();
     let paid = grid.balance("owner-flaky").await.unwrap();
     let view: JobView = grid.job("alice", api::JOB_STATUS, &job.job_id).await.unwrap();
-    (grid, view, paid)
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(30), notices.next())
+        .await
+        .expect("a settlement notice")
+        .expect("the subscription is open");
+    let notice: Settled = decode(&notice.payload).unwrap();
+    assert_eq!(
+        (notice.job_id.as_str(), notice.award_id.as_str()),
+        (job.job_id.as_str(), format!("{}-1", job.job_id).as_str())
+    );
+    (grid, view, paid, notice)
 }
 
 #[tokio::test]
 async fn a_mid_epoch_checkpoint_pays_its_steps_and_the_job_resumes_from_its_epoch() {
-    let (grid, view, paid) = paid_to_a_worker_that_vanishes(Script::CheckpointThenVanish { step: 3 }).await;
+    let (grid, view, paid, notice) = paid_to_a_worker_that_vanishes(Script::CheckpointThenVanish { step: 3 }).await;
     assert_eq!(paid, 7_500, "3 of the award's 4 steps");
+    // The worker is told what its owner earned, as the ledger has it.
+    assert_eq!(
+        (notice.paid, notice.refunded, notice.paid_steps, notice.steps),
+        (7_500, 2_500, 3, 4)
+    );
     assert_eq!((view.paid, view.epochs_done), (7_500, 1));
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 7_500));
     grid.assert_books_balanced().await;
@@ -153,7 +175,8 @@ async fn a_mid_epoch_checkpoint_pays_its_steps_and_the_job_resumes_from_its_epoc
 
 #[tokio::test]
 async fn progress_without_a_checkpoint_earns_nothing() {
-    let (grid, view, paid) = paid_to_a_worker_that_vanishes(Script::ProgressThenVanish).await;
+    let (grid, view, paid, notice) = paid_to_a_worker_that_vanishes(Script::ProgressThenVanish).await;
+    assert_eq!((notice.paid, notice.paid_steps), (0, 0));
     assert_eq!(paid, 0, "claimed every epoch, checkpointed none");
     assert_eq!((view.paid, view.epochs_done), (0, 0), "the job starts over");
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
@@ -162,7 +185,7 @@ async fn progress_without_a_checkpoint_earns_nothing() {
 
 #[tokio::test]
 async fn a_checkpoint_never_uploaded_earns_nothing() {
-    let (grid, view, paid) = paid_to_a_worker_that_vanishes(Script::UnverifiedCheckpointThenVanish).await;
+    let (grid, view, paid, _) = paid_to_a_worker_that_vanishes(Script::UnverifiedCheckpointThenVanish).await;
     assert_eq!(paid, 0);
     assert_eq!(view.epochs_done, 0);
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
@@ -171,7 +194,7 @@ async fn a_checkpoint_never_uploaded_earns_nothing() {
 
 #[tokio::test]
 async fn a_checkpoint_whose_event_arrives_after_the_next_upload_still_counts() {
-    let (grid, view, paid) = paid_to_a_worker_that_vanishes(Script::OvertakenCheckpointThenVanish).await;
+    let (grid, view, paid, _) = paid_to_a_worker_that_vanishes(Script::OvertakenCheckpointThenVanish).await;
     assert_eq!(paid, 2_500, "step 1 of 4 was verified and reported");
     assert_eq!(view.epochs_done, 0);
     grid.assert_books_balanced().await;

@@ -17,6 +17,11 @@ pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Micro-credits in one credit: all amounts on the wire and in the ledger are integers.
 pub const MICRO_PER_CREDIT: u64 = 1_000_000;
 
+/// Micro-credits as credits, for people to read (never for arithmetic: amounts stay integers).
+pub fn credits(micro: u64) -> f64 {
+    micro as f64 / MICRO_PER_CREDIT as f64
+}
+
 /// The chunk size for a connection whose server takes messages of up to `max_payload` bytes.
 pub fn chunk_for_payload(max_payload: u64) -> u64 {
     max_payload

@@ -69,6 +69,8 @@ pub mod dispatch {
     pub const INVITE: &str = "auction.invite";
     pub const AWARD: &str = "job.award";
     pub const CANCEL: &str = "job.cancel";
+    /// A plain publish (no reply): what an ended award paid, for the worker's log.
+    pub const SETTLED: &str = "job.settled";
 }
 
 /// `helium.v1.api.<principal>.<verb>`.

@@ -100,6 +100,22 @@ pub struct CancelRun {
     pub award_id: String,
 }
 
+/// `job.settled` (plain publish, at most once) to a worker: its award ended and was settled.
+/// Informational: the ledger is the record of what was paid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settled {
+    pub v: u32,
+    pub job_id: String,
+    pub award_id: String,
+    /// Micro-credits paid to the worker's owner for this award.
+    pub paid: u64,
+    /// Micro-credits of the hold returned to the researcher.
+    pub refunded: u64,
+    /// Optimizer steps of the award paid for, of `steps`.
+    pub paid_steps: u64,
+    pub steps: u64,
+}
+
 /// `run.event` (JetStream publish, durable): what happens to an awarded run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunEvent {

@@ -8,8 +8,9 @@ use futures::StreamExt;
 use helium_protocol::{
     decode, encode,
     job::cost,
+    limits::credits,
     subjects::{self, dispatch, worker},
-    worker::{Ask, Award, AwardAck, Bid, BidReply, CancelRun, Heartbeat, Invite, Register, Registered},
+    worker::{Ask, Award, AwardAck, Bid, BidReply, CancelRun, Heartbeat, Invite, Register, Registered, Settled},
     ErrorCode, Reply, WireError, PROTOCOL_VERSION,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -72,7 +73,7 @@ impl Actor for WorkerAgent {
         me.send_interval(Duration::from_millis(registered.heartbeat_ms.max(100)), || {
             AgentMsg::Heartbeat
         });
-        tracing::info!(worker = %args.worker_id, owner = %args.owner, price = args.ask.price_per_hour, "registered with the grid");
+        tracing::info!(worker = %args.worker_id, owner = %args.owner, credits_per_hour = credits(args.ask.price_per_hour), "registered with the grid");
         let mut spare = Spare::new(args.child.clone());
         spare.refill();
         Ok(AgentState {
@@ -175,7 +176,7 @@ impl AgentState {
             return decline("job's max price is below this worker's ask".into());
         }
         let eta_secs = invite.work.eta_secs(ask.throughput);
-        tracing::info!(job = %invite.job_id, eta_secs, cost = cost(ask.price_per_hour, eta_secs), "bidding");
+        tracing::debug!(job = %invite.job_id, eta_secs, cost_credits = credits(cost(ask.price_per_hour, eta_secs)), "bidding");
         BidReply {
             bid: Some(Bid {
                 price_per_hour: ask.price_per_hour,
@@ -193,6 +194,9 @@ impl AgentState {
             };
         }
         let (job_id, award_id) = (award.job_id.clone(), award.award_id.clone());
+        let price = award.price;
+        let eta_secs = self.args.ask.throughput.max(f64::MIN_POSITIVE);
+        let eta_secs = award.work.eta_secs(eta_secs);
         let (cancel, cancel_rx) = tokio::sync::watch::channel(false);
         let args = RunArgs {
             nats: self.args.nats.clone(),
@@ -206,7 +210,7 @@ impl AgentState {
         };
         match Actor::spawn_linked(None, TrainingRun, args, me.get_cell()).await {
             Ok((run, _)) => {
-                tracing::info!(job = %job_id, award = %award_id, "award accepted");
+                tracing::info!(job = %job_id, award = %award_id, price_credits = credits(price), eta_secs, "won an award; training");
                 // The next award finds a trainer warm, even right after this one ends.
                 self.spare.refill();
                 self.current = Some(Current {
@@ -265,15 +269,19 @@ async fn listen(
     let (nats, prefix) = (nats.clone(), subjects::dispatch(worker_id, ""));
     tokio::spawn(async move {
         while let Some(message) = sub.next().await {
-            let Some(reply_to) = message.reply.clone() else {
-                continue;
-            };
             let verb = message
                 .subject
                 .as_str()
                 .strip_prefix(&prefix)
                 .unwrap_or_default()
                 .to_string();
+            if verb == dispatch::SETTLED {
+                log_settled(&message.payload);
+                continue;
+            }
+            let Some(reply_to) = message.reply.clone() else {
+                continue;
+            };
             let payload = match verb.as_str() {
                 dispatch::INVITE => {
                     answer(decode::<Invite>(&message.payload), |i| async {
@@ -301,6 +309,21 @@ async fn listen(
         }
     });
     Ok(())
+}
+
+/// One info line per settled award: what this worker's owner earned.
+fn log_settled(payload: &[u8]) {
+    match decode::<Settled>(payload) {
+        Ok(s) => tracing::info!(
+            job = %s.job_id,
+            award = %s.award_id,
+            earned_credits = credits(s.paid),
+            paid_steps = s.paid_steps,
+            steps = s.steps,
+            "award settled"
+        ),
+        Err(e) => tracing::debug!(error = %e, "unreadable settlement notice"),
+    }
 }
 
 async fn answer<Req, Resp, F, Fut, E>(request: Result<Req, WireError>, call: F) -> Vec<u8>

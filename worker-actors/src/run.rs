@@ -332,6 +332,7 @@ impl RunState {
                 .await
                 {
                     Ok(result) => {
+                        tracing::info!(job = %self.job_id(), result_bytes = result.size, "training finished; result uploaded");
                         self.finished = true;
                         self.release().await;
                         self.report(RunEventKind::Completed { result }).await;

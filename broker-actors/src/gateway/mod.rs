@@ -201,6 +201,7 @@ pub fn subject_templates() -> String {
         subjects::dispatch::INVITE,
         subjects::dispatch::AWARD,
         subjects::dispatch::CANCEL,
+        subjects::dispatch::SETTLED,
     ] {
         map.insert(format!("dispatch.{verb}"), subjects::dispatch("{worker}", verb).into());
     }

@@ -13,7 +13,7 @@ use helium_protocol::{
     job::{DeclaredWork, JobState},
     ledger::{escrow, user, Transfer},
     subjects::{self, keys},
-    worker::{Award, AwardAck, CancelRun, RunEvent, RunEventKind},
+    worker::{Award, AwardAck, CancelRun, RunEvent, RunEventKind, Settled},
     ErrorCode, Reply, WireError, PROTOCOL_VERSION,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -563,6 +563,21 @@ impl SupervisorState {
         // Not persisted here: the caller's state change writes the settlement and the new state
         // in one update, so no restart can see one without the other. The transfer ids make a
         // replay of this settlement (after a crash before that write) a no-op.
+        tracing::info!(job = %job_id, worker = %award.worker_id, owner = %award.owner, paid_micro = pay, refunded_micro = refund, paid_steps, "award settled");
+        let notice = Settled {
+            v: PROTOCOL_VERSION,
+            job_id: job_id.clone(),
+            award_id: award.award_id.clone(),
+            paid: pay,
+            refunded: refund,
+            paid_steps,
+            steps: self.award_steps(&award),
+        };
+        let subject = subjects::dispatch(&award.worker_id, subjects::dispatch::SETTLED);
+        // At most once, for the worker's log; a lost notice loses nothing (the ledger has it).
+        if let Err(e) = self.deps.nats.publish(subject, encode(&notice).into()).await {
+            tracing::debug!(job = %job_id, error = %e, "settlement notice not sent");
+        }
         let _ = self.deps.registry.send_message(RegistryMsg::Release {
             worker_id: award.worker_id,
             job: job_id,

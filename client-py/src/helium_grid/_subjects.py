@@ -39,6 +39,7 @@ __all__ = [
     "DISPATCH_INVITE",
     "DISPATCH_AWARD",
     "DISPATCH_CANCEL",
+    "DISPATCH_SETTLED",
     "EVENTS_STREAM",
     "EVENTS_SUBJECTS",
     "RUNS_STREAM",
@@ -111,6 +112,7 @@ WORKER_REQUESTS: tuple[str, ...] = (
 DISPATCH_INVITE = "auction.invite"
 DISPATCH_AWARD = "job.award"
 DISPATCH_CANCEL = "job.cancel"
+DISPATCH_SETTLED = "job.settled"
 
 # JetStream streams and KV buckets (Rust ``subjects::streams``).
 EVENTS_STREAM = "HELIUM_EVENTS"
@@ -231,7 +233,7 @@ def templates() -> dict[str, str]:
         out[f"api.{verb}"] = api("{principal}", verb)
     for verb in (WORKER_REGISTER, WORKER_HEARTBEAT, WORKER_RUN_EVENT, *WORKER_REQUESTS):
         out[f"worker.{verb}"] = worker("{worker}", verb)
-    for verb in (DISPATCH_INVITE, DISPATCH_AWARD, DISPATCH_CANCEL):
+    for verb in (DISPATCH_INVITE, DISPATCH_AWARD, DISPATCH_CANCEL, DISPATCH_SETTLED):
         out[f"dispatch.{verb}"] = dispatch("{worker}", verb)
     out["events"] = job_events("{principal}", "{job}")
     out["stream.events"] = EVENTS_STREAM

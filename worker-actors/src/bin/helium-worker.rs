@@ -68,7 +68,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         move || measure_ask(&config)
     })
     .await?;
-    tracing::info!(worker = %worker_id, device = ?ask.device, throughput = ask.throughput, "start-up benchmark done");
+    tracing::info!(worker = %worker_id, device = ?ask.device, param_samples_per_sec = ask.throughput, "start-up benchmark done");
     let (work_dir, _tmp) = match &config.work_dir {
         Some(dir) => (dir.clone(), None),
         None => {
