@@ -24,7 +24,7 @@ def awarded(at: int, worker: str, price: int = 3517) -> Awarded:
 
 def progress(at: int, epoch: int, loss: float, val_loss: float | None = None, acc: float | None = None) -> Progress:
     return Progress("j", at, "progress", epoch=epoch, epochs=3, loss=loss, samples_per_sec=100.0 * epoch,
-                    val_loss=val_loss, val_accuracy=acc)
+                    val_loss=val_loss, val_accuracy=acc, step=None if epoch == 3 else 20 * epoch)
 
 
 EVENTS = [
@@ -48,7 +48,7 @@ def test_history_has_one_row_per_epoch_with_the_worker_in_force() -> None:
     assert df["val_accuracy"].tolist() == [0.5, 0.75, 0.9]
     assert df["samples_per_sec"].tolist() == [100.0, 200.0, 300.0]
     assert df["worker"].tolist() == ["w1", "w2", "w2"]
-    assert df["step"].isna().all()  # job progress events carry no step
+    assert df["step"].tolist()[:2] == [20.0, 40.0] and math.isnan(df["step"].tolist()[2])  # absent: NaN
     assert df["time"].tolist() == [pd.Timestamp(ms, unit="ms", tz="UTC") for ms in (3_000, 6_000, 7_000)]
     assert str(df["time"].dt.tz) == "UTC"
     assert checkpoint_epochs(EVENTS) == [1]

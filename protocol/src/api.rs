@@ -132,6 +132,9 @@ pub enum JobEventKind {
     Progress {
         epoch: u32,
         epochs: u32,
+        /// Optimizer steps taken by the end of the epoch, over the whole job.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<u64>,
         loss: f64,
         samples_per_sec: f64,
         /// On the job's validation split, when it has one.

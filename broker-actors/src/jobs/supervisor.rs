@@ -627,7 +627,7 @@ impl SupervisorState {
             RunEventKind::Progress {
                 epoch,
                 epochs,
-                step: _,
+                step,
                 loss,
                 samples_per_sec,
                 val_loss,
@@ -645,6 +645,7 @@ impl SupervisorState {
                 self.event(JobEventKind::Progress {
                     epoch,
                     epochs,
+                    step: Some(step),
                     loss,
                     samples_per_sec,
                     val_loss,

@@ -4,8 +4,8 @@ matplotlib figure of its curves (``job.history()``, ``job.plot()``).
 Each ``progress`` event is one row; ``worker`` is the one whose award (the latest ``awarded``
 event before the progress) was in force when it came. A job resumed on another worker after a
 lost one may report an epoch twice: the later report is the one kept (the trained model
-descends from it). Job progress events carry no optimizer step, so ``step`` is NaN unless an
-event has one. Verified checkpoints (``checkpointed`` events) are drawn as dotted vertical lines.
+descends from it). ``step`` is the optimizer step at the epoch's end (NaN from a broker that
+does not send it). Verified checkpoints (``checkpointed`` events) are drawn as dotted vertical lines.
 
 Example::
 
@@ -48,7 +48,7 @@ def history_frame(events: Iterable[JobEvent]) -> Any:
         if isinstance(ev, Awarded):
             worker = ev.worker
         elif isinstance(ev, Progress):
-            step = ev.raw.get("step")
+            step = ev.step
             rows.pop(ev.epoch, None)  # a re-reported epoch (after a resume): the later one counts
             rows[ev.epoch] = {
                 "epoch": ev.epoch,

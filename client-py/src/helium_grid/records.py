@@ -498,6 +498,9 @@ class Progress(JobEvent):
     epochs: int = 0
     loss: float = float("nan")
     samples_per_sec: float = 0.0
+    #: Optimizer steps taken by the end of the epoch, over the whole job (``None`` from an
+    #: older broker).
+    step: int | None = None
     #: On the validation split given to ``submit(validation=...)``, else ``None``.
     val_loss: float | None = None
     #: Only for classification losses, else ``None``.
@@ -553,6 +556,7 @@ def parse_event(m: Mapping[str, Any]) -> JobEvent:
             raw,
             epoch=wire_int(m.get("epoch") or 0),
             epochs=wire_int(m.get("epochs") or 0),
+            step=_opt_int(m.get("step")),
             loss=float(m.get("loss", float("nan"))),
             samples_per_sec=float(m.get("samples_per_sec") or 0.0),
             val_loss=_opt_float(m.get("val_loss")),
