@@ -119,3 +119,30 @@ def test_bar_shows_the_price_in_credits_and_no_replay_rate(capsys: pytest.Captur
     assert "epoch/s" not in line and "it/s" not in line
     assert line.startswith("0193f0c2 running on w1 at 0.003517 credits: 100%|") and "3/3 epochs" in line, line
     t.close()
+
+
+def test_live_curve_redraws_at_most_once_a_period_and_at_the_end() -> None:
+    from helium_grid._history import LiveCurve
+
+    class Handle:
+        def __init__(self) -> None:
+            self.shown: list[object] = []
+
+        def update(self, fig: object) -> None:
+            self.shown.append(fig)
+
+    live = LiveCurve("digits", every=3600, display=False)
+    live._handle = Handle()
+    for event in EVENTS:
+        live.feed(event)
+    assert live.draws == 1, "the first progress draws; the rest wait for the period"
+    live.close()
+    assert live.draws == 2 and live._handle.shown[-1] is live.figure
+    (loss, *_), _ = (live.figure.axes[0].get_lines(), None)
+    assert loss.get_ydata().tolist() == [2.0, 0.9, 0.5], "the final curve is the whole history"
+    assert live.figure.get_suptitle() == "digits"
+
+    nothing = LiveCurve(display=False)
+    nothing.feed(EVENTS[0])
+    nothing.close()
+    assert nothing.figure is None and nothing.draws == 0, "no progress, no figure"

@@ -42,7 +42,7 @@ from nats.js.client import JetStreamContext
 from . import _subjects as subjects
 from ._artifacts import chunk_for_payload, download, upload
 from ._limits import credits_to_micro
-from ._history import checkpoint_epochs, history_frame, plot_history
+from ._history import LiveCurve, checkpoint_epochs, history_frame, plot_history
 from ._progress import Tracker, bar_label
 from ._submission import Submission, prepare_submission, quiet_torchscript
 from ._wire import decode, encode, request_body, unwrap_reply
@@ -475,9 +475,15 @@ class AsyncJob:
         return self.grid._event_feed(self.id, live=True, timeout=timeout)
 
     async def wait(
-        self, timeout: float | None = None, *, progress: bool = True, raise_on_failure: bool = True
+        self,
+        timeout: float | None = None,
+        *,
+        progress: bool = True,
+        plot: bool = False,
+        raise_on_failure: bool = True,
     ) -> JobStatus:
-        """Follow the job to its end with a progress bar; the final :class:`JobStatus`.
+        """Follow the job to its end with a progress bar (and with ``plot=True`` live curves in
+        a notebook); the final :class:`JobStatus`.
 
         Raises :class:`JobFailed` for failed or expired jobs (unless ``raise_on_failure=False``)
         and :class:`WaitTimeout` after ``timeout`` seconds.
@@ -488,11 +494,16 @@ class AsyncJob:
         """
         first = await self.status()
         tracker = Tracker(bar_label(self.id, self.name), enabled=progress, total=first.epochs)
+        live = LiveCurve(self.name or self.id[:8]) if plot else None
         try:
             async for event in self.follow(timeout):
                 tracker.feed(event)
+                if live is not None:
+                    live.feed(event)
         finally:
             tracker.close()
+            if live is not None:
+                live.close()
         return finish(await self.status(), raise_on_failure=raise_on_failure)
 
     async def result_bytes(self) -> bytes:

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -138,3 +139,57 @@ def plot_history(df: Any, checkpoints: Sequence[int] = (), *, title: str | None 
         fig.suptitle(title)
     _show_figures_in_ipython()
     return fig
+
+
+class LiveCurve:
+    """The curves of a job kept up to date while ``job.wait(plot=True)`` follows it: fed every
+    event, it redraws at most every ``every`` seconds (and once at the end) into one display
+    slot of the notebook, next to the progress bar. Outside IPython there is nowhere to draw
+    live; the final figure is kept in :attr:`figure` either way.
+
+    Example::
+
+        live = LiveCurve("digits", display=False)
+        for event in job.follow():
+            live.feed(event)
+        live.close()
+        live.figure.savefig("curves.png")
+    """
+
+    def __init__(self, title: str | None = None, *, every: float = 1.0, display: bool = True) -> None:
+        self.title = title
+        self.every = every
+        self.events: list[JobEvent] = []
+        self.figure: Any = None
+        self.draws = 0
+        self._last = -math.inf
+        self._handle: Any = None
+        if display:
+            try:
+                from IPython import get_ipython  # type: ignore[import-not-found]
+                from IPython.display import display as ipy_display  # type: ignore[import-not-found]
+            except ImportError:
+                return
+            if get_ipython() is not None:
+                _show_figures_in_ipython()
+                self._handle = ipy_display(display_id=True)
+
+    def feed(self, event: JobEvent) -> None:
+        """Takes one event; redraws when it is progress and the last drawing is old enough."""
+        self.events.append(event)
+        if isinstance(event, Progress) and time.monotonic() - self._last >= self.every:
+            self._draw()
+
+    def close(self) -> None:
+        """Draws the final curves (if there is any progress to draw)."""
+        self._draw()
+
+    def _draw(self) -> None:
+        df = history_frame(self.events)
+        if df.empty:
+            return
+        self.figure = plot_history(df, checkpoint_epochs(self.events), title=self.title)
+        self.draws += 1
+        self._last = time.monotonic()
+        if self._handle is not None:
+            self._handle.update(self.figure)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import torch
 
 from ._async import DEFAULT_TIMEOUT, AsyncGrid, AsyncJob, finish, load_module
+from ._history import LiveCurve
 from ._progress import Tracker, bar_label
 from ._submission import prepare_submission
 from .errors import InvalidModel
@@ -405,7 +406,7 @@ class Job:
 
     def history(self) -> Any:
         """Per-epoch metrics so far, from the job's events, as a ``pandas.DataFrame``: ``epoch``,
-        ``step`` (NaN: progress events carry none), ``loss`` (mean training loss),
+        ``step`` (the optimizer step at the epoch's end), ``loss`` (mean training loss),
         ``val_loss`` and ``val_accuracy`` (NaN without a validation split, or for a loss that
         is not classification), ``samples_per_sec``, ``worker`` (whose award was in force when
         the epoch was reported) and ``time`` (UTC). An epoch reported twice (a resume after a
@@ -444,9 +445,17 @@ class Job:
         finally:
             it.close()
 
-    def wait(self, timeout: float | None = None, *, progress: bool = True, raise_on_failure: bool = True) -> JobStatus:
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        progress: bool = True,
+        plot: bool = False,
+        raise_on_failure: bool = True,
+    ) -> JobStatus:
         """Follow the job to its end, with a progress bar (epoch/epochs, loss), and return
-        the final :class:`JobStatus`.
+        the final :class:`JobStatus`. ``plot=True`` keeps the loss and validation curves
+        drawn live next to the bar in a notebook (redrawn at most once a second).
 
         A late or re-run cell replays the job's history first. Raises
         :class:`~helium_grid.JobFailed` for failed or expired jobs (unless
@@ -460,11 +469,16 @@ class Job:
         """
         first = self.status()
         tracker = Tracker(bar_label(self.id, self.name), enabled=progress, total=first.epochs)
+        live = LiveCurve(self.name or self.id[:8]) if plot else None
         try:
             for event in self.follow(timeout):
                 tracker.feed(event)
+                if live is not None:
+                    live.feed(event)
         finally:
             tracker.close()
+            if live is not None:
+                live.close()
         return finish(self.status(), raise_on_failure=raise_on_failure)
 
     def result_bytes(self) -> bytes:
