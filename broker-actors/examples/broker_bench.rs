@@ -18,9 +18,6 @@
 //! every ack, as `deploy/grid.sh` runs it); `--callers` tasks each do sequential transfers.
 //! Prints transfers per second, journal messages per second (fsyncs), and CPU per transfer.
 
-#[path = "../tests/journal_server/mod.rs"]
-mod journal_server;
-
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -46,7 +43,7 @@ use helium_protocol::{
     worker::{Ask, Bid, BidReply, Invite, Register},
     Reply, PROTOCOL_VERSION,
 };
-use journal_server::SyncedNats;
+use helium_test_support::NatsServer;
 use ractor::{Actor, ActorRef, OutputPort};
 
 const CREDIT: u64 = 1_000_000;
@@ -168,7 +165,7 @@ async fn main() -> Result<()> {
 }
 
 async fn pipelined(in_flight: usize, window: Duration) -> Result<f64> {
-    let server = SyncedNats::start(true)?;
+    let server = NatsServer::start_synced()?;
     let js = async_nats::jetstream::new(server.connect().await?);
     streams::ensure(&js, 1).await.map_err(|e| anyhow!("streams: {e}"))?;
     let (mut last, mut sent) = (0u64, 0u64);
@@ -246,7 +243,7 @@ fn worker_id(i: usize) -> String {
 }
 
 async fn auctions(n: usize, concurrency: usize, invite_k: usize, window: Duration) -> Result<AuctionRun> {
-    let server = SyncedNats::start(false)?;
+    let server = NatsServer::start()?;
     let broker_nats = server.connect().await?;
     let workers_nats = server.connect().await?;
 
@@ -433,7 +430,11 @@ fn transfer(id: String, debit: String, credit: String, amount: u64) -> Transfer 
 }
 
 async fn ledger(callers: usize, window: Duration, fsync: bool) -> Result<LedgerRun> {
-    let server = SyncedNats::start(fsync)?;
+    let server = if fsync {
+        NatsServer::start_synced()
+    } else {
+        NatsServer::start()
+    }?;
     let js = async_nats::jetstream::new(server.connect().await?);
     streams::ensure(&js, 1).await.map_err(|e| anyhow!("streams: {e}"))?;
     let (ledger, _) = Actor::spawn(None, Ledger, js.clone()).await?;

