@@ -8,7 +8,7 @@ mod common;
 use common::{requirements, Grid, Script, ScriptedWorker, CREDIT};
 use futures::StreamExt;
 use helium_protocol::{
-    api::{JobEventKind, JobView},
+    api::{JobEvent, JobEventKind, JobView},
     decode,
     job::JobState,
     subjects::{self, api},
@@ -17,27 +17,14 @@ use helium_protocol::{
 
 #[tokio::test]
 async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
-    let grid = Grid::start().await.unwrap();
-    grid.grant("alice", CREDIT).await.unwrap();
-    // Alone on the grid, `flaky` wins at its own cost: 1.0/h × 36 s = 10 000 µ for 2 epochs.
-    let flaky = ScriptedWorker::with_script(
-        &grid,
-        "flaky",
-        "owner-flaky",
-        CREDIT,
-        36.0,
-        8,
-        // 16 rows in batches of 8: 2 steps per epoch, 4 in the job; step 2 ends epoch 1.
-        Script::CheckpointThenVanish { step: 2 },
-    )
-    .await
-    .unwrap();
-    let job = grid
-        .submit("alice", requirements(5 * CREDIT, CREDIT), 16)
-        .await
-        .unwrap();
-    let lost = |k: &JobEventKind| matches!(k, JobEventKind::State { state: JobState::Queued, reason: Some(r) } if r.contains("lost"));
-    let events = grid.wait_event("alice", &job.job_id, lost).await.unwrap();
+    // 16 rows in batches of 8: 2 steps per epoch, 4 in the job; step 2 ends epoch 1.
+    let Vanished {
+        grid,
+        job_id,
+        events,
+        worker: flaky,
+        ..
+    } = vanishing_worker(Script::CheckpointThenVanish { step: 2 }).await;
     assert!(
         format!("{:?}", events.last()).contains("resuming from epoch 1"),
         "{events:?}"
@@ -50,9 +37,7 @@ async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
     let steady = ScriptedWorker::start(&grid, "steady", "owner-steady", 2 * CREDIT, 36.0, 8)
         .await
         .unwrap();
-    grid.wait_state("alice", &job.job_id, JobState::Completed)
-        .await
-        .unwrap();
+    grid.wait_state("alice", &job_id, JobState::Completed).await.unwrap();
 
     let award = steady.awards.lock().unwrap()[0].clone();
     let first = flaky.awards.lock().unwrap()[0].clone();
@@ -63,7 +48,7 @@ async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
     );
     let resume = award.resume.expect("the second award resumes from the checkpoint");
     assert_eq!(resume.size, b"step-state".len() as u64);
-    let view: JobView = grid.job("alice", api::JOB_STATUS, &job.job_id).await.unwrap();
+    let view: JobView = grid.job("alice", api::JOB_STATUS, &job_id).await.unwrap();
     assert_eq!(
         (view.worker.as_deref(), view.paid, view.epochs_done),
         (Some("steady"), 25_000, 2)
@@ -126,9 +111,23 @@ async fn a_worker_that_fails_through_its_own_fault_hands_the_job_on() {
     grid.assert_books_balanced().await;
 }
 
-/// Starts `flaky` alone (1.0/h × 36 s = 10 000 µ for the job's 4 steps) with `script`, waits
-/// until it is lost, and returns what its owner was paid, and the settlement notice it was sent.
-async fn paid_to_a_worker_that_vanishes(script: Script) -> (Grid, JobView, i128, Settled) {
+/// A job whose only worker vanished: what happened up to its loss.
+struct Vanished {
+    grid: Grid,
+    job_id: String,
+    /// The job's events up to the `queued … lost` one.
+    events: Vec<JobEvent>,
+    view: JobView,
+    /// The owner's balance once the award was settled.
+    paid: i128,
+    /// What the broker told the worker it earned.
+    notice: Settled,
+    worker: ScriptedWorker,
+}
+
+/// Starts `flaky` alone (1.0/h × 36 s = 10 000 µ for the job's 4 steps) with `script`, submits
+/// a 16-row job and waits until the worker is lost.
+async fn vanishing_worker(script: Script) -> Vanished {
     let grid = Grid::start().await.unwrap();
     grid.grant("alice", CREDIT).await.unwrap();
     let mut notices = grid
@@ -136,7 +135,7 @@ async fn paid_to_a_worker_that_vanishes(script: Script) -> (Grid, JobView, i128,
         .subscribe(subjects::dispatch("flaky", subjects::dispatch::SETTLED))
         .await
         .unwrap();
-    let _flaky = ScriptedWorker::with_script(&grid, "flaky", "owner-flaky", CREDIT, 36.0, 8, script)
+    let worker = ScriptedWorker::with_script(&grid, "flaky", "owner-flaky", CREDIT, 36.0, 8, script)
         .await
         .unwrap();
     let job = grid
@@ -144,7 +143,7 @@ async fn paid_to_a_worker_that_vanishes(script: Script) -> (Grid, JobView, i128,
         .await
         .unwrap();
     let lost = |k: &JobEventKind| matches!(k, JobEventKind::State { state: JobState::Queued, reason: Some(r) } if r.contains("lost"));
-    grid.wait_event("alice", &job.job_id, lost).await.unwrap();
+    let events = grid.wait_event("alice", &job.job_id, lost).await.unwrap();
     let paid = grid.balance("owner-flaky").await.unwrap();
     let view: JobView = grid.job("alice", api::JOB_STATUS, &job.job_id).await.unwrap();
     let notice = tokio::time::timeout(std::time::Duration::from_secs(30), notices.next())
@@ -156,12 +155,26 @@ async fn paid_to_a_worker_that_vanishes(script: Script) -> (Grid, JobView, i128,
         (notice.job_id.as_str(), notice.award_id.as_str()),
         (job.job_id.as_str(), format!("{}-1", job.job_id).as_str())
     );
-    (grid, view, paid, notice)
+    Vanished {
+        grid,
+        job_id: job.job_id,
+        events,
+        view,
+        paid,
+        notice,
+        worker,
+    }
 }
 
 #[tokio::test]
 async fn a_mid_epoch_checkpoint_pays_its_steps_and_the_job_resumes_from_its_epoch() {
-    let (grid, view, paid, notice) = paid_to_a_worker_that_vanishes(Script::CheckpointThenVanish { step: 3 }).await;
+    let Vanished {
+        grid,
+        view,
+        paid,
+        notice,
+        ..
+    } = vanishing_worker(Script::CheckpointThenVanish { step: 3 }).await;
     assert_eq!(paid, 7_500, "3 of the award's 4 steps");
     // The worker is told what its owner earned, as the ledger has it.
     assert_eq!(
@@ -175,7 +188,13 @@ async fn a_mid_epoch_checkpoint_pays_its_steps_and_the_job_resumes_from_its_epoc
 
 #[tokio::test]
 async fn progress_without_a_checkpoint_earns_nothing() {
-    let (grid, view, paid, notice) = paid_to_a_worker_that_vanishes(Script::ProgressThenVanish).await;
+    let Vanished {
+        grid,
+        view,
+        paid,
+        notice,
+        ..
+    } = vanishing_worker(Script::ProgressThenVanish).await;
     assert_eq!((notice.paid, notice.paid_steps), (0, 0));
     assert_eq!(paid, 0, "claimed every epoch, checkpointed none");
     assert_eq!((view.paid, view.epochs_done), (0, 0), "the job starts over");
@@ -185,7 +204,7 @@ async fn progress_without_a_checkpoint_earns_nothing() {
 
 #[tokio::test]
 async fn a_checkpoint_never_uploaded_earns_nothing() {
-    let (grid, view, paid, _) = paid_to_a_worker_that_vanishes(Script::UnverifiedCheckpointThenVanish).await;
+    let Vanished { grid, view, paid, .. } = vanishing_worker(Script::UnverifiedCheckpointThenVanish).await;
     assert_eq!(paid, 0);
     assert_eq!(view.epochs_done, 0);
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
@@ -194,7 +213,7 @@ async fn a_checkpoint_never_uploaded_earns_nothing() {
 
 #[tokio::test]
 async fn a_checkpoint_whose_event_arrives_after_the_next_upload_still_counts() {
-    let (grid, view, paid, _) = paid_to_a_worker_that_vanishes(Script::OvertakenCheckpointThenVanish).await;
+    let Vanished { grid, view, paid, .. } = vanishing_worker(Script::OvertakenCheckpointThenVanish).await;
     assert_eq!(paid, 2_500, "step 1 of 4 was verified and reported");
     assert_eq!(view.epochs_done, 0);
     grid.assert_books_balanced().await;

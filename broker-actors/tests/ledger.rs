@@ -122,6 +122,28 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::join_all;
 use helium_protocol::{encode, subjects::streams as names};
 
+/// Stops `ledger`, restarts nats-server on the same store, and starts a ledger that rebuilds
+/// its book from the journal alone.
+async fn restarted(
+    ledger: ActorRef<LedgerMsg>,
+    js: jetstream::Context,
+    server: &mut NatsServer,
+) -> ActorRef<LedgerMsg> {
+    ledger.stop(None);
+    drop(js);
+    server.restart().unwrap();
+    ledger_on(server).await.0
+}
+
+/// The balances a ledger replays from the journal after [`restarted`].
+async fn replay_after_restart(
+    ledger: ActorRef<LedgerMsg>,
+    js: jetstream::Context,
+    server: &mut NatsServer,
+) -> BTreeMap<String, i128> {
+    balances(&restarted(ledger, js, server).await).await
+}
+
 async fn ledger_on(server: &NatsServer) -> (ActorRef<LedgerMsg>, jetstream::Context) {
     let js = jetstream::new(server.connect().await.unwrap());
     streams::ensure(&js, 1).await.unwrap();
@@ -209,11 +231,7 @@ async fn group_commit_keeps_the_invariants_under_concurrent_callers() {
         ACCOUNTS + applied
     );
 
-    ledger.stop(None);
-    drop(js);
-    server.restart().unwrap();
-    let (replayed, _) = ledger_on(&server).await;
-    assert_eq!(balances(&replayed).await, books);
+    assert_eq!(replay_after_restart(ledger, js, &mut server).await, books);
 }
 
 /// Many holds on one account at once, together worth more than its balance: exactly the
@@ -320,11 +338,7 @@ async fn a_pre_published_message_id_is_not_applied() {
         .await
         .unwrap();
     let books = balances(&ledger).await;
-    ledger.stop(None);
-    drop(js);
-    server.restart().unwrap();
-    let (replayed, _) = ledger_on(&server).await;
-    assert_eq!(balances(&replayed).await, books);
+    assert_eq!(replay_after_restart(ledger, js, &mut server).await, books);
 }
 
 /// Two ledgers append to the same journal at once, each with concurrent callers: every append
@@ -429,10 +443,7 @@ async fn a_failed_append_fails_only_what_was_not_journaled() {
         expected,
         "the book holds exactly the transfers answered ok"
     );
-    ledger.stop(None);
-    drop(js);
-    server.restart().unwrap();
-    let (replayed, _) = ledger_on(&server).await;
+    let replayed = restarted(ledger, js, &mut server).await;
     for transfer in &ok {
         assert_eq!(
             apply(&replayed, transfer.clone()).await.unwrap(),
