@@ -20,8 +20,11 @@ BIN_DIR := $(CARGO_TARGET_DIR)/release
 # of a cached build pointing at another checkout's.
 CARGO_ENV := PATH="$(VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH="$(VENV)"
 STAMP := $(VENV)/.helium-stamp
+# The official nats CLI (operators' tool; the ops tests drive it with a credential), pinned.
+NATS_CLI := $(CURDIR)/.helium/bin/nats
+NATS_CLI_VERSION := v0.5.0
 
-.PHONY: help venv build test test-rust test-python demo up down jupyter bench clean
+.PHONY: help venv nats-cli build test test-rust test-python demo up down jupyter bench clean
 
 help:
 	@echo "make demo   # local grid + notebook training end to end"
@@ -39,7 +42,13 @@ $(STAMP): requirements-dev.txt client-py/pyproject.toml
 
 venv: $(STAMP)
 
-build: venv
+$(NATS_CLI):
+	@command -v go >/dev/null || { echo "need Go (for the pinned nats CLI)"; exit 1; }
+	GOBIN=$(CURDIR)/.helium/bin go install github.com/nats-io/natscli/nats@$(NATS_CLI_VERSION)
+
+nats-cli: $(NATS_CLI)
+
+build: venv $(NATS_CLI)
 	@command -v cargo >/dev/null || { echo "need a Rust toolchain (rustup)"; exit 1; }
 	$(CARGO_ENV) cargo build $(CARGO_PROFILE) --workspace --all-targets
 
@@ -50,7 +59,7 @@ test-rust:
 	$(CARGO_ENV) cargo test $(CARGO_PROFILE) --workspace
 
 test-python:
-	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 $(VENV)/bin/python -m pytest -q
+	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 HELIUM_NATS_CLI=$(NATS_CLI) $(VENV)/bin/python -m pytest -q
 
 demo: build
 	HELIUM_BIN_DIR=$(BIN_DIR) deploy/demo.sh
@@ -64,7 +73,7 @@ down:
 # JupyterLab on the notebooks, pointed at the grid that `make up` started.
 jupyter: venv
 	@[ -f .helium/grid/env ] || { echo "start the grid first: make up"; exit 1; }
-	source .helium/grid/env && HELIUM_NATS_URL=$$HELIUM_NATS_URL $(VENV)/bin/jupyter lab \
+	source .helium/grid/env && HELIUM_NATS_URL=$$HELIUM_NATS_URL HELIUM_CREDS_DIR=$$HELIUM_CREDS_DIR $(VENV)/bin/jupyter lab \
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/  # JupyterLab refuses root without it
 
 clean: down
@@ -77,7 +86,7 @@ bench: build
 	$(CARGO_ENV) cargo run $(CARGO_PROFILE) -q -p helium-broker-actors --example broker_bench -- auctions
 	$(CARGO_ENV) cargo run $(CARGO_PROFILE) -q -p helium-broker-actors --example broker_bench -- ledger
 	HELIUM_BIN_DIR=$(BIN_DIR) deploy/grid.sh up
-	source .helium/grid/env && export HELIUM_NATS_URL HELIUM_WORKER_THREADS && \
+	source .helium/grid/env && export HELIUM_NATS_URL HELIUM_WORKER_THREADS HELIUM_CREDS_DIR && \
 	  $(VENV)/bin/python tests/bench/grid_vs_plain.py && \
 	  $(VENV)/bin/python tests/bench/artifacts.py --store .helium/grid; \
 	  rc=$$?; deploy/grid.sh down; exit $$rc

@@ -7,7 +7,7 @@ cd "$root"
 trap 'deploy/grid.sh down' EXIT
 deploy/grid.sh up
 source .helium/grid/env
-export HELIUM_NATS_URL
+export HELIUM_NATS_URL HELIUM_CREDS_DIR
 echo "running notebooks/researcher.ipynb against $HELIUM_NATS_URL"
 start=$(date +%s)
 .venv/bin/python deploy/run_notebook.py notebooks/researcher.ipynb

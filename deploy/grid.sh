@@ -2,6 +2,11 @@
 # A local Helium grid on this machine: nats-server (JetStream, fsync before ack) with its data
 # under .helium/grid, one helium-broker with a file:// object store, and two CPU workers at
 # different prices. `grid.sh up` prints the NATS URL; `grid.sh down` stops everything.
+#
+# Auth is on: the first `up` makes the grid's keys (.helium/grid/keys, secret) with
+# `helium creds init`, and a credential per process and demo principal in .helium/grid/creds:
+# operator, researcher, gpu-owner-1, gpu-owner-2 (people), broker, worker-cheap, worker-dear
+# (processes; the workers pay gpu-owner-1 and gpu-owner-2). nats-server refuses anything else.
 set -Eeuo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 grid="$root/.helium/grid"
@@ -38,7 +43,8 @@ up() {
   fi
   # A grid that fails half-way is torn down, not left running.
   trap 'echo "grid failed to start; stopping what started"; down' ERR
-  mkdir -p "$grid"/{nats,store,logs,pids,w1,w2}
+  mkdir -p "$grid"/{nats,store,logs,pids,w1,w2,creds}
+  keys "$grid"
   if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
     port=$("$root/.venv/bin/python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
   fi
@@ -46,18 +52,40 @@ up() {
 listen: 127.0.0.1:$port
 jetstream { store_dir: "$grid/nats", sync_interval: always }
 max_payload: 8MB
+include "keys/nats-auth.conf"
 CONF
   "$nats_server" -c "$grid/nats.conf" >"$grid/logs/nats.out" 2>"$grid/logs/nats.log" &
   echo $! >"$grid/pids/nats"
   for _ in $(seq 300); do grep -q "Server is ready" "$grid/logs/nats.log" && break; sleep 0.1; done
   grep -q "Server is ready" "$grid/logs/nats.log" || { echo "nats-server failed"; tail "$grid/logs/nats.log"; false; }
   url="nats://127.0.0.1:$port"
-  start broker "$bin/helium-broker" --nats-url "$url" --store "file://$grid/store"
-  start worker-cheap "$bin/helium-worker" --grid "$url" --price 1.0 --owner gpu-owner-1 --id worker-cheap --work-dir "$grid/w1" --device cpu --threads "$threads"
-  start worker-dear "$bin/helium-worker" --grid "$url" --price 2.5 --owner gpu-owner-2 --id worker-dear --work-dir "$grid/w2" --device cpu --threads "$threads"
-  printf 'HELIUM_NATS_URL=%s\nHELIUM_WORKER_THREADS=%s\n' "$url" "$threads" >"$grid/env"
+  local creds="$grid/creds"
+  start broker "$bin/helium-broker" --nats-url "$url" --creds "$creds/broker.creds" --store "file://$grid/store"
+  start worker-cheap "$bin/helium-worker" --grid "$url" --creds "$creds/worker-cheap.creds" --price 1.0 --work-dir "$grid/w1" --device cpu --threads "$threads"
+  start worker-dear "$bin/helium-worker" --grid "$url" --creds "$creds/worker-dear.creds" --price 2.5 --work-dir "$grid/w2" --device cpu --threads "$threads"
+  printf 'HELIUM_NATS_URL=%s\nHELIUM_WORKER_THREADS=%s\nHELIUM_KEYS=%s\nHELIUM_CREDS_DIR=%s\n' \
+    "$url" "$threads" "$grid/keys" "$creds" >"$grid/env"
   trap - ERR
   echo "grid up: $url  (logs in .helium/grid/logs; stop with: make down)"
+}
+
+# The grid's keys and the credentials of its processes and demo principals, made once: a grid
+# brought up again keeps them (its ledger and jobs name the same principals).
+keys() {
+  local dir=$1 helium="$bin/helium"
+  [ -f "$dir/keys/operator.nk" ] || "$helium" creds init --keys "$dir/keys" --resolver-dir "$dir/nats/jwt" >/dev/null
+  issue() {
+    local file="$dir/creds/$1.creds"; shift
+    [ -s "$file" ] && return 0
+    (umask 077; "$helium" creds issue "$@" --keys "$dir/keys" >"$file.tmp") && mv "$file.tmp" "$file"
+  }
+  issue operator operator operator
+  issue researcher researcher researcher
+  issue gpu-owner-1 researcher gpu-owner-1
+  issue gpu-owner-2 researcher gpu-owner-2
+  issue broker broker broker
+  issue worker-cheap worker worker-cheap --owner gpu-owner-1
+  issue worker-dear worker worker-dear --owner gpu-owner-2
 }
 
 down() {

@@ -303,6 +303,7 @@ async fn auctions(n: usize, concurrency: usize, invite_k: usize, window: Duratio
         let register = Register {
             v: PROTOCOL_VERSION,
             owner: format!("owner-{}", i % 1000),
+            credential: String::new(),
             ask: ask.clone(),
         };
         ractor::call_t!(

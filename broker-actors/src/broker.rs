@@ -22,6 +22,8 @@ use crate::{
 pub enum BrokerError {
     #[error("cannot connect to NATS at {0}: {1}")]
     Connect(String, String),
+    #[error("cannot read the broker's credential {0}")]
+    Creds(String),
     #[error("JetStream setup failed: {0}")]
     Streams(String),
     #[error("object store: {0}")]
@@ -40,7 +42,14 @@ pub struct Broker {
 
 impl Broker {
     pub async fn start(config: &BrokerConfig) -> Result<Broker, BrokerError> {
-        let nats = async_nats::ConnectOptions::new()
+        let creds = std::fs::read_to_string(&config.creds)
+            .map_err(|e| BrokerError::Creds(format!("{}: {e}", config.creds.display())))?;
+        let account = helium_protocol::auth::creds::jwt(&creds)
+            .map_err(|e| e.to_string())
+            .and_then(|token| helium_protocol::auth::jwt::issuer(token).map_err(|e| e.to_string()))
+            .map_err(|e| BrokerError::Creds(format!("{}: {e}", config.creds.display())))?;
+        let nats = async_nats::ConnectOptions::with_credentials(&creds)
+            .map_err(|e| BrokerError::Creds(format!("{}: {e}", config.creds.display())))?
             .name("helium-broker")
             .connect(&config.nats_url)
             .await
@@ -100,7 +109,7 @@ impl Broker {
         let ctx = Ctx {
             deps,
             manager,
-            operators: config.operators.clone().into(),
+            account: account.into(),
         };
         let service_err = |e: async_nats::Error| BrokerError::Service(e.to_string());
         let (api, mut tasks) = gateway::api::start(ctx.clone()).await.map_err(service_err)?;

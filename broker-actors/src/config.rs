@@ -33,9 +33,10 @@ pub struct BrokerConfig {
     /// Expected worker heartbeat period.
     #[arg(long, env = "HELIUM_HEARTBEAT_MS", default_value_t = DEFAULT_HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
-    /// Principals allowed to mint credits (comma separated).
-    #[arg(long, env = "HELIUM_OPERATORS", value_delimiter = ',', default_value = "operator")]
-    pub operators: Vec<String>,
+    /// The broker's NATS credential (`helium creds issue broker <name>`). Its account is the
+    /// one whose signature the broker checks on a worker's registration.
+    #[arg(long, env = "HELIUM_CREDS")]
+    pub creds: std::path::PathBuf,
     /// Largest artifact accepted, in bytes.
     #[arg(long, env = "HELIUM_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
     pub max_artifact_bytes: u64,

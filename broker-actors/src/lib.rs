@@ -11,6 +11,7 @@
 //! - [`jobs`]: the JobManager actor and one [`jobs::JobSupervisor`] per job.
 //! - [`artifacts`]: the Artifacts actor (chunked uploads), the store, and artifact checks.
 //! - [`gateway`]: micro-service endpoints and JetStream consumers that feed the actors.
+//! - [`keydir`]: the operator's keys and credentials (`helium creds`).
 //! - [`events`]: job events for researchers.
 //! - [`streams`]: the JetStream streams and KV bucket the broker relies on.
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod events;
 pub mod gateway;
 pub mod jobs;
+pub mod keydir;
 pub mod ledger;
 pub mod registry;
 pub mod streams;
@@ -52,8 +54,8 @@ pub struct Deps {
 pub struct Ctx {
     pub deps: Deps,
     pub manager: ActorRef<jobs::ManagerMsg>,
-    /// Principals allowed to mint credits.
-    pub operators: std::sync::Arc<[String]>,
+    /// The public key of the grid's account: a worker's credential must be signed by it.
+    pub account: std::sync::Arc<str>,
 }
 
 /// Wall-clock unix milliseconds (deadlines and event times are wall-clock by nature).

@@ -438,6 +438,7 @@ mod tests {
         Register {
             v: PROTOCOL_VERSION,
             owner: owner.into(),
+            credential: String::new(),
             ask: Ask {
                 price_per_hour: price * 1_000_000,
                 device,

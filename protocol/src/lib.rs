@@ -3,6 +3,7 @@
 //! here and nowhere else. No I/O lives in this crate.
 //!
 //! # Layout
+//! - [`auth`]: roles, their NATS permissions, user JWTs and `.creds` files.
 //! - [`subjects`]: NATS subject builders, stream and KV bucket names, object-store keys.
 //! - [`envelope`]: the version constant, the one reply envelope, error codes, encode/decode.
 //! - [`job`]: what a researcher asks for (training spec, requirements) and a job's states.
@@ -13,6 +14,7 @@
 //! - [`limits`]: sizes both sides must agree on.
 
 pub mod api;
+pub mod auth;
 pub mod artifacts;
 pub mod envelope;
 pub mod job;

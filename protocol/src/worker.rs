@@ -22,7 +22,13 @@ pub struct Ask {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Register {
     pub v: u32,
+    /// The principal paid for this worker's work. The broker takes it from `credential` and
+    /// refuses a registration whose `owner` differs: it is here so a log line reads well.
     pub owner: String,
+    /// The worker's own user JWT (the first section of its `.creds` file; not a secret). The
+    /// broker checks that the grid's account signed it and that it names this worker, and
+    /// reads the owner from its tags.
+    pub credential: String,
     pub ask: Ask,
 }
 

@@ -52,8 +52,8 @@ def raw_copy(blob: bytes, where: Path) -> float:
     return elapsed
 
 
-async def through_grid(url: str, blob: bytes, rows: int, model: bytes) -> tuple[float, float]:
-    async with await AsyncGrid.connect(url, principal="bench") as grid:
+async def through_grid(url: str, creds: Path, blob: bytes, rows: int, model: bytes) -> tuple[float, float]:
+    async with await AsyncGrid.connect(url, creds=creds / "researcher.creds") as grid:
         start = time.perf_counter()
         data_upload, _ = await upload(grid._request, "data", blob, preferred_chunk=grid._chunk)
         up = time.perf_counter() - start
@@ -86,7 +86,9 @@ def main() -> None:
     parser.add_argument("--store", default=os.environ.get("HELIUM_STORE_DIR", tempfile.gettempdir()))
     args = parser.parse_args()
     url = os.environ.get("HELIUM_NATS_URL", "nats://127.0.0.1:4222")
-    Grid(url, principal="operator").grant("bench", 1)
+    creds = Path(os.environ.get("HELIUM_CREDS_DIR", ".helium/grid/creds"))
+    with Grid(url, creds=creds / "operator.creds") as operator:
+        operator.grant("researcher", 1)
     buf = torch.jit.script(torch.nn.Linear(1024, 2))
     import io
 
@@ -99,7 +101,7 @@ def main() -> None:
         raws, ups, downs = [], [], []
         for _ in range(args.runs):
             raws.append(raw_copy(blob, Path(args.store)))
-            up, down = asyncio.run(through_grid(url, blob, rows, model))
+            up, down = asyncio.run(through_grid(url, creds, blob, rows, model))
             ups.append(up)
             downs.append(down)
         n = len(blob) / MB

@@ -21,6 +21,7 @@ import copy
 import os
 import statistics
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -105,8 +106,10 @@ def main() -> None:
     torch.set_num_threads(threads)
     x, y = data()
     cases = [CASES[c] for c in args.cases.split(",")]
-    Grid(url, principal="operator").grant("bench", 10 * args.runs * len(cases))
-    grid = Grid(url, principal="bench")
+    creds = Path(os.environ.get("HELIUM_CREDS_DIR", ".helium/grid/creds"))
+    with Grid(url, creds=creds / "operator.creds") as operator:
+        operator.grant("researcher", 10 * args.runs * len(cases))
+    grid = Grid(url, creds=creds / "researcher.creds")
     print(f"threads: {threads} for the plain loop and for the grid's trainer")
     starts: list[float] = []
     for case in cases:

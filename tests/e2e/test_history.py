@@ -74,7 +74,7 @@ def test_history_is_the_progress_events(finished_job: Any, nats_server: Any) -> 
 
     # The async twin reads the same events.
     async def via_async() -> pd.DataFrame:
-        async with await hg.AsyncGrid.connect(nats_server.url, principal="historian") as grid:
+        async with await hg.AsyncGrid.connect(nats_server.url, creds=nats_server.principal_creds("historian")) as grid:
             return await grid.job(finished_job.id).history()
 
     pd.testing.assert_frame_equal(asyncio.run(via_async()), df)

@@ -7,6 +7,7 @@ replays it."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,11 @@ def test_the_researcher_notebook_runs_twice_on_one_grid(
     connect: Any, nats_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HELIUM_NATS_URL", nats_server.url)  # the kernel inherits the environment
+    creds_dir = nats_server.keys.parent / "notebook-creds"  # laid out like the local grid's
+    creds_dir.mkdir(exist_ok=True)
+    for principal in ("researcher", "operator"):
+        shutil.copy(nats_server.principal_creds(principal), creds_dir / f"{principal}.creds")
+    monkeypatch.setenv("HELIUM_CREDS_DIR", str(creds_dir))
     first = check_run(run_once())
     second = check_run(run_once())
     # The second run's balances are the grid's, not the first run's or hard-coded ones.

@@ -38,6 +38,8 @@ pub struct AgentArgs {
     pub nats: async_nats::Client,
     pub worker_id: String,
     pub owner: String,
+    /// This worker's user JWT (from its `.creds` file), sent at registration.
+    pub credential: String,
     pub ask: Ask,
     pub work_dir: PathBuf,
     /// How training children start (the binary is resolved once at start: a rebuilt binary
@@ -237,6 +239,7 @@ async fn register(args: &AgentArgs) -> Result<Registered, ActorProcessingErr> {
     let body = Register {
         v: PROTOCOL_VERSION,
         owner: args.owner.clone(),
+        credential: args.credential.clone(),
         ask: args.ask.clone(),
     };
     let mut last = String::new();

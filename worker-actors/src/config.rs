@@ -20,12 +20,10 @@ pub struct WorkerConfig {
     /// Asking price in credits per device-hour.
     #[arg(long, env = "HELIUM_PRICE")]
     pub price: f64,
-    /// Principal whose account earns the credits (and can spend them on its own jobs).
-    #[arg(long, env = "HELIUM_OWNER")]
-    pub owner: String,
-    /// This worker's id on the grid (default: random).
-    #[arg(long, env = "HELIUM_WORKER_ID")]
-    pub id: Option<String>,
+    /// This worker's NATS credential (`helium creds issue worker <id> --owner <principal>`):
+    /// it names the worker's id and the owner whose account earns the credits.
+    #[arg(long, env = "HELIUM_CREDS")]
+    pub creds: PathBuf,
     #[arg(long, env = "HELIUM_DEVICE", value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
     /// Device memory to advertise, GiB (default: the machine's RAM for CPU workers).

@@ -13,10 +13,11 @@ use helium_protocol::{
     artifacts::{
         ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
     },
+    auth::{self, Role},
     decode,
     subjects::{self, keys, streams, worker},
     worker::{Heartbeat, Register, Registered, RunEvent},
-    WireError,
+    ErrorCode, WireError,
 };
 use tokio::task::JoinHandle;
 
@@ -47,10 +48,29 @@ pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nat
     Ok(e.finish())
 }
 
-async fn register(c: Ctx, worker_id: String, register: Register) -> Result<Registered, WireError> {
-    if !subjects::valid_id(&register.owner) {
-        return Err(WireError::bad_request("owner must be 1-64 of [A-Za-z0-9_-]"));
+/// A worker's owner comes from its credential: the JWT must be signed by the grid's account,
+/// name this worker (the subject's id, which nats-server let only this credential publish
+/// under) and carry the worker role with its owner.
+async fn register(c: Ctx, worker_id: String, mut register: Register) -> Result<Registered, WireError> {
+    let user = auth::jwt::verify_user(&register.credential, &c.account)
+        .map_err(|e| WireError::new(ErrorCode::Unauthorized, format!("worker credential refused: {e}")))?;
+    let owner = match user.role {
+        Some(Role::Worker { owner }) if user.name == worker_id => owner,
+        Some(Role::Worker { .. }) => {
+            return Err(WireError::new(
+                ErrorCode::Unauthorized,
+                format!("the credential is worker {}'s, not {worker_id}'s", user.name),
+            ))
+        }
+        _ => return Err(WireError::new(ErrorCode::Unauthorized, "the credential is not a worker's")),
+    };
+    if register.owner != owner {
+        return Err(WireError::new(
+            ErrorCode::Unauthorized,
+            format!("this worker's credential pays {owner}, not {}", register.owner),
+        ));
     }
+    register.owner = owner;
     ractor::call_t!(
         c.deps.registry,
         |reply| RegistryMsg::Register {

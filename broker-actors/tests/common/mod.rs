@@ -15,6 +15,7 @@ use futures::StreamExt;
 use helium_broker_actors::{Broker, BrokerConfig};
 use helium_protocol::{
     api::{Balance, Empty, Grant, JobEvent, JobEventKind, JobRef, JobView, SubmitJob},
+    auth::Role,
     artifacts::{ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, UploadChunk, UploadStarted},
     decode, encode,
     job::{DeclaredWork, DeviceKind, JobState, Loss, OptimizerKind, OptimizerSpec, Requirements, TrainingSpec},
@@ -49,7 +50,7 @@ impl Grid {
             bid_window_ms: 1_000,
             invite_k: 8,
             heartbeat_ms: 200,
-            operators: vec![OPERATOR.into()],
+            creds: nats.creds(&Role::Broker, "broker")?,
             max_artifact_bytes: 1 << 20,
             replicas: 1,
         };
@@ -327,7 +328,9 @@ impl ScriptedWorker {
         memory_gib: u64,
         script: Script,
     ) -> Result<ScriptedWorker> {
-        let nats = grid.nats.connect().await?;
+        let role = Role::Worker { owner: owner.to_string() };
+        let issued = grid.nats.authority.issue(&role, id, helium_test_support::now())?;
+        let nats = grid.nats.connect_issued(&issued, &role, id).await?;
         let mut invites = nats.subscribe(subjects::dispatch(id, ">")).await?;
         let ask = Ask {
             price_per_hour,
@@ -339,6 +342,7 @@ impl ScriptedWorker {
         let register = Register {
             v: PROTOCOL_VERSION,
             owner: owner.into(),
+            credential: issued.jwt.clone(),
             ask,
         };
         let registered: Registered = worker_request(&nats, id, worker::REGISTER, &register).await?;

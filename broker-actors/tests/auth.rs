@@ -1,0 +1,244 @@
+//! Identity and permissions, each rule shown refused: by nats-server where a credential's
+//! permissions can say it (the project's own generated operator config, a real server), by the
+//! broker where they cannot (a worker's owner comes from its signed credential).
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{Grid, CREDIT};
+use helium_broker_actors::keydir;
+use helium_protocol::{
+    api::{Empty, Grant},
+    auth::{authority::Authority, Role},
+    encode,
+    job::DeviceKind,
+    subjects::{self, api as verbs, streams, worker},
+    worker::{Ask, Register, Registered},
+    decode, ErrorCode, Reply, PROTOCOL_VERSION,
+};
+use helium_test_support::{now, NatsServer};
+
+fn researcher() -> Role {
+    Role::Researcher
+}
+
+#[tokio::test]
+async fn a_connection_without_a_valid_credential_is_refused() -> Result<()> {
+    let server = NatsServer::start()?;
+    let anonymous = async_nats::connect(&server.url).await;
+    assert!(anonymous.is_err(), "an anonymous connection was accepted");
+    // A credential of another grid (another operator's keys) is refused as well. (async-nats
+    // may report the handshake as done when the server pings during its account lookup; the
+    // refusal then arrives as an event, and the connection never works.)
+    let stranger = Authority::generate().issue(&Role::Broker, "broker", now())?;
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let foreign = async_nats::ConnectOptions::with_credentials(&stranger.creds)?
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(e.to_string());
+            }
+        })
+        .connect(&server.url)
+        .await;
+    if foreign.is_ok() {
+        let refused = tokio::time::timeout(Duration::from_secs(15), async {
+            while let Some(e) = events.recv().await {
+                if e.to_lowercase().contains("authorization") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(refused.ok(), Some(true), "another grid's credential was accepted");
+    }
+    // The grid's own credential connects.
+    server.connect_as(&researcher(), "alice").await?.flush().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_researcher_cannot_write_the_ledger_the_job_bucket_or_the_streams() -> Result<()> {
+    let grid = Grid::start().await?;
+    let (mallory, mut refused) = grid.nats.connect_watched(&researcher(), "mallory").await?;
+    let forged = encode(&serde_json_like_mint());
+    for subject in [
+        streams::LEDGER_SUBJECT.to_string(),
+        format!("$KV.{}.job-1", streams::JOBS_BUCKET),
+        format!("$JS.API.STREAM.PURGE.{}", streams::LEDGER),
+        format!("$JS.API.STREAM.DELETE.{}", streams::EVENTS),
+        format!("$JS.ACK.{}.helium-broker-runs.1.1.1.1.0", streams::RUNS),
+    ] {
+        mallory.publish(subject.clone(), forged.clone().into()).await?;
+        refused.expect(&format!("violation for publish to \"{subject}\"")).await?;
+    }
+    let js = async_nats::jetstream::new(grid.client.clone());
+    let mut ledger = js.get_stream(streams::LEDGER).await?;
+    assert_eq!(ledger.info().await?.state.messages, 0, "a forged journal entry was stored");
+    Ok(())
+}
+
+/// Anything shaped like a journal entry: nats-server refuses it whatever it holds.
+fn serde_json_like_mint() -> Grant {
+    Grant { v: PROTOCOL_VERSION, to: "mallory".into(), micro: 1_000 * CREDIT, id: "forged".into() }
+}
+
+#[tokio::test]
+async fn a_researcher_acts_only_under_its_own_name_and_cannot_mint() -> Result<()> {
+    let grid = Grid::start().await?;
+    grid.grant("bob", 5 * CREDIT).await?;
+    let (mallory, mut refused) = grid.nats.connect_watched(&researcher(), "mallory").await?;
+    // Another researcher's API subject: mallory cannot ask for bob's balance, or spend it.
+    let bob_balance = subjects::api("bob", verbs::ACCOUNT_BALANCE);
+    mallory.publish(bob_balance.clone(), encode(&Empty { v: PROTOCOL_VERSION }).into()).await?;
+    refused.expect(&format!("violation for publish to \"{bob_balance}\"")).await?;
+    // Minting under its own name.
+    let grant = subjects::api("mallory", verbs::ACCOUNT_GRANT);
+    let body = Grant { v: PROTOCOL_VERSION, to: "mallory".into(), micro: CREDIT, id: "g1".into() };
+    mallory.publish(grant.clone(), encode(&body).into()).await?;
+    refused.expect(&format!("violation for publish to \"{grant}\"")).await?;
+    // A worker's dispatch subject (a forged award or cancel).
+    let award = subjects::dispatch("w1", subjects::dispatch::AWARD);
+    mallory.publish(award.clone(), "x".into()).await?;
+    refused.expect(&format!("violation for publish to \"{award}\"")).await?;
+    assert_eq!(grid.balance("mallory").await?, 0);
+    assert_eq!(grid.balance("bob").await?, 5 * CREDIT as i128);
+    // What it may do: its own API.
+    let own: Reply<helium_protocol::api::Balance> = decode(
+        &mallory
+            .request(subjects::api("mallory", verbs::ACCOUNT_BALANCE), encode(&Empty { v: PROTOCOL_VERSION }).into())
+            .await?
+            .payload,
+    )?;
+    assert_eq!(own.into_result().map_err(|e| anyhow::anyhow!("{e}"))?.micro, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_researcher_reads_neither_anothers_events_nor_inbox() -> Result<()> {
+    let grid = Grid::start().await?;
+    let (mallory, mut refused) = grid.nats.connect_watched(&researcher(), "mallory").await?;
+    for subject in [subjects::job_events("bob", ">"), "_INBOX.>".to_string(), "_INBOX.p.bob.>".to_string()] {
+        let _sub = mallory.subscribe(subject.clone()).await?;
+        refused.expect(&format!("violation for subscription to \"{subject}\"")).await?;
+    }
+    // A JetStream consumer on bob's events, delivering to mallory's own inbox.
+    let create = format!("$JS.API.CONSUMER.CREATE.{}.spy.{}", streams::EVENTS, subjects::job_events("bob", ">"));
+    mallory.publish(create.clone(), "{}".into()).await?;
+    refused.expect(&format!("violation for publish to \"{create}\"")).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_hears_only_its_own_dispatch_and_reports_only_as_itself() -> Result<()> {
+    let grid = Grid::start().await?;
+    let role = Role::Worker { owner: "owner-1".into() };
+    let (w1, mut refused) = grid.nats.connect_watched(&role, "w1").await?;
+    let theirs = subjects::dispatch("w2", ">");
+    let _sub = w1.subscribe(theirs.clone()).await?;
+    refused.expect(&format!("violation for subscription to \"{theirs}\"")).await?;
+    let report = subjects::worker("w2", worker::RUN_EVENT);
+    w1.publish(report.clone(), "x".into()).await?;
+    refused.expect(&format!("violation for publish to \"{report}\"")).await?;
+    let api = subjects::api("owner-1", verbs::JOB_LIST);
+    w1.publish(api.clone(), "x".into()).await?;
+    refused.expect(&format!("violation for publish to \"{api}\"")).await?;
+    Ok(())
+}
+
+fn ask() -> Ask {
+    Ask { price_per_hour: CREDIT, device: DeviceKind::Cpu, device_name: "cpu".into(), memory_bytes: 1 << 30, throughput: 1e9 }
+}
+
+async fn register(client: &async_nats::Client, id: &str, owner: &str, credential: String) -> Result<Reply<Registered>> {
+    let body = Register { v: PROTOCOL_VERSION, owner: owner.into(), credential, ask: ask() };
+    let reply = client.request(subjects::worker(id, worker::REGISTER), encode(&body).into()).await?;
+    Ok(decode(&reply.payload)?)
+}
+
+#[tokio::test]
+async fn a_workers_owner_comes_from_its_credential() -> Result<()> {
+    let grid = Grid::start().await?;
+    let role = Role::Worker { owner: "owner-1".into() };
+    let mine = grid.nats.authority.issue(&role, "w1", now())?;
+    let w1 = grid.nats.connect_issued(&mine, &role, "w1").await?;
+    let refused = |reply: Reply<Registered>, why: &str| match reply.into_result() {
+        Err(e) => {
+            assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
+            assert!(e.message.contains(why), "{} lacks {why:?}", e.message);
+        }
+        Ok(_) => panic!("registration accepted; expected it refused ({why})"),
+    };
+    // Directing earnings elsewhere: the payload names another owner.
+    refused(register(&w1, "w1", "mallory", mine.jwt.clone()).await?, "pays owner-1, not mallory");
+    // Another worker's credential (a JWT is not secret): it names w2, not w1.
+    let other = grid.nats.authority.issue(&Role::Worker { owner: "mallory".into() }, "w2", now())?;
+    refused(register(&w1, "w1", "mallory", other.jwt).await?, "worker w2's, not w1's");
+    // A credential signed by another account.
+    let forged = Authority::generate().issue(&Role::Worker { owner: "mallory".into() }, "w1", now())?;
+    refused(register(&w1, "w1", "mallory", forged.jwt).await?, "not by the grid's account");
+    // A researcher's credential is not a worker's.
+    let alice = grid.nats.authority.issue(&Role::Researcher, "w1", now())?;
+    refused(register(&w1, "w1", "owner-1", alice.jwt).await?, "not a worker's");
+    refused(register(&w1, "w1", "owner-1", "garbage".into()).await?, "credential refused");
+    // Its own credential registers, and the registry names the credential's owner.
+    register(&w1, "w1", "owner-1", mine.jwt.clone())
+        .await?
+        .into_result()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let workers: helium_protocol::api::WorkerList = grid.request("alice", verbs::WORKER_LIST, &Empty { v: PROTOCOL_VERSION }).await?;
+    let w = workers.workers.iter().find(|w| w.worker_id == "w1").expect("w1 listed");
+    assert_eq!(w.owner, "owner-1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_revoked_credential_is_refused_at_once_without_a_restart() -> Result<()> {
+    let mut server = NatsServer::start()?;
+    let issued = server.authority.issue(&researcher(), "alice", now())?;
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let alice = async_nats::ConnectOptions::with_credentials(&issued.creds)?
+        .custom_inbox_prefix("_INBOX.p.alice")
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(e.to_string());
+            }
+        })
+        .connect(&server.url)
+        .await?;
+    alice.flush().await?;
+
+    server.authority.revoke(&issued.public_key, now());
+    let dir = tempfile::tempdir()?;
+    let system = dir.path().join("system.creds");
+    std::fs::write(&system, server.authority.system_user(now())?.creds)?;
+    keydir::push_account(&server.url, &system, &server.authority.account_jwt(now())?).await?;
+
+    // The live connection is dropped...
+    let dropped = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.recv().await {
+            if e.contains("disconnected") || e.to_lowercase().contains("revoked") || e.to_lowercase().contains("authorization") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(dropped.ok(), Some(true), "the revoked connection stayed up");
+    // ...and a new one is refused, while a fresh credential for the same principal works.
+    let again = async_nats::ConnectOptions::with_credentials(&issued.creds)?.connect(&server.url).await;
+    assert!(again.is_err(), "a revoked credential connected");
+    server.connect_as(&researcher(), "alice").await?.flush().await?;
+    // A restarted server keeps the revocation: its config is rewritten with the revoked
+    // account, as `helium creds revoke` does (a preloaded account replaces a pushed one).
+    server.write_auth_config()?;
+    server.restart()?;
+    let after = async_nats::ConnectOptions::with_credentials(&issued.creds)?.connect(&server.url).await;
+    assert!(after.is_err(), "a revoked credential connected after a restart");
+    Ok(())
+}
+

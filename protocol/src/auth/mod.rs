@@ -1,0 +1,211 @@
+//! Identity: who a connection is, and what nats-server lets it do.
+//!
+//! Every principal connects with its own NATS credential (a `.creds` file: a user JWT signed by
+//! the grid's account key, plus the user's nkey seed). nats-server runs in operator mode and
+//! enforces the permissions written into each JWT, so the identity token in a subject
+//! (`helium.v1.api.<principal>.…`, `helium.v1.worker.<worker>.…`) is the credential's: a
+//! connection cannot publish under another principal's token, nor subscribe to another's inbox,
+//! events or dispatch subject. The broker then trusts the token it reads from a subject, and
+//! checks only what permissions cannot express (see `docs/ARCHITECTURE.md`, "Trust").
+//!
+//! - [`Role`] and [`permissions`]: the one place a role's subjects are written down.
+//! - [`jwt`]: operator, account and user JWTs (NATS JWT v2, signed with nkeys), and reading a
+//!   user JWT back with its signature checked.
+//! - [`creds`]: the `.creds` file format that nats-py, async-nats and the nats CLI all read.
+
+pub mod authority;
+pub mod creds;
+pub mod jwt;
+
+use crate::subjects::{self, api, streams};
+
+/// What a credential may do. The role and, for a worker, its owner are written into the JWT's
+/// tags (`role:<role>`, `owner:<principal>`), signed by the account key, so the broker can read
+/// a worker's owner from its credential rather than from anything the worker says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The broker: every subject, JetStream included. Only it writes the ledger journal, the
+    /// job bucket and the streams.
+    Broker,
+    /// A researcher with operator rights: mints credits and reads the grid's streams and
+    /// services with the nats CLI.
+    Operator,
+    /// A researcher: its own API subjects (minting excepted), its own inbox, its own job events.
+    Researcher,
+    /// A GPU owner's worker: its own worker subjects, its own dispatch subject and inbox.
+    Worker { owner: String },
+}
+
+impl Role {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Broker => "broker",
+            Role::Operator => "operator",
+            Role::Researcher => "researcher",
+            Role::Worker { .. } => "worker",
+        }
+    }
+
+    /// The JWT tags that carry the role (and owner).
+    pub fn tags(&self) -> Vec<String> {
+        let mut tags = vec![format!("{ROLE_TAG}{}", self.name())];
+        if let Role::Worker { owner } = self {
+            tags.push(format!("{OWNER_TAG}{owner}"));
+        }
+        tags
+    }
+
+    /// The role written in `tags`, `None` when they name none or an unknown one.
+    pub fn from_tags(tags: &[String]) -> Option<Role> {
+        let role = tags.iter().find_map(|t| t.strip_prefix(ROLE_TAG))?;
+        let owner = tags.iter().find_map(|t| t.strip_prefix(OWNER_TAG));
+        match (role, owner) {
+            ("broker", _) => Some(Role::Broker),
+            ("operator", _) => Some(Role::Operator),
+            ("researcher", _) => Some(Role::Researcher),
+            ("worker", Some(owner)) if subjects::valid_id(owner) => Some(Role::Worker { owner: owner.to_string() }),
+            _ => None,
+        }
+    }
+
+    /// `researcher`, `operator`, `broker`, or `worker` with its owner.
+    pub fn parse(role: &str, owner: Option<&str>) -> Result<Role, String> {
+        match (role, owner) {
+            ("broker", None) => Ok(Role::Broker),
+            ("operator", None) => Ok(Role::Operator),
+            ("researcher", None) => Ok(Role::Researcher),
+            ("worker", Some(owner)) if subjects::valid_id(owner) => Ok(Role::Worker { owner: owner.to_string() }),
+            ("worker", Some(_)) => Err("a worker's owner must be 1-64 of [A-Za-z0-9_-]".into()),
+            ("worker", None) => Err("a worker credential names its owner (--owner <principal>)".into()),
+            ("broker" | "operator" | "researcher", Some(_)) => Err(format!("only a worker has an owner, not a {role}")),
+            _ => Err(format!("unknown role {role:?}: broker, operator, researcher or worker")),
+        }
+    }
+}
+
+pub const ROLE_TAG: &str = "role:";
+pub const OWNER_TAG: &str = "owner:";
+
+/// Subjects a credential may publish to and subscribe to; nats-server refuses everything else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub deny_publish: Vec<String>,
+    pub subscribe: Vec<String>,
+    /// May answer requests it received (and JetStream flow control) on their reply subjects,
+    /// once each, without a publish permission for them.
+    pub responses: bool,
+    /// No restriction at all (the broker).
+    pub all: bool,
+}
+
+/// The inbox prefix a credential's connection must use: replies to its requests arrive under
+/// it, and nobody else may subscribe there. Researchers and operators are `_INBOX.p.<name>`,
+/// workers `_INBOX.w.<id>` (a worker and a principal may share a name).
+pub fn inbox_prefix(role: &Role, name: &str) -> String {
+    match role {
+        Role::Broker => "_INBOX".to_string(),
+        Role::Worker { .. } => format!("_INBOX.w.{name}"),
+        Role::Operator | Role::Researcher => format!("_INBOX.p.{name}"),
+    }
+}
+
+/// Who a `.creds` file is for (read from its own JWT, unverified: nats-server checks it at
+/// connect), and the inbox prefix its connection must use.
+pub fn identity(creds_text: &str) -> Result<(String, Role, String), String> {
+    let token = creds::jwt(creds_text).map_err(|e| e.to_string())?;
+    let user = jwt::read_own_user(token).map_err(|e| e.to_string())?;
+    let role = user.role.ok_or_else(|| "the credential names no Helium role".to_string())?;
+    let inbox = inbox_prefix(&role, &user.name);
+    Ok((user.name, role, inbox))
+}
+
+/// What `role` named `name` may do: the project's one permission table.
+pub fn permissions(role: &Role, name: &str) -> Permissions {
+    let inbox = format!("{}.>", inbox_prefix(role, name));
+    match role {
+        Role::Broker => Permissions { all: true, responses: true, ..Permissions::default() },
+        Role::Researcher | Role::Operator => {
+            let mut p = Permissions {
+                publish: vec![
+                    subjects::api(name, ">"),
+                    // An ordered consumer on the principal's own job events only: nats-server
+                    // checks that the filter in the request matches the one in the subject.
+                    format!("$JS.API.CONSUMER.CREATE.{}.*.{}", streams::EVENTS, subjects::job_events(name, ">")),
+                    // Its consumers' state, by their (random, unguessable) names; listing
+                    // consumers is not allowed, so others' names stay unknown.
+                    format!("$JS.API.CONSUMER.INFO.{}.*", streams::EVENTS),
+                ],
+                deny_publish: vec![subjects::api(name, api::ACCOUNT_GRANT)],
+                subscribe: vec![inbox],
+                responses: true,
+                all: false,
+            };
+            if *role == Role::Operator {
+                p.deny_publish.clear();
+                // Read-only operations with the nats CLI: services, streams, consumers, KV.
+                p.publish.extend(OPERATOR_READS.iter().map(|s| s.to_string()));
+            }
+            p
+        }
+        Role::Worker { .. } => Permissions {
+            publish: vec![subjects::worker(name, ">")],
+            deny_publish: vec![],
+            subscribe: vec![subjects::dispatch(name, ">"), inbox],
+            responses: true,
+            all: false,
+        },
+    }
+}
+
+/// What an operator's nats CLI may ask JetStream and the micro services, all of it reads.
+const OPERATOR_READS: [&str; 11] = [
+    "$SRV.>",
+    "$JS.API.INFO",
+    "$JS.API.STREAM.NAMES",
+    "$JS.API.STREAM.LIST",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.STREAM.MSG.GET.*",
+    "$JS.API.DIRECT.GET.>",
+    "$JS.API.CONSUMER.NAMES.*",
+    "$JS.API.CONSUMER.LIST.*",
+    "$JS.API.CONSUMER.INFO.*.*",
+    "$JS.API.CONSUMER.CREATE.*.*.>",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_round_trip_through_tags() {
+        for role in [
+            Role::Broker,
+            Role::Operator,
+            Role::Researcher,
+            Role::Worker { owner: "gpu-owner-1".into() },
+        ] {
+            assert_eq!(Role::from_tags(&role.tags()), Some(role));
+        }
+        assert_eq!(Role::from_tags(&["role:worker".into()]), None, "a worker has an owner");
+        assert_eq!(Role::from_tags(&["role:root".into()]), None);
+        assert!(Role::parse("worker", None).is_err());
+        assert!(Role::parse("worker", Some("a.b")).is_err());
+        assert!(Role::parse("researcher", Some("x")).is_err());
+    }
+
+    #[test]
+    fn a_researcher_publishes_only_under_its_own_name_and_cannot_mint() {
+        let p = permissions(&Role::Researcher, "alice");
+        assert_eq!(p.publish[0], "helium.v1.api.alice.>");
+        assert_eq!(p.deny_publish, ["helium.v1.api.alice.account.grant"]);
+        assert_eq!(p.subscribe, ["_INBOX.p.alice.>"]);
+        assert_eq!(
+            p.publish[1],
+            "$JS.API.CONSUMER.CREATE.HELIUM_EVENTS.*.helium.v1.events.alice.>"
+        );
+        assert!(permissions(&Role::Operator, "ops").deny_publish.is_empty());
+        let w = permissions(&Role::Worker { owner: "o".into() }, "w1");
+        assert_eq!(w.subscribe, ["helium.v1.dispatch.w1.>", "_INBOX.w.w1.>"]);
+    }
+}
