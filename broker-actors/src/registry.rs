@@ -444,6 +444,7 @@ mod tests {
                 device_name: String::new(),
                 memory_bytes: 8 << 30,
                 throughput: 1e9,
+                sandbox: Vec::new(),
             },
         }
     }
