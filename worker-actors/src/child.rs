@@ -114,7 +114,12 @@ impl Spare {
 
 /// A child training `job_dir` under `limits`: `spare` if it takes the limits and the
 /// directory, else a new one.
-pub async fn begin(spare: Option<Child>, spec: &ChildSpec, job_dir: &Path, limits: &JobLimits) -> std::io::Result<Child> {
+pub async fn begin(
+    spare: Option<Child>,
+    spec: &ChildSpec,
+    job_dir: &Path,
+    limits: &JobLimits,
+) -> std::io::Result<Child> {
     if let Some(mut child) = spare {
         if let Err(e) = sandbox::spawn::apply_job_limits(&child, limits) {
             tracing::warn!(error = %e, "cannot give the spare trainer its job's limits; starting a new one");

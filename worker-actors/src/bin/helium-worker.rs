@@ -8,7 +8,7 @@ use clap::Parser;
 use helium_worker_actors::{
     agent::{AgentArgs, WorkerAgent},
     child::ChildSpec,
-    config::WorkerConfig,
+    config::{machine_memory_bytes, WorkerConfig},
     measure_ask,
     sandbox::{self, limits::address_space_bytes},
     trainer,
@@ -82,9 +82,10 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let threads = config.training_threads();
     // An address-space limit breaks CUDA's virtual reservations, so it binds CPU workers only.
     let memory_bytes = (ask.device == helium_protocol::job::DeviceKind::Cpu).then(|| {
-        config
-            .child_memory_gb
-            .map_or_else(|| address_space_bytes(ask.memory_bytes, threads), |g| (g * (1u64 << 30) as f64) as u64)
+        config.child_memory_gb.map_or_else(
+            || address_space_bytes(ask.memory_bytes, threads, machine_memory_bytes()),
+            |g| (g * (1u64 << 30) as f64) as u64,
+        )
     });
     let mut child = ChildSpec {
         exe: std::env::current_exe().context("locate the helium-worker binary")?,
@@ -93,10 +94,12 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         memory_bytes,
         sandbox: sandbox::Mode::Enforce,
     };
-    let report = sandbox::probe::run(&child).await.unwrap_or_else(|e| sandbox::probe::ProbeReport {
-        layers: Vec::new(),
-        missing: vec![e],
-    });
+    let report = sandbox::probe::run(&child)
+        .await
+        .unwrap_or_else(|e| sandbox::probe::ProbeReport {
+            layers: Vec::new(),
+            missing: vec![e],
+        });
     let layers: Vec<&str> = report.layers.iter().map(|l| l.name()).collect();
     if report.complete() {
         tracing::info!(worker = %worker_id, ?layers, child_memory_bytes = memory_bytes, "the trainer is sandboxed");

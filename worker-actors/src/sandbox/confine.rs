@@ -23,8 +23,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    path_beneath_rules, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, Scope, ABI,
+    path_beneath_rules, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI,
 };
 
 use crate::trainer::DeviceChoice;
@@ -51,7 +51,9 @@ pub fn landlock(job_dir: &Path, device: DeviceChoice) -> Result<(), String> {
     let threads = thread_count();
     if threads != 1 {
         // Landlock before ABI 8 confines only the calling thread and those it creates later.
-        return Err(format!("{threads} threads were running; Landlock would confine only one"));
+        return Err(format!(
+            "{threads} threads were running; Landlock would confine only one"
+        ));
     }
     let job_dir = job_dir
         .canonicalize()
@@ -114,7 +116,11 @@ fn nvidia_devices() -> Vec<PathBuf> {
             entries
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("nvidia")))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("nvidia"))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -124,4 +130,3 @@ fn nvidia_devices() -> Vec<PathBuf> {
 pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
-

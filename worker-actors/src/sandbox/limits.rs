@@ -57,7 +57,11 @@ pub struct JobLimits {
 /// worker measuring `throughput` parameter-samples/s with `threads` trainer threads.
 pub fn job_limits(work: &DeclaredWork, deadline_ms: u64, now_ms: u64, throughput: f64, threads: i32) -> JobLimits {
     let by_work = work.eta_secs(throughput) * WALL_FACTOR + WALL_SLACK_SECS;
-    let by_work = if by_work.is_finite() { by_work.min(MAX_WALL_SECS) } else { MAX_WALL_SECS };
+    let by_work = if by_work.is_finite() {
+        by_work.min(MAX_WALL_SECS)
+    } else {
+        MAX_WALL_SECS
+    };
     let by_deadline = (deadline_ms != 0).then(|| deadline_ms.saturating_sub(now_ms) as f64 / 1000.0);
     let (secs, wall_bound) = match by_deadline {
         Some(d) if d < by_work => (d, WallBound::Deadline),
@@ -78,12 +82,18 @@ pub fn job_limits(work: &DeclaredWork, deadline_ms: u64, now_ms: u64, throughput
 }
 
 /// RLIMIT_AS of a CPU trainer: the memory this worker offers a job (`--memory-gb`, or the
-/// machine's RAM) plus what libtorch itself needs.
-pub fn address_space_bytes(offered_memory_bytes: u64, threads: i32) -> u64 {
+/// machine's RAM) plus what libtorch itself needs, but never more than the machine's RAM
+/// (`machine_bytes`, 0 if unknown), so a memory bomb meets the limit before the OOM killer.
+pub fn address_space_bytes(offered_memory_bytes: u64, threads: i32, machine_bytes: u64) -> u64 {
     let threads = u64::try_from(threads.max(1)).unwrap_or(1);
-    offered_memory_bytes
+    let wanted = offered_memory_bytes
         .saturating_add(ADDRESS_SPACE_OVERHEAD_BYTES)
-        .saturating_add(threads.saturating_mul(ADDRESS_SPACE_PER_THREAD_BYTES))
+        .saturating_add(threads.saturating_mul(ADDRESS_SPACE_PER_THREAD_BYTES));
+    if machine_bytes > ADDRESS_SPACE_OVERHEAD_BYTES {
+        wanted.min(machine_bytes)
+    } else {
+        wanted
+    }
 }
 
 /// How a trainer process ended, as the agent saw it.
@@ -205,8 +215,14 @@ mod tests {
         assert_eq!(l.wall, Duration::from_secs_f64(MAX_WALL_SECS));
         assert_eq!(l.file_bytes, u64::MAX);
         assert!(l.cpu_secs > 0);
-        assert_eq!(address_space_bytes(u64::MAX, 8), u64::MAX);
-        assert_eq!(address_space_bytes(0, 0), ADDRESS_SPACE_OVERHEAD_BYTES + ADDRESS_SPACE_PER_THREAD_BYTES);
+        assert_eq!(address_space_bytes(u64::MAX, 8, 0), u64::MAX);
+        assert_eq!(
+            address_space_bytes(0, 0, 0),
+            ADDRESS_SPACE_OVERHEAD_BYTES + ADDRESS_SPACE_PER_THREAD_BYTES
+        );
+        // A worker offering all its RAM gets the RAM, not more.
+        assert_eq!(address_space_bytes(16 << 30, 4, 16 << 30), 16 << 30);
+        assert_eq!(address_space_bytes(1 << 30, 1, 16 << 30), (5 << 30) + (128 << 20));
     }
 
     #[test]
@@ -214,7 +230,11 @@ mod tests {
         let l = job_limits(&WORK, 21_000, 1_000, 1e6, 1);
         let wall = exit_reason(Ended::WallClock, &l);
         assert!(!wall.worker_fault);
-        assert!(wall.reason.contains("wall-clock limit of 20 s (the job's deadline)"), "{}", wall.reason);
+        assert!(
+            wall.reason.contains("wall-clock limit of 20 s (the job's deadline)"),
+            "{}",
+            wall.reason
+        );
         let xcpu = exit_reason(Ended::Exited(ExitStatus::from_raw(libc::SIGXCPU)), &l);
         assert!(!xcpu.worker_fault && xcpu.reason.contains("CPU-time limit"));
         let segv = exit_reason(Ended::Exited(ExitStatus::from_raw(libc::SIGSEGV)), &l);

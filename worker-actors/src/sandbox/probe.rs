@@ -42,8 +42,14 @@ impl ProbeReport {
 pub async fn run(spec: &ChildSpec) -> Result<ProbeReport, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("a directory for the sandbox probe: {e}"))?;
     let mut command = spec.command_in(Mode::BestEffort, None);
-    command.arg("--sandbox-probe").arg("--job-dir").arg(dir.path()).stdin(Stdio::null());
-    let mut child = command.spawn().map_err(|e| format!("starting the sandbox probe: {e}"))?;
+    command
+        .arg("--sandbox-probe")
+        .arg("--job-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null());
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("starting the sandbox probe: {e}"))?;
     let mut stdout = child.stdout.take().ok_or("the sandbox probe has no stdout")?;
     let mut out = Vec::new();
     let read = async {
@@ -146,6 +152,8 @@ fn rlimits_hold() -> Result<(), String> {
     };
     match (get(libc::RLIMIT_CORE), get(libc::RLIMIT_NOFILE)) {
         (0, n) if n == OPEN_FILES => Ok(()),
-        (core, files) => Err(format!("core {core}, open files {files}: the spawn limits did not apply")),
+        (core, files) => Err(format!(
+            "core {core}, open files {files}: the spawn limits did not apply"
+        )),
     }
 }

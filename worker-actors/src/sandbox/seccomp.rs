@@ -31,7 +31,11 @@ use seccompiler::{
 pub fn install() -> Result<(), String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("seccomp: {e}"))?;
     let deny = filter(denied()?, libc::EPERM, arch)?;
-    let clone3 = filter([(libc::SYS_clone3, Vec::new())].into_iter().collect(), libc::ENOSYS, arch)?;
+    let clone3 = filter(
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+        libc::ENOSYS,
+        arch,
+    )?;
     for program in [deny, clone3] {
         apply_filter_all_threads(&program).map_err(|e| format!("seccomp: {e}"))?;
     }
@@ -132,3 +136,20 @@ const ALWAYS: &[i64] = &[
     #[cfg(target_arch = "x86_64")]
     libc::SYS_ioperm,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filters_compile_for_this_architecture() {
+        let arch = TargetArch::try_from(std::env::consts::ARCH).unwrap();
+        let rules = denied().unwrap();
+        assert!(rules.contains_key(&libc::SYS_socket) && rules.contains_key(&libc::SYS_ptrace));
+        assert!(
+            !rules.contains_key(&libc::SYS_clone3),
+            "clone3 answers ENOSYS, in its own filter"
+        );
+        assert!(filter(rules, libc::EPERM, arch).is_ok_and(|p| !p.is_empty()));
+    }
+}

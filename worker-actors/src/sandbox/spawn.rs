@@ -34,7 +34,10 @@ pub const TRAINER_ID: u32 = 1000;
 /// exempts uid 0 from it, so a root worker relies on seccomp, which forbids new processes
 /// (only threads may be cloned), and on the address-space limit, which bounds threads.
 pub fn nproc_limit(threads: i32) -> u64 {
-    u64::try_from(threads.max(1)).unwrap_or(1).saturating_mul(2).saturating_add(64)
+    u64::try_from(threads.max(1))
+        .unwrap_or(1)
+        .saturating_mul(2)
+        .saturating_add(64)
 }
 
 /// Everything the closure between fork and exec needs, prepared before the fork: the child
@@ -101,8 +104,7 @@ impl PreExec {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             let _ = write_file(&self.oom_path, b"1000");
-            let mut limits = vec_free_limits(self);
-            for (resource, value) in limits.iter_mut().flatten() {
+            for (resource, value) in fixed_limits(self).iter().flatten() {
                 if set_limit(*resource, *value, *value).is_err() && required {
                     return Err(io::Error::last_os_error());
                 }
@@ -120,7 +122,7 @@ impl PreExec {
 }
 
 /// The job-independent rlimits, as a fixed array (no allocation between fork and exec).
-fn vec_free_limits(plan: &PreExec) -> [Option<(Resource, u64)>; 4] {
+fn fixed_limits(plan: &PreExec) -> [Option<(Resource, u64)>; 4] {
     [
         Some((libc::RLIMIT_CORE, 0)),
         Some((libc::RLIMIT_NOFILE, OPEN_FILES)),
