@@ -225,6 +225,7 @@ fn ask(i: usize) -> Ask {
             device_name: "cpu".into(),
             memory_bytes: 16 << 30,
             throughput: 1e8 * (1.0 + 9.0 * next()),
+            sandbox: Vec::new(),
         }
     } else {
         let size = [8u64, 16, 24, 80][i % 4];
@@ -234,6 +235,7 @@ fn ask(i: usize) -> Ask {
             device_name: format!("gpu-{size}g"),
             memory_bytes: size << 30,
             throughput: 1e10 * (size as f64 / 8.0) * (0.5 + next()),
+            sandbox: Vec::new(),
         }
     }
 }

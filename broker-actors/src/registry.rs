@@ -404,6 +404,7 @@ impl Actor for WorkerRegistry {
                         throughput: e.candidate.ask.throughput,
                         busy_with: e.busy_with.clone(),
                         alive: e.alive,
+                        sandbox: e.candidate.ask.sandbox.clone(),
                     })
                     .collect();
                 views.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -445,6 +446,7 @@ mod tests {
                 device_name: String::new(),
                 memory_bytes: 8 << 30,
                 throughput: 1e9,
+                sandbox: Vec::new(),
             },
         }
     }

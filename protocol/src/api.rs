@@ -99,6 +99,9 @@ pub struct WorkerView {
     pub throughput: f64,
     pub busy_with: Option<String>,
     pub alive: bool,
+    /// The sandbox layers its trainer runs in ([`crate::worker::Ask::sandbox`]).
+    #[serde(default)]
+    pub sandbox: Vec<crate::worker::SandboxLayer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,6 +16,49 @@ pub struct Ask {
     pub memory_bytes: u64,
     /// Parameter-samples per second (forward + backward + step) from the start-up benchmark.
     pub throughput: f64,
+    /// The layers of the trainer sandbox in force on this worker (DESIGN §7), as its start-up
+    /// probe found them. Empty from a worker that predates sandboxing, or one whose owner
+    /// passed `--allow-unsandboxed` on a machine that offers none.
+    #[serde(default)]
+    pub sandbox: Vec<SandboxLayer>,
+}
+
+/// One layer of the sandbox a worker runs a job's TorchScript in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxLayer {
+    /// Its own user namespace: the trainer holds no capability outside it.
+    UserNamespace,
+    /// Its own network namespace: no network at all.
+    NetworkNamespace,
+    /// Landlock: the job directory read-write, libtorch and the binary read-only, nothing else.
+    Landlock,
+    /// A seccomp filter denying what a trainer never needs (sockets, ptrace, mounts, exec, …).
+    Seccomp,
+    /// Resource limits: CPU time, file size, open files, processes, no core (and address
+    /// space on CPU workers).
+    Rlimits,
+}
+
+impl SandboxLayer {
+    /// Every layer: a worker with all of them is fully sandboxed.
+    pub const ALL: [SandboxLayer; 5] = [
+        SandboxLayer::UserNamespace,
+        SandboxLayer::NetworkNamespace,
+        SandboxLayer::Landlock,
+        SandboxLayer::Seccomp,
+        SandboxLayer::Rlimits,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SandboxLayer::UserNamespace => "user_namespace",
+            SandboxLayer::NetworkNamespace => "network_namespace",
+            SandboxLayer::Landlock => "landlock",
+            SandboxLayer::Seccomp => "seccomp",
+            SandboxLayer::Rlimits => "rlimits",
+        }
+    }
 }
 
 /// `agent.register` (request).

@@ -18,6 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use crate::{
     child::{ChildSpec, Spare},
     run::{RunArgs, RunMsg, TrainingRun},
+    sandbox::limits::job_limits,
     transfer,
 };
 
@@ -199,6 +200,16 @@ impl AgentState {
         let price = award.price;
         let eta_secs = self.args.ask.throughput.max(f64::MIN_POSITIVE);
         let eta_secs = award.work.eta_secs(eta_secs);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let limits = job_limits(
+            &award.work,
+            award.deadline_ms,
+            now_ms,
+            self.args.ask.throughput,
+            self.args.child.threads,
+        );
         let (cancel, cancel_rx) = tokio::sync::watch::channel(false);
         let args = RunArgs {
             nats: self.args.nats.clone(),
@@ -206,6 +217,7 @@ impl AgentState {
             job_dir: self.args.work_dir.join(&award_id),
             award,
             child: self.args.child.clone(),
+            limits,
             spare: self.spare.take(),
             agent: me.clone(),
             cancel: cancel_rx,

@@ -5,12 +5,17 @@
 //! started ahead of time ([`Spare`]), waiting on stdin for its job directory; an award hands it
 //! the directory and training starts at once. A spare is the same program with the same
 //! limits as a child started for the job; it takes nothing from the job until it is handed one.
+//!
+//! Every child is sandboxed ([`crate::sandbox`]): namespaces and the job-independent rlimits
+//! at spawn, the job's own limits at spawn or (a spare) by `prlimit` before it is handed the
+//! job, Landlock and seccomp by the child itself once it has its job directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::{io::AsyncWriteExt, process::Child, process::Command};
 
+use crate::sandbox::{self, limits::JobLimits, Mode};
 use crate::trainer::DeviceChoice;
 
 /// How every training child of this worker is started.
@@ -23,18 +28,27 @@ pub struct ChildSpec {
     pub threads: i32,
     /// RLIMIT_AS, CPU workers only.
     pub memory_bytes: Option<u64>,
+    /// How strictly children are sandboxed: [`Mode::Enforce`] unless the owner allowed less.
+    pub sandbox: Mode,
 }
 
 impl ChildSpec {
     /// `helium-worker train …` with stdout piped for the events and stderr to the worker's log.
-    fn command(&self) -> Command {
+    fn command(&self, job: Option<&JobLimits>) -> Command {
+        self.command_in(self.sandbox, job)
+    }
+
+    /// [`Self::command`] in sandbox `mode` (the start-up probe runs best effort).
+    pub(crate) fn command_in(&self, mode: Mode, job: Option<&JobLimits>) -> Command {
         let mut command = Command::new(&self.exe);
         command
             .arg("train")
             .arg("--device")
             .arg(device_flag(self.device))
             .arg("--threads")
-            .arg(self.threads.to_string());
+            .arg(self.threads.to_string())
+            .arg("--sandbox")
+            .arg(mode.flag());
         // OpenMP keeps libgomp's default wait policy (spin briefly, then sleep), which the
         // owner may change in the worker's environment (OMP_WAIT_POLICY, GOMP_SPINCOUNT are
         // inherited). Measured (docs/BENCHMARKS.md): a passive policy made two threads slower
@@ -46,20 +60,20 @@ impl ChildSpec {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        limit_child(&mut command, self.memory_bytes);
+        sandbox::spawn::prepare(&mut command, mode, self.memory_bytes, self.threads, job);
         command
     }
 
-    /// A child that trains `job_dir` now.
-    pub fn start(&self, job_dir: &Path) -> std::io::Result<Child> {
-        let mut command = self.command();
+    /// A child that trains `job_dir` now, under `limits`.
+    pub fn start(&self, job_dir: &Path, limits: &JobLimits) -> std::io::Result<Child> {
+        let mut command = self.command(Some(limits));
         command.arg("--job-dir").arg(job_dir).stdin(Stdio::null());
         command.spawn()
     }
 
     /// A child that loads libtorch and waits for its job directory on stdin.
     pub fn start_spare(&self) -> std::io::Result<Child> {
-        let mut command = self.command();
+        let mut command = self.command(None);
         command.arg("--job-dir-from-stdin").stdin(Stdio::piped());
         command.spawn()
     }
@@ -98,9 +112,20 @@ impl Spare {
     }
 }
 
-/// A child training `job_dir`: `spare` if it takes the directory, else a new one.
-pub async fn begin(spare: Option<Child>, spec: &ChildSpec, job_dir: &Path) -> std::io::Result<Child> {
+/// A child training `job_dir` under `limits`: `spare` if it takes the limits and the
+/// directory, else a new one.
+pub async fn begin(
+    spare: Option<Child>,
+    spec: &ChildSpec,
+    job_dir: &Path,
+    limits: &JobLimits,
+) -> std::io::Result<Child> {
     if let Some(mut child) = spare {
+        if let Err(e) = sandbox::spawn::apply_job_limits(&child, limits) {
+            tracing::warn!(error = %e, "cannot give the spare trainer its job's limits; starting a new one");
+            sandbox::spawn::kill_group(&mut child).await;
+            return spec.start(job_dir, limits);
+        }
         if let Some(mut stdin) = child.stdin.take() {
             let mut line = job_dir.as_os_str().as_encoded_bytes().to_vec();
             line.push(b'\n');
@@ -110,7 +135,7 @@ pub async fn begin(spare: Option<Child>, spec: &ChildSpec, job_dir: &Path) -> st
         }
         tracing::warn!("the spare trainer did not take its job; starting a new one");
     }
-    spec.start(job_dir)
+    spec.start(job_dir, limits)
 }
 
 fn device_flag(device: DeviceChoice) -> &'static str {
@@ -118,24 +143,5 @@ fn device_flag(device: DeviceChoice) -> &'static str {
         DeviceChoice::Auto => "auto",
         DeviceChoice::Cpu => "cpu",
         DeviceChoice::Cuda => "cuda",
-    }
-}
-
-/// The child dies with the worker (no orphaned training), and on CPU workers gets an address
-/// space limit so a hostile or oversized model cannot take the machine down.
-fn limit_child(command: &mut Command, memory_bytes: Option<u64>) {
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if let Some(bytes) = memory_bytes {
-                let limit = libc::rlimit {
-                    rlim_cur: bytes as libc::rlim_t,
-                    rlim_max: bytes as libc::rlim_t,
-                };
-                libc::setrlimit(libc::RLIMIT_AS, &limit);
-            }
-            Ok(())
-        });
     }
 }

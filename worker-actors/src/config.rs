@@ -38,9 +38,15 @@ pub struct WorkerConfig {
     /// CPU threads the trainer uses (default: every core this process may run on).
     #[arg(long, env = "HELIUM_THREADS", value_parser = clap::value_parser!(i32).range(1..=4096))]
     pub threads: Option<i32>,
-    /// Memory limit for the training child, GiB (RLIMIT_AS; CPU workers only).
+    /// Memory limit for the training child, GiB (RLIMIT_AS; CPU workers only). Default: the
+    /// memory this worker advertises plus what libtorch needs (`sandbox::limits`).
     #[arg(long, env = "HELIUM_CHILD_MEMORY_GB")]
     pub child_memory_gb: Option<f64>,
+    /// Take jobs even where this machine cannot sandbox the trainer (no user or network
+    /// namespaces, no Landlock, no seccomp): the worker then runs them with the layers it has
+    /// and its ask says which. Without it such a worker refuses to start.
+    #[arg(long, env = "HELIUM_ALLOW_UNSANDBOXED")]
+    pub allow_unsandboxed: bool,
 }
 
 impl WorkerConfig {

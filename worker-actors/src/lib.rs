@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`agent`]: the WorkerAgent actor (register, heartbeat, bid, accept, cancel).
 //! - [`run`]: the TrainingRun actor (fetch artifacts, supervise the child, report, upload).
-//! - [`child`]: how the training child starts and is limited, and the warm spare.
+//! - [`child`]: how the training child starts, and the warm spare.
+//! - [`sandbox`]: the child's sandbox: namespaces, rlimits, Landlock, seccomp, the probe.
 //! - [`transfer`]: chunked, digest-checked artifact transfer through the broker.
 //! - [`uploader`]: a run's checkpoint uploads, one in flight, newest wins.
 //! - [`trainer`]: the tch trainer that runs inside the child process.
@@ -15,6 +16,7 @@ pub mod agent;
 pub mod child;
 pub mod config;
 pub mod run;
+pub mod sandbox;
 pub mod trainer;
 pub mod transfer;
 pub mod uploader;
@@ -47,5 +49,7 @@ pub fn measure_ask(config: &WorkerConfig) -> Ask {
         device_name: if cuda { "cuda:0".into() } else { "cpu".into() },
         memory_bytes,
         throughput,
+        // Filled in from the start-up sandbox probe.
+        sandbox: Vec::new(),
     }
 }

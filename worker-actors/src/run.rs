@@ -1,7 +1,7 @@
 //! The TrainingRun actor: one awarded job on this worker. It fetches the model, data (and a
 //! checkpoint to resume from) through the broker, starts `helium-worker train` as a child
-//! process (TorchScript is untrusted code: the child gets a memory limit and dies with its
-//! parent), turns the child's JSON lines into durable run events, hands each checkpoint to the
+//! process (TorchScript is untrusted code: the child is sandboxed, see [`crate::sandbox`], and
+//! its process group is killed at cancel or when the job's wall-clock limit passes), turns the child's JSON lines into durable run events, hands each checkpoint to the
 //! run's [`Uploader`] (in the background: progress is reported at once), and uploads the
 //! result. Cancel kills the child. Files are named by this side from the step the child
 //! reports, never taken from the child's output.
@@ -25,6 +25,10 @@ use tokio::{
 use crate::{
     agent::AgentMsg,
     child::{self, ChildSpec},
+    sandbox::{
+        limits::{exit_reason, Ended, JobLimits},
+        spawn::kill_group,
+    },
     trainer::{checkpoint, TrainerEvent},
     transfer,
     uploader::{Pending, Uploaded, Uploader},
@@ -37,7 +41,7 @@ pub enum RunMsg {
     Line(String),
     /// A checkpoint's upload ended.
     Uploaded(Uploaded),
-    Exited(String),
+    Exited(Ended),
     /// The broker cancelled the award: kill the child, report nothing more.
     Cancel,
 }
@@ -59,6 +63,8 @@ pub struct RunArgs {
     pub job_dir: PathBuf,
     /// How to start the trainer, if `spare` is not there to take the job.
     pub child: ChildSpec,
+    /// The trainer's CPU-time, file-size and wall-clock limits for this job.
+    pub limits: JobLimits,
     /// A trainer started ahead of time, waiting for this job.
     pub spare: Option<tokio::process::Child>,
     /// Told that this worker is free before the run's last event goes out, so the worker can
@@ -143,15 +149,20 @@ impl Actor for TrainingRun {
                     tracing::warn!(job = %state.job_id(), step, error = %e, "checkpoint upload failed; the next one may succeed")
                 }
             },
-            RunMsg::Exited(status) => {
+            RunMsg::Exited(ended) => {
                 if !state.finished && !state.cancelled {
-                    // The trainer's own `failed` line blames the model or data; anything else
-                    // (an upload that failed, a process that died without a word) is ours.
+                    // The trainer's own `failed` line blames the model or data; a limit it hit
+                    // blames the job; anything else (an upload that failed, a process that
+                    // died without a word) is ours.
                     let (reason, worker_fault) = match state.failure.take() {
                         Some(Failure::Training(reason)) => (reason, false),
                         Some(Failure::Worker(reason)) => (reason, true),
-                        None => (format!("trainer exited ({status}) without finishing"), true),
+                        None => {
+                            let why = exit_reason(ended, &state.args.limits);
+                            (why.reason, why.worker_fault)
+                        }
                     };
+                    tracing::info!(job = %state.job_id(), ?ended, reason, worker_fault, "trainer ended without finishing");
                     state.release().await;
                     state.report(RunEventKind::Failed { reason, worker_fault }).await;
                 }
@@ -202,7 +213,8 @@ impl RunState {
             .await
             .map_err(|e| e.to_string())?;
 
-        let mut child = child::begin(self.args.spare.take(), &self.args.child, dir)
+        let limits = self.args.limits;
+        let mut child = child::begin(self.args.spare.take(), &self.args.child, dir, &limits)
             .await
             .map_err(|e| format!("cannot start the trainer: {e}"))?;
         let stdout = child.stdout.take().ok_or("trainer has no stdout")?;
@@ -222,24 +234,23 @@ impl RunState {
         let exit_to = me.clone();
         tokio::spawn(async move {
             // The agent's cancel flag kills the child at once, even while this actor is busy
-            // uploading: the GPU time stops now, not after the transfer.
-            let status = tokio::select! {
-                status = child.wait() => status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-                _ = killed => {
-                    let _ = child.kill().await;
-                    "killed".to_string()
-                }
-                Ok(()) = async { cancelled.wait_for(|c| *c).await.map(|_| ()) } => {
-                    let _ = child.kill().await;
-                    "cancelled".to_string()
-                }
+            // uploading: the GPU time stops now, not after the transfer. So does the job's
+            // wall-clock limit. Either kills the trainer's whole process group.
+            let ended = tokio::select! {
+                status = child.wait() => status.map_or(Ended::WaitFailed, Ended::Exited),
+                _ = killed => Ended::Killed,
+                Ok(()) = async { cancelled.wait_for(|c| *c).await.map(|_| ()) } => Ended::Cancelled,
+                () = tokio::time::sleep(limits.wall) => Ended::WallClock,
             };
+            if !matches!(ended, Ended::Exited(_)) {
+                kill_group(&mut child).await;
+            }
             // Every line the child printed is in the mailbox before its exit is: a run that
             // completed must not be reported failed because the exit overtook the last line.
             let _ = reader.await;
-            let _ = exit_to.send_message(RunMsg::Exited(status));
+            let _ = exit_to.send_message(RunMsg::Exited(ended));
         });
-        tracing::info!(job = %self.job_id(), award = %award.award_id, "trainer started");
+        tracing::info!(job = %self.job_id(), award = %award.award_id, wall_limit_s = limits.wall.as_secs(), cpu_limit_s = limits.cpu_secs, "trainer started");
         Ok(())
     }
 

@@ -373,6 +373,7 @@ mod tests {
                 device_name: "cpu".into(),
                 memory_bytes: 8 << 30,
                 throughput: 1e9,
+                sandbox: Vec::new(),
             },
             reputation: 1.0,
         };
@@ -434,6 +435,7 @@ mod tests {
                             2 => f64::INFINITY,
                             t => 1e6 * (t % (if round % 2 == 0 { 3 } else { 1_000 })) as f64 + 1.0,
                         },
+                        sandbox: Vec::new(),
                     },
                     reputation: if next(10) == 0 { 0.5 } else { 1.0 },
                 })

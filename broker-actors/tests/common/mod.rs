@@ -338,6 +338,7 @@ impl ScriptedWorker {
             device_name: "cpu".into(),
             memory_bytes: memory_gib << 30,
             throughput: 1e9,
+            sandbox: Vec::new(),
         };
         let register = Register {
             v: PROTOCOL_VERSION,

@@ -394,6 +394,9 @@ class WorkerInfo:
     throughput: float
     busy_with: str | None
     alive: bool
+    #: The sandbox layers its trainer runs in (``landlock``, ``seccomp``, …); empty from a
+    #: worker that predates sandboxing or runs without one (``--allow-unsandboxed``).
+    sandbox: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         """The ask in credits per hour: ``WorkerInfo(..., price_per_hour=1.000000 credits/h, ...)``."""
@@ -422,6 +425,7 @@ class WorkerInfo:
             throughput=float(m.get("throughput") or 0.0),
             busy_with=m.get("busy_with"),
             alive=bool(m.get("alive", True)),
+            sandbox=tuple(str(layer) for layer in m["sandbox"]) if isinstance(m.get("sandbox"), list) else (),
         )
 
 

@@ -8,8 +8,10 @@ use clap::Parser;
 use helium_worker_actors::{
     agent::{AgentArgs, WorkerAgent},
     child::ChildSpec,
-    config::WorkerConfig,
-    measure_ask, trainer,
+    config::{machine_memory_bytes, WorkerConfig},
+    measure_ask,
+    sandbox::{self, limits::address_space_bytes},
+    trainer,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -67,7 +69,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         .connect(&config.grid)
         .await
         .with_context(|| format!("connect to the grid at {}", config.grid))?;
-    let ask = tokio::task::spawn_blocking({
+    let mut ask = tokio::task::spawn_blocking({
         let config = config.clone();
         move || measure_ask(&config)
     })
@@ -81,7 +83,41 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
-    let device_kind = ask.device;
+    let threads = config.training_threads();
+    // An address-space limit breaks CUDA's virtual reservations, so it binds CPU workers only.
+    let memory_bytes = (ask.device == helium_protocol::job::DeviceKind::Cpu).then(|| {
+        config.child_memory_gb.map_or_else(
+            || address_space_bytes(ask.memory_bytes, threads, machine_memory_bytes()),
+            |g| (g * (1u64 << 30) as f64) as u64,
+        )
+    });
+    let mut child = ChildSpec {
+        exe: std::env::current_exe().context("locate the helium-worker binary")?,
+        device: config.device,
+        threads,
+        memory_bytes,
+        sandbox: sandbox::Mode::Enforce,
+    };
+    let report = sandbox::probe::run(&child)
+        .await
+        .unwrap_or_else(|e| sandbox::probe::ProbeReport {
+            layers: Vec::new(),
+            missing: vec![e],
+        });
+    let layers: Vec<&str> = report.layers.iter().map(|l| l.name()).collect();
+    if report.complete() {
+        tracing::info!(worker = %worker_id, ?layers, child_memory_bytes = memory_bytes, "the trainer is sandboxed");
+    } else if config.allow_unsandboxed {
+        tracing::warn!(worker = %worker_id, ?layers, missing = ?report.missing, "the trainer is NOT fully sandboxed; taking jobs anyway (--allow-unsandboxed)");
+        child.sandbox = sandbox::Mode::BestEffort;
+    } else {
+        anyhow::bail!(
+            "this machine cannot sandbox the trainer ({}); a job's TorchScript could then read and write \
+             this user's files. Pass --allow-unsandboxed (HELIUM_ALLOW_UNSANDBOXED=1) to take jobs anyway",
+            report.missing.join("; ")
+        );
+    }
+    ask.sandbox = report.layers;
     let args = AgentArgs {
         nats: nats.clone(),
         worker_id: worker_id.clone(),
@@ -89,16 +125,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         credential,
         ask,
         work_dir,
-        child: ChildSpec {
-            exe: std::env::current_exe().context("locate the helium-worker binary")?,
-            device: config.device,
-            threads: config.training_threads(),
-            // An address-space limit breaks CUDA's virtual reservations, so it binds CPU workers only.
-            memory_bytes: config
-                .child_memory_gb
-                .filter(|_| device_kind == helium_protocol::job::DeviceKind::Cpu)
-                .map(|g| (g * (1u64 << 30) as f64) as u64),
-        },
+        child,
     };
     let (agent, handle) = ractor::Actor::spawn(Some(format!("agent-{worker_id}")), WorkerAgent, args).await?;
     println!("ready");

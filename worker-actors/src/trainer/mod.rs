@@ -70,6 +70,13 @@ pub struct TrainArgs {
     /// Intra-op CPU threads for libtorch (default: libtorch's choice, one per core).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Landlock and seccomp, entered once the job directory is known, before the model loads
+    /// (see [`crate::sandbox`]); `enforce` exits with status 3 if they cannot be.
+    #[arg(long, value_enum, default_value_t = crate::sandbox::Mode::Enforce)]
+    pub sandbox: crate::sandbox::Mode,
+    /// Enter the sandbox, test it, print what holds as one JSON line, and exit.
+    #[arg(long)]
+    pub sandbox_probe: bool,
 }
 
 /// Trains the job in `args.job_dir`, printing `started`, `progress`… `completed` on stdout.
@@ -194,6 +201,13 @@ where
             }
         },
     };
+    if args.sandbox_probe {
+        return crate::sandbox::probe::child_main(&job_dir, args.device);
+    }
+    if let Err(reason) = crate::sandbox::enter(&job_dir, args.device, args.sandbox) {
+        eprintln!("helium-worker train: cannot sandbox the trainer: {reason}");
+        return ExitCode::from(crate::sandbox::EXIT_NO_SANDBOX);
+    }
     match run(&args, &job_dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
@@ -225,7 +239,9 @@ mod tests {
                 job_dir: Some("/j".into()),
                 job_dir_from_stdin: false,
                 device: DeviceChoice::Cpu,
-                threads: Some(1)
+                threads: Some(1),
+                sandbox: crate::sandbox::Mode::Enforce,
+                sandbox_probe: false,
             }
         );
         let cli = Cli::try_parse_from(["helium-worker", "train", "--job-dir", "/j"]).unwrap();
