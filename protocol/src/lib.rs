@@ -11,6 +11,7 @@
 //! - [`worker`]: worker ↔ broker messages (register, heartbeat, invite/bid, award, run events).
 //! - [`ledger`]: journal entries of the double-entry ledger and money units.
 //! - [`limits`]: sizes both sides must agree on.
+//! - [`state`]: the tensor state files (checkpoints, results) and the model's state manifest.
 
 pub mod api;
 pub mod artifacts;
@@ -18,6 +19,7 @@ pub mod envelope;
 pub mod job;
 pub mod ledger;
 pub mod limits;
+pub mod state;
 pub mod subjects;
 pub mod worker;
 
