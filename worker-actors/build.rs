@@ -7,6 +7,10 @@
 //! exports its choice as `DEP_TCH_LIBTORCH_LIB`, but only to crates that depend on torch-sys
 //! directly, which this crate does not, so it is used when present and recomputed otherwise.
 //!
+//! It compiles `csrc/buffers.cpp`, the one libtorch call tch lacks (a module's named buffers,
+//! so checkpoints and results carry tensors only), with the include dirs and C++ ABI torch-sys
+//! used.
+//!
 //! It also keeps `libtorch_cuda.so` as a dependency of the binary: nothing references its
 //! symbols, so the default `--as-needed` link would drop it, and libtorch would then report
 //! CUDA unavailable on a machine that has it.
@@ -29,8 +33,10 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=build.rs");
 
+    println!("cargo:rerun-if-changed=csrc/buffers.cpp");
     match libtorch_lib_dir() {
         Ok(dir) => {
+            compile_shim(&dir);
             println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
             if dir.join("libtorch_cuda.so").exists() {
                 println!("cargo:rustc-link-search=native={}", dir.display());
@@ -40,6 +46,45 @@ fn main() {
         // torch-sys has already failed the build with a better message in this case.
         Err(why) => println!("cargo:warning=no rpath to libtorch: {why}"),
     }
+}
+
+/// `csrc/buffers.cpp` against the headers next to `lib_dir`, as torch-sys builds its own C++.
+fn compile_shim(lib_dir: &Path) {
+    let root = lib_dir.parent().unwrap_or(lib_dir);
+    let include = root.join("include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("csrc/buffers.cpp")
+        .compile("helium_shim");
+}
+
+/// `LIBTORCH_CXX11_ABI` if set, else what the Python's torch was built with (torch-sys's
+/// rule), else 1 (every torch wheel since 2.7).
+fn cxx11_abi() -> String {
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    if let Ok(abi) = env::var("LIBTORCH_CXX11_ABI") {
+        return abi;
+    }
+    if env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
+        for python in ["python", "python3"] {
+            let asked = Command::new(python)
+                .args(["-c", "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))"])
+                .output();
+            if let Ok(out) = asked {
+                if out.status.success() {
+                    return String::from_utf8_lossy(&out.stdout).trim().to_string();
+                }
+            }
+        }
+    }
+    "1".into()
 }
 
 fn libtorch_lib_dir() -> Result<PathBuf, String> {

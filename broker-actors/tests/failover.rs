@@ -47,7 +47,7 @@ async fn a_lost_worker_is_paid_its_checkpoints_and_the_job_resumes_elsewhere() {
         "only the remaining epoch is sold"
     );
     let resume = award.resume.expect("the second award resumes from the checkpoint");
-    assert_eq!(resume.size, b"step-state".len() as u64);
+    assert_eq!(resume.size, common::checkpoint_file(1).len() as u64);
     let view: JobView = grid.job("alice", api::JOB_STATUS, &job_id).await.unwrap();
     assert_eq!(
         (view.worker.as_deref(), view.paid, view.epochs_done),

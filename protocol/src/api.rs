@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::artifacts::ArtifactInfo;
+use crate::state::TensorSpec;
 use crate::job::{DeclaredWork, DeviceKind, JobState, Requirements, TrainingSpec};
 
 /// `job.submit`: train the staged model on the staged data.
@@ -18,6 +19,11 @@ pub struct SubmitJob {
     pub work: DeclaredWork,
     #[serde(default)]
     pub name: Option<String>,
+    /// The model's parameters and buffers (names, shapes, dtypes), as the client read them
+    /// from the scripted module: the broker refuses a result or checkpoint that does not
+    /// match. See [`crate::state`].
+    #[serde(default)]
+    pub state: Vec<TensorSpec>,
 }
 
 /// `job.status` and `job.cancel`.

@@ -28,6 +28,9 @@ pub enum ErrorCode {
     InvalidModel,
     /// The data artifact is not safetensors with matching `x` and `y`.
     InvalidData,
+    /// A worker's result or checkpoint is not a safetensors state file matching the job's
+    /// model (names, shapes, dtypes; see [`crate::state`]).
+    InvalidState,
     /// A SHA-256 or size did not match what was declared.
     DigestMismatch,
     /// The grid cannot serve this now (e.g. a dependency timed out); retrying may work.

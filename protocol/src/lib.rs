@@ -12,6 +12,7 @@
 //! - [`worker`]: worker ↔ broker messages (register, heartbeat, invite/bid, award, run events).
 //! - [`ledger`]: journal entries of the double-entry ledger and money units.
 //! - [`limits`]: sizes both sides must agree on.
+//! - [`state`]: the tensor state files (checkpoints, results) and the model's state manifest.
 
 pub mod api;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod envelope;
 pub mod job;
 pub mod ledger;
 pub mod limits;
+pub mod state;
 pub mod subjects;
 pub mod worker;
 

@@ -144,7 +144,7 @@ pub mod keys {
         format!("jobs/{job_id}/data.safetensors")
     }
     pub fn result(job_id: &str) -> String {
-        format!("jobs/{job_id}/result.pt")
+        format!("jobs/{job_id}/result.safetensors")
     }
     pub fn checkpoint(job_id: &str, step: u64) -> String {
         format!("jobs/{job_id}/checkpoints/{step}.safetensors")
@@ -157,7 +157,7 @@ pub mod keys {
         let name = match file {
             "model.pt" => "model".to_string(),
             "data.safetensors" => "data".to_string(),
-            "result.pt" => "result".to_string(),
+            "result.safetensors" => "result".to_string(),
             other => {
                 let step = other.strip_prefix("checkpoints/")?.strip_suffix(".safetensors")?;
                 step.parse::<u64>().ok()?;

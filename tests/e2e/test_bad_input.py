@@ -18,6 +18,7 @@ import pytest
 import torch
 from helium_grid import _subjects as subjects
 from helium_grid._artifacts import upload
+from helium_grid._state import manifest
 from helium_grid._submission import quiet_torchscript
 from safetensors.torch import save as save_safetensors
 
@@ -94,7 +95,8 @@ def raw_submit(grid: Any, x: torch.Tensor, y: torch.Tensor, *, loss: str = "cros
     request = grid._async._request
     model = io.BytesIO()
     with quiet_torchscript():
-        torch.jit.save(torch.jit.script(mlp()), model)
+        scripted = torch.jit.script(mlp())
+        torch.jit.save(scripted, model)
     data = save_safetensors({"x": x.contiguous(), "y": y.contiguous()})
     model_upload, _ = grid._run(upload(request, "model", model.getvalue()))
     data_upload, _ = grid._run(upload(request, "data", data))
@@ -105,6 +107,7 @@ def raw_submit(grid: Any, x: torch.Tensor, y: torch.Tensor, *, loss: str = "cros
         "requirements": {"max_price_per_hour": 5_000_000, "budget": 1_000_000},
         "work": {"parameters": 2410, "samples": int(x.shape[0]), "epochs": 1},
         "name": "raw",
+        "state": manifest(scripted),
     }
     return grid._run(request(subjects.JOB_SUBMIT, body))
 

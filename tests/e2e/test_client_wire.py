@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import struct
 import threading
@@ -51,6 +52,17 @@ def _safetensors_shapes(blob: bytes) -> dict[str, list[int]]:
     (n,) = struct.unpack("<Q", blob[:8])
     header = json.loads(blob[8 : 8 + n])
     return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+def _untrained_state(model: bytes) -> bytes:
+    """The stand-in's result: a state file (tensors only) of the submitted model's own
+    parameters and buffers, untrained."""
+    from safetensors.torch import save
+
+    module = torch.jit.load(io.BytesIO(model))  # the test's own model bytes
+    tensors = {f"param/{n}": p.detach().contiguous() for n, p in module.named_parameters()}
+    tensors |= {f"buffer/{n}": b.contiguous() for n, b in module.named_buffers()}
+    return save(tensors)
 
 
 @dataclass
@@ -207,9 +219,10 @@ class FakeBroker:
             self.balances[job["principal"]] += PRICE
             await self.set_state(job_id, "failed", "worker lost and no other bid")
             return
-        self.artifacts[(job_id, "result")] = model
+        result = _untrained_state(model)
+        self.artifacts[(job_id, "result")] = result
         job.update(
-            result={"name": "result", "size": len(model), "sha256": hashlib.sha256(model).hexdigest()}, paid=PRICE
+            result={"name": "result", "size": len(result), "sha256": hashlib.sha256(result).hexdigest()}, paid=PRICE
         )
         self.balances[FAKE_OWNER] = self.balances.get(FAKE_OWNER, 0) + PRICE
         await self.set_state(job_id, "completed")

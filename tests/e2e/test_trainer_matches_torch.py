@@ -2,7 +2,8 @@
 
 DESIGN §7: "trained on the grid must equal trained at home". Each test builds a job directory
 (spec.json, TorchScript model.pt, data.safetensors), runs the real binary, and compares
-``result.pt`` with the same training done by torch.optim in this process. No grid is needed.
+``result.safetensors`` (tensors only), loaded into the job's own ``model.pt`` as ``job.result()``
+does, with the same training done by torch.optim in this process. No grid is needed.
 
 The batch order is ported below (splitmix64 + Fisher–Yates, as in
 ``worker-actors/src/trainer/data.rs``), so shuffled runs can be reproduced exactly at home.
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helium_grid._state import load_state
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -247,8 +249,13 @@ def train_at_home(job: Path, model: nn.Module) -> tuple[nn.Module, list[float]]:
     return model, losses
 
 
-def assert_same_parameters(result: Path, home: nn.Module, rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    trained = dict(torch.jit.load(str(result)).named_parameters())
+def trained_module(job: Path) -> torch.jit.ScriptModule:
+    """The job's own model.pt with the trainer's result tensors copied in, strictly."""
+    return load_state(torch.jit.load(str(job / "model.pt")), (job / "result.safetensors").read_bytes())
+
+
+def assert_same_parameters(job: Path, home: nn.Module, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    trained = dict(trained_module(job).named_parameters())
     expected = dict(home.named_parameters())
     assert trained.keys() == expected.keys()
     for name, value in expected.items():
@@ -283,7 +290,7 @@ def test_full_batch_training_matches_torch_optim(tmp_path: Path, name: str) -> N
     assert run.events[-1] == {"event": "completed"}
 
     home, losses = train_at_home(job, Mlp())
-    assert_same_parameters(job / "result.pt", home)
+    assert_same_parameters(job, home)
     assert [p["loss"] for p in progress] == pytest.approx(losses, rel=1e-5)
 
 
@@ -309,7 +316,7 @@ def test_each_loss_matches_torch(tmp_path: Path, loss: str, model_cls: type[nn.M
     job = make_job(tmp_path / "job", model_cls(), data(), epochs=4, batch_size=48, loss=loss)
     run = train_ok(job)
     home, losses = train_at_home(job, model_cls())
-    assert_same_parameters(job / "result.pt", home)
+    assert_same_parameters(job, home)
     assert [p["loss"] for p in run.of("progress")] == pytest.approx(losses, rel=1e-5)
 
 
@@ -322,7 +329,7 @@ def test_shuffled_minibatches_follow_the_documented_order(tmp_path: Path) -> Non
     run = train_ok(job)
     assert [p["step"] for p in run.of("progress")] == [4, 8, 12]
     home, losses = train_at_home(job, Mlp())
-    assert_same_parameters(job / "result.pt", home)
+    assert_same_parameters(job, home)
     assert [p["loss"] for p in run.of("progress")] == pytest.approx(losses, rel=1e-5)
     assert epoch_order(50, 12345, 1) != epoch_order(50, 12345, 2)
     # Pinned on both sides (worker-actors/src/trainer/data.rs has the same values).
@@ -350,7 +357,7 @@ def resume_from(tmp_path: Path, name: str, model: nn.Module, data: dict, checkpo
 
 
 def assert_same_result(a: Path, b: Path) -> None:
-    x, y = torch.jit.load(str(a)), torch.jit.load(str(b))
+    x, y = trained_module(a), trained_module(b)
     for (name, p), (_, q) in zip(x.state_dict().items(), y.state_dict().items(), strict=True):
         assert torch.equal(p, q), name  # parameters and BatchNorm buffers, bit for bit
 
@@ -370,17 +377,59 @@ def test_resume_continues_the_same_trajectory(tmp_path: Path) -> None:
     assert [p["epoch"] for p in mid.of("progress")] == [2, 3, 4]
     assert [p["step"] for p in mid.of("progress")] == [8, 12, 16]
     assert [p["loss"] for p in mid.of("progress")] == losses[1:], "epoch 2's mean includes its steps before 6"
-    assert_same_result(whole / "result.pt", tmp_path / "mid" / "result.pt")
+    assert_same_result(whole, tmp_path / "mid")
 
     boundary = resume_from(tmp_path, "boundary", model, data, whole / "checkpoints" / "12.safetensors", **kw)
     assert [p["epoch"] for p in boundary.of("progress")] == [4]
     assert [p["loss"] for p in boundary.of("progress")] == losses[3:]
-    assert_same_result(whole / "result.pt", tmp_path / "boundary" / "result.pt")
+    assert_same_result(whole, tmp_path / "boundary")
 
     ck = load_file(str(whole / "checkpoints" / "6.safetensors"))
-    assert ck["train.step"].item() == 6 and ck["train.epoch"].item() == 1
-    assert ck["train.loss_sum"].dtype == torch.float64 and ck["train.loss_sum"].item() > 0
-    assert {"param.fc1.weight", "optim.exp_avg.fc1.weight", "optim.exp_avg_sq.bn.bias", "optim.step.fc2.bias"} <= ck.keys()
+    assert ck["meta/step"].item() == 6 and ck["meta/epoch"].item() == 1
+    assert ck["meta/loss_sum"].dtype == torch.float64 and ck["meta/loss_sum"].item() > 0
+    assert {"param/fc1.weight", "buffer/bn.running_mean", "buffer/bn.num_batches_tracked",
+            "optim/exp_avg/fc1.weight", "optim/exp_avg_sq/bn.bias", "optim/step/fc2.bias"} <= ck.keys()
+    assert ck["buffer/bn.num_batches_tracked"].item() == 6
+
+
+def assert_tensors_only(path: Path) -> None:
+    """A state file holds named tensors of the documented prefixes, and no module archive."""
+    raw = path.read_bytes()
+    assert b"PK\x03\x04" not in raw and b"constants.pkl" not in raw and b"code/" not in raw
+    names = load_file(str(path)).keys()
+    assert names and all(n.split("/", 1)[0] in {"param", "buffer", "optim", "meta"} for n in names), names
+
+
+def test_checkpoints_and_results_hold_tensors_only(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    job = make_job(tmp_path / "job", Regularised(), classification_data(50), epochs=2, batch_size=16,
+                   checkpoint_every={"steps": 3})
+    train_ok(job)
+    assert not (job / "result.pt").exists()
+    assert_tensors_only(job / "result.safetensors")
+    assert {n.split("/", 1)[0] for n in load_file(str(job / "result.safetensors"))} == {"param", "buffer"}
+    for ck in (job / "checkpoints").iterdir():
+        assert_tensors_only(ck)
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path: Path) -> None:
+    """Resume loads the job's own model.pt and copies the checkpoint in strictly: a missing,
+    extra or reshaped tensor fails the run in words, never loads anything else."""
+    torch.manual_seed(3)
+    model, data = Regularised(), classification_data(50)
+    first = make_job(tmp_path / "first", model, data, epochs=2, batch_size=16, checkpoint_every={"steps": 3})
+    train_ok(first)
+    ck = load_file(str(first / "checkpoints" / "3.safetensors"))
+    cases = {
+        "missing": ({k: v for k, v in ck.items() if k != "buffer/bn.running_mean"}, "it lacks buffer/bn.running_mean"),
+        "extra": ({**ck, "param/evil": torch.zeros(1)}, "it has param/evil, which the model does not"),
+        "reshaped": ({**ck, "param/fc1.weight": torch.zeros(2, 2)}, "param/fc1.weight is Float [2, 2] there"),
+        "archive": ({**ck, "module.torchscript": torch.zeros(4, dtype=torch.uint8)}, "unexpected tensor module.torchscript"),
+    }
+    for name, (tensors, reason) in cases.items():
+        job = make_job(tmp_path / name, model, data, epochs=2, batch_size=16)
+        save_file(tensors, str(job / "resume.safetensors"))
+        assert reason in failure(job), name
 
 
 def test_a_checkpoint_from_another_batch_size_is_refused(tmp_path: Path) -> None:
@@ -403,7 +452,7 @@ def test_validation_metrics_are_reported(tmp_path: Path) -> None:
     run = train_ok(job)
     for p in run.of("progress"):
         assert p["val_loss"] > 0 and 0.0 <= p["val_accuracy"] <= 1.0
-    trained = torch.jit.load(str(job / "result.pt")).eval()
+    trained = trained_module(job).eval()
     with torch.no_grad():
         out = trained(val["x"])
     assert run.of("progress")[-1]["val_loss"] == pytest.approx(F.cross_entropy(out, val["y"]).item(), rel=1e-5)

@@ -390,5 +390,5 @@ impl RunState {
     }
 }
 
-/// Where the trainer writes the trained module, in the job dir.
-const RESULT_FILE: &str = "result.pt";
+/// Where the trainer writes the trained tensors, in the job dir.
+const RESULT_FILE: &str = crate::trainer::session::RESULT_FILE;

@@ -3,11 +3,14 @@
 //! order; a sender keeps a window of chunks in flight, and chunks that arrive ahead of the
 //! next expected offset wait, at most [`REORDER_CHUNKS`] of them, so memory stays bounded by
 //! one part and that many chunks per upload) → `commit` (size and digest verified, the object
-//! published, or deleted on mismatch). Researchers' uploads wait in staging until a job
+//! published, or deleted on mismatch). A worker's result or checkpoint must moreover be a
+//! state file matching the job's model ([`state_check`]): its first bytes are kept as they
+//! stream through, and the header is checked before the object is published. Researchers' uploads wait in staging until a job
 //! claims them; workers upload straight to their job's keys. Reads need no state and are served
 //! by the gateways straight from [`Store`].
 
 pub mod inspect;
+pub mod state_check;
 pub mod store;
 
 use std::{
@@ -50,6 +53,8 @@ pub enum Target {
     Staging,
     /// A job's key, decided (and authorised) by the caller of the actor.
     Key(String),
+    /// A job's result or checkpoint key: stored only if it passes [`state_check::check`].
+    State(String, state_check::Expect),
 }
 
 pub enum ArtifactsMsg {
@@ -103,6 +108,9 @@ struct Upload {
     hasher: Sha256,
     writer: WriteMultipart,
     touched: Instant,
+    /// For a state file: what it must match, and its first bytes (up to the header bound).
+    expect: Option<state_check::Expect>,
+    head: Vec<u8>,
 }
 
 /// A committed researcher upload waiting for `job.submit` to claim it.
@@ -261,9 +269,10 @@ impl ArtifactsState {
             ));
         }
         let upload_id = uuid::Uuid::now_v7().simple().to_string();
-        let key = match (&target, &caller) {
-            (Target::Staging, Caller::Researcher(principal)) => keys::staging(principal, &upload_id),
-            (Target::Key(key), _) => key.clone(),
+        let (key, expect) = match (target, &caller) {
+            (Target::Staging, Caller::Researcher(principal)) => (keys::staging(principal, &upload_id), None),
+            (Target::Key(key), _) => (key, None),
+            (Target::State(key, expect), _) => (key, Some(expect)),
             (Target::Staging, Caller::Worker(_)) => {
                 return Err(WireError::bad_request("workers upload to a job, not to staging"))
             }
@@ -287,6 +296,8 @@ impl ArtifactsState {
                 hasher: Sha256::new(),
                 writer,
                 touched: Instant::now(),
+                expect,
+                head: Vec::new(),
             },
         );
         Ok(UploadStarted {
@@ -350,6 +361,13 @@ impl ArtifactsState {
                 .await
                 .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("object store: {e}")))?;
             upload.hasher.update(&data);
+            if let Some(expect) = &upload.expect {
+                let want = usize::try_from(expect.head_bytes().min(upload.size)).unwrap_or(usize::MAX);
+                let take = want.saturating_sub(upload.head.len()).min(data.len());
+                if let Some(part) = data.get(..take) {
+                    upload.head.extend_from_slice(part);
+                }
+            }
             upload.writer.write(&data);
             upload.received += data.len() as u64;
             next = upload.ahead.remove(&upload.received);
@@ -385,6 +403,16 @@ impl ArtifactsState {
                     upload.sha256
                 ),
             ));
+        }
+        if let Some(expect) = &upload.expect {
+            if let Err(why) = state_check::check(&upload.head, upload.size, expect) {
+                let _ = upload.writer.abort().await;
+                tracing::warn!(key = %upload.key, reason = %why, "state file refused");
+                return Err(WireError::new(
+                    ErrorCode::InvalidState,
+                    format!("this does not fit the job's model: {why}"),
+                ));
+            }
         }
         upload
             .writer

@@ -11,7 +11,7 @@ use async_nats::{
 use futures::StreamExt;
 use helium_protocol::{
     artifacts::{
-        ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
+        self, ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
     },
     auth::{self, Role},
     decode,
@@ -23,7 +23,10 @@ use tokio::task::JoinHandle;
 
 use super::{read_artifact, unavailable, upload_chunk, upload_commit, Endpoints, CALL_MS};
 use crate::{
-    artifacts::{ArtifactsMsg, Caller, Target},
+    artifacts::{
+        state_check::{Expect, StateKind},
+        ArtifactsMsg, Caller, Target,
+    },
     jobs::ManagerMsg,
     registry::RegistryMsg,
     Ctx,
@@ -84,12 +87,18 @@ async fn register(c: Ctx, worker_id: String, mut register: Register) -> Result<R
 }
 
 /// A worker uploads only `result` or `checkpoints/<step>` of a job awarded to it; the job's
-/// supervisor decides, and names the object key.
+/// supervisor decides, and names the object key. Either is stored only if it is a state file
+/// matching the job's model (`artifacts::state_check`).
 async fn begin(c: Ctx, worker_id: String, b: BeginUpload) -> Result<UploadStarted, WireError> {
     let job_id = b
         .job_id
         .ok_or_else(|| WireError::bad_request("a worker's upload names its job_id"))?;
-    let (w, name) = (worker_id.clone(), b.name);
+    let kind = if b.name == artifacts::RESULT {
+        StateKind::Result
+    } else {
+        StateKind::Checkpoint
+    };
+    let (w, name, job) = (worker_id.clone(), b.name, job_id.clone());
     let key = ractor::call_t!(
         c.manager,
         |reply| ManagerMsg::UploadTarget {
@@ -101,13 +110,15 @@ async fn begin(c: Ctx, worker_id: String, b: BeginUpload) -> Result<UploadStarte
         CALL_MS
     )
     .map_err(unavailable)??;
+    let manifest = ractor::call_t!(c.manager, |reply| ManagerMsg::StateOf { job_id: job, reply }, CALL_MS)
+        .map_err(unavailable)??;
     let caller = Caller::Worker(worker_id);
     let (size, sha256) = (b.size, b.sha256);
     ractor::call_t!(
         c.deps.artifacts,
         |reply| ArtifactsMsg::Begin {
             caller,
-            target: Target::Key(key),
+            target: Target::State(key, Expect { kind, manifest }),
             size,
             sha256,
             reply

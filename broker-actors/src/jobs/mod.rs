@@ -5,6 +5,7 @@ pub mod record;
 pub mod supervisor;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use helium_protocol::{
@@ -14,6 +15,7 @@ use helium_protocol::{
     job::JobState,
     ledger::user,
     limits::MICRO_PER_CREDIT,
+    state::TensorSpec,
     subjects::keys,
     worker::RunEvent,
     ErrorCode, WireError,
@@ -73,6 +75,12 @@ pub enum ManagerMsg {
         name: String,
         info: ArtifactInfo,
     },
+    /// The job's state manifest, which its results and checkpoints must match (answered by
+    /// the manager itself: it never changes after submit).
+    StateOf {
+        job_id: String,
+        reply: RpcReplyPort<Result<Arc<Vec<TensorSpec>>, WireError>>,
+    },
     Registry(RegistryEvent),
 }
 
@@ -83,6 +91,8 @@ pub struct ManagerState {
     jobs: HashMap<String, ActorRef<SupervisorMsg>>,
     /// Job id → principal, to list a principal's jobs without asking every supervisor.
     owners: HashMap<String, String>,
+    /// Job id → the model's state manifest from its record.
+    manifests: HashMap<String, Arc<Vec<TensorSpec>>>,
 }
 
 fn no_job(job_id: &str) -> WireError {
@@ -99,6 +109,7 @@ impl Actor for JobManager {
             deps,
             jobs: HashMap::new(),
             owners: HashMap::new(),
+            manifests: HashMap::new(),
         };
         // Respawn a supervisor for every recorded job; finished ones only answer queries.
         let mut keys = state.deps.jobs.keys().await?;
@@ -213,6 +224,10 @@ impl Actor for JobManager {
                     let _ = s.send_message(SupervisorMsg::Stored { worker_id, name, info });
                 }
             }
+            ManagerMsg::StateOf { job_id, reply } => {
+                let manifest = state.manifests.get(&job_id).cloned().ok_or_else(|| no_job(&job_id));
+                let _ = reply.send(manifest);
+            }
             ManagerMsg::Registry(RegistryEvent::CapacityAvailable) => {
                 for s in state.jobs.values() {
                     let _ = s.send_message(SupervisorMsg::Auction);
@@ -249,6 +264,7 @@ impl Actor for JobManager {
         if let Some(id) = gone {
             state.jobs.retain(|_, s| s.get_id() != id);
             state.owners.retain(|job, _| state.jobs.contains_key(job));
+            state.manifests.retain(|job, _| state.jobs.contains_key(job));
         }
         Ok(())
     }
@@ -263,6 +279,7 @@ impl ManagerState {
     ) -> Result<(), ActorProcessingErr> {
         let job_id = record.view.job_id.clone();
         self.owners.insert(job_id.clone(), record.view.principal.clone());
+        self.manifests.insert(job_id.clone(), Arc::new(record.state.clone()));
         let args = SupervisorArgs {
             deps: self.deps.clone(),
             record,
@@ -387,6 +404,7 @@ impl ManagerState {
             award: None,
             checkpoint: None,
             excluded_workers: Vec::new(),
+            state: request.state,
         };
         let revision = self
             .deps

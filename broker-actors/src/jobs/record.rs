@@ -4,8 +4,9 @@
 use helium_protocol::{
     api::{JobView, SubmitJob},
     artifacts::ArtifactInfo,
+    state::{validate_manifest, TensorSpec},
     job::{CheckpointEvery, DeclaredWork, JobState, Requirements, TrainingSpec, MIN_CHECKPOINT_SECS},
-    WireError,
+    ErrorCode, WireError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,11 @@ pub struct JobRecord {
     /// Workers that failed this job through their own fault; it does not invite them again.
     #[serde(default)]
     pub excluded_workers: Vec<String>,
+    /// The model's parameters and buffers as submitted: what every result and checkpoint
+    /// must match. Empty only in records from before state manifests, whose uploads are
+    /// refused.
+    #[serde(default)]
+    pub state: Vec<TensorSpec>,
 }
 
 /// Verified checkpoint uploads an award keeps waiting for their run event.
@@ -124,6 +130,7 @@ pub fn validate(req: &SubmitJob, now_ms: u64) -> Result<(), WireError> {
     if req.name.as_ref().is_some_and(|n| n.len() > 200) {
         return bad("name is longer than 200 characters");
     }
+    validate_manifest(&req.state).map_err(|e| WireError::new(ErrorCode::InvalidModel, format!("state: {e}")))?;
     Ok(())
 }
 

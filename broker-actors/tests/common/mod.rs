@@ -20,6 +20,7 @@ use helium_protocol::{
     decode, encode,
     job::{DeclaredWork, DeviceKind, JobState, Loss, OptimizerKind, OptimizerSpec, Requirements, TrainingSpec},
     ledger::MINT,
+    state::{Role, TensorSpec},
     subjects::{self, api, dispatch, streams, worker},
     worker::{Ask, Award, AwardAck, Bid, BidReply, Register, Registered, RunEvent, RunEventKind},
     Reply, PROTOCOL_VERSION,
@@ -77,7 +78,7 @@ impl Grid {
             .await?;
         decode::<Reply<Resp>>(&message.payload)?
             .into_result()
-            .map_err(|e| anyhow!("{e}"))
+            .map_err(anyhow::Error::from)
     }
 
     /// `job.status` or `job.cancel` (`verb`) of `job_id`, as `principal`.
@@ -146,6 +147,17 @@ impl Grid {
 
     /// Uploads a stand-in model and `rows` of data, then submits.
     pub async fn submit(&self, principal: &str, requirements: Requirements, rows: usize) -> Result<JobView> {
+        self.submit_with_state(principal, requirements, rows, model_state()).await
+    }
+
+    /// [`Grid::submit`] declaring `state` as the model's parameters and buffers.
+    pub async fn submit_with_state(
+        &self,
+        principal: &str,
+        requirements: Requirements,
+        rows: usize,
+        state: Vec<TensorSpec>,
+    ) -> Result<JobView> {
         let model = self.upload(principal, &fake_torchscript()).await?;
         let data = self.upload(principal, &safetensors_xy(rows, rows)).await?;
         let request = SubmitJob {
@@ -160,6 +172,7 @@ impl Grid {
                 epochs: 2,
             },
             name: None,
+            state,
         };
         self.request(principal, api::JOB_SUBMIT, &request).await
     }
@@ -260,6 +273,69 @@ pub fn fake_torchscript() -> Vec<u8> {
     bytes
 }
 
+/// The stand-in model's state manifest: a 2 → 3 linear layer and one int64 buffer.
+pub fn model_state() -> Vec<TensorSpec> {
+    let spec = |name: &str, role, dtype: &str, shape: &[u64]| TensorSpec {
+        name: name.into(),
+        role,
+        dtype: dtype.into(),
+        shape: shape.to_vec(),
+    };
+    vec![
+        spec("fc.weight", Role::Param, "F32", &[3, 2]),
+        spec("fc.bias", Role::Param, "F32", &[3]),
+        spec("bn.num_batches_tracked", Role::Buffer, "I64", &[]),
+    ]
+}
+
+/// A safetensors file of `(name, dtype, shape)` tensors back to back, each filled with `fill`.
+pub fn safetensors(tensors: &[(&str, &str, Vec<u64>)], fill: u8) -> Vec<u8> {
+    let mut at = 0u64;
+    let entries: Vec<String> = tensors
+        .iter()
+        .map(|(name, dtype, shape)| {
+            let item = if dtype.ends_with("64") { 8 } else { 4 };
+            let n = shape.iter().product::<u64>() * item;
+            let e = format!(r#""{name}":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{at},{}]}}"#, at + n);
+            at += n;
+            e
+        })
+        .collect();
+    let mut header = format!("{{{}}}", entries.join(","));
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + at as usize, fill);
+    bytes
+}
+
+/// A result that fits [`model_state`].
+pub fn result_file() -> Vec<u8> {
+    safetensors(&result_tensors(), 1)
+}
+
+fn result_tensors() -> Vec<(&'static str, &'static str, Vec<u64>)> {
+    vec![
+        ("param/fc.weight", "F32", vec![3, 2]),
+        ("param/fc.bias", "F32", vec![3]),
+        ("buffer/bn.num_batches_tracked", "I64", vec![]),
+    ]
+}
+
+/// A checkpoint that fits [`model_state`]; its bytes differ by `step`.
+pub fn checkpoint_file(step: u64) -> Vec<u8> {
+    let mut t = result_tensors();
+    t.extend([
+        ("meta/step", "I64", vec![]),
+        ("meta/epoch", "I64", vec![]),
+        ("meta/loss_sum", "F64", vec![]),
+        ("optim/exp_avg/fc.weight", "F32", vec![3, 2]),
+    ]);
+    safetensors(&t, step as u8)
+}
+
 /// A safetensors file with `x` (rows × 2 f32) and `y` (y_rows i64).
 pub fn safetensors_xy(rows: usize, y_rows: usize) -> Vec<u8> {
     let (xb, yb) = (rows * 8, y_rows * 8);
@@ -297,6 +373,8 @@ pub enum Script {
     UndeclaredBigModel,
     /// Starts, then fails through its own fault (as a failed download would).
     WorkerFault,
+    /// Starts and keeps heartbeating; the test acts for it (uploads, run events).
+    Idle,
 }
 
 /// A worker that bids a fixed price and ETA, and "trains" as its [`Script`] says.
@@ -405,13 +483,14 @@ async fn worker_request<Req: Serialize, Resp: DeserializeOwned>(
     body: &Req,
 ) -> Result<Resp> {
     let message = nats.request(subjects::worker(id, verb), encode(body).into()).await?;
+    // The WireError itself, so that a test can match its code.
     decode::<Reply<Resp>>(&message.payload)?
         .into_result()
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(anyhow::Error::from)
 }
 
 /// Uploads `bytes` as artifact `name` of the awarded job, through the worker gateway.
-async fn upload(nats: &async_nats::Client, id: &str, job_id: &str, name: &str, bytes: Vec<u8>) -> Result<ArtifactInfo> {
+pub async fn upload(nats: &async_nats::Client, id: &str, job_id: &str, name: &str, bytes: Vec<u8>) -> Result<ArtifactInfo> {
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let begin = BeginUpload {
         v: PROTOCOL_VERSION,
@@ -481,13 +560,14 @@ async fn run_award(
     .await?;
     match script {
         Script::Complete => {
-            let result = upload(nats, id, &award.job_id, "result", b"trained".to_vec()).await?;
+            let result = upload(nats, id, &award.job_id, "result", result_file()).await?;
             if result.size == 0 {
                 bail!("empty result");
             }
             publish(RunEventKind::Completed { result }, "completed").await
         }
         Script::UndeclaredBigModel => Ok(()),
+        Script::Idle => Ok(()),
         Script::WorkerFault => {
             let failed = RunEventKind::Failed {
                 reason: "disk full".into(),
@@ -501,7 +581,7 @@ async fn run_award(
                 id,
                 &award.job_id,
                 &format!("checkpoints/{step}"),
-                b"step-state".to_vec(),
+                checkpoint_file(step),
             )
             .await?;
             let per_epoch = award.training.steps_per_epoch(award.work.samples);
@@ -527,8 +607,8 @@ async fn run_award(
             Ok(())
         }
         Script::OvertakenCheckpointThenVanish => {
-            let first = upload(nats, id, &award.job_id, "checkpoints/1", b"step-1".to_vec()).await?;
-            upload(nats, id, &award.job_id, "checkpoints/2", b"step-2".to_vec()).await?;
+            let first = upload(nats, id, &award.job_id, "checkpoints/1", checkpoint_file(1)).await?;
+            upload(nats, id, &award.job_id, "checkpoints/2", checkpoint_file(2)).await?;
             let event = RunEventKind::Checkpoint {
                 step: 1,
                 epoch: 0,

@@ -14,7 +14,7 @@ Example::
     job = grid.submit(model, train=(x, y), epochs=30, batch_size=64, lr=1e-2,
                       max_price=5.0, budget=2.0)   # loss, optimizer settings: sensible defaults
     job.wait()                      # progress bar: epoch/epochs, loss
-    trained = job.result()          # a TorchScript module
+    trained = job.result()          # your own module (TorchScript) with the trained weights
     job.history()                   # a DataFrame: epoch, loss, val_loss, ..., worker, time
     job.plot()                      # the loss and validation curves (matplotlib)
     print(f"spent {before - grid.balance():.6f} credits")
@@ -26,6 +26,8 @@ Example::
   cannot train, and serialization (TorchScript, safetensors), all before upload.
 - ``_artifacts``: chunked, SHA-256-checked upload and download.
 - ``_creds``: the principal a ``.creds`` file names (the grid's operator issues them).
+- ``_state``: the model's state manifest sent at submit, and loading a result's tensors (never
+  code) into the researcher's own module.
 - ``_wire``: MessagePack codec and the ``{v, ok | error}`` reply envelope.
 - ``_subjects``: subject, stream and bucket names (a checked copy of the Rust protocol's).
 - ``_limits``: chunk sizes and unit conversions (credits ↔ micro-credits, deadlines).
@@ -51,6 +53,7 @@ from .errors import (
     InsufficientFunds,
     Internal,
     InvalidData,
+    InvalidState,
     InvalidModel,
     JobFailed,
     NotFound,
@@ -103,6 +106,7 @@ __all__ = [
     "InsufficientFunds",
     "InvalidModel",
     "InvalidData",
+    "InvalidState",
     "DigestMismatch",
     "Unavailable",
     "Internal",

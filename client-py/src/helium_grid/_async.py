@@ -46,6 +46,7 @@ from ._creds import CREDS_ENV, CredentialError, find_creds, principal_of
 from ._limits import credits_to_micro
 from ._history import LiveCurve, checkpoint_epochs, history_frame, plot_history
 from ._progress import Tracker, bar_label
+from ._state import load_state
 from ._submission import Submission, prepare_submission, quiet_torchscript
 from ._wire import decode, encode, request_body, unwrap_reply
 from .errors import (
@@ -157,12 +158,24 @@ def finish(status: JobStatus, *, raise_on_failure: bool) -> JobStatus:
 
 
 def load_module(blob: bytes, map_location: str | torch.device | None = "cpu") -> torch.jit.ScriptModule:
-    """TorchScript bytes → module (``torch.jit.load``; never pickle)."""
+    """TorchScript bytes → module (``torch.jit.load``; never pickle). Only ever called on
+    the researcher's own model bytes."""
     with quiet_torchscript():
         module: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
             io.BytesIO(blob), map_location=map_location
         )
     return module
+
+
+def trained_module(
+    model_bytes: bytes, result: bytes, map_location: str | torch.device | None = "cpu"
+) -> torch.jit.ScriptModule:
+    """The researcher's own module (``model_bytes``) with a result's tensors loaded into it."""
+    try:
+        module = load_module(model_bytes, map_location)
+    except Exception as e:
+        raise InvalidModel(f"the job's own model.pt does not load: {e}") from e
+    return load_state(module, result)
 
 
 class AsyncGrid:
@@ -373,7 +386,7 @@ class AsyncGrid:
             subjects.JOB_SUBMIT, sub.submit_body(model_upload=model_upload, data_upload=data_upload)
         )
         status = JobStatus.from_wire(view)
-        return AsyncJob(self, status.job_id, name=status.name, submitted=status)
+        return AsyncJob(self, status.job_id, name=status.name, submitted=status, model_bytes=sub.model_bytes)
 
     def job(self, job_id: str) -> AsyncJob:
         """A handle on an existing job of this principal (e.g. after a notebook restart).
@@ -521,13 +534,21 @@ class AsyncJob:
     """
 
     def __init__(
-        self, grid: AsyncGrid, job_id: str, *, name: str | None = None, submitted: JobStatus | None = None
+        self,
+        grid: AsyncGrid,
+        job_id: str,
+        *,
+        name: str | None = None,
+        submitted: JobStatus | None = None,
+        model_bytes: bytes | None = None,
     ) -> None:
         self.grid = grid
         self.id = job_id
         self.name = name
         #: The job record as ``job.submit`` returned it, if this handle came from a submit.
         self.submitted = submitted
+        # The TorchScript this client uploaded, if this handle came from a submit.
+        self._model_bytes = model_bytes
 
     def __repr__(self) -> str:
         return f"AsyncJob(id={self.id!r}, name={self.name!r})"
@@ -626,11 +647,12 @@ class AsyncJob:
         return finish(await self.status(), raise_on_failure=raise_on_failure)
 
     async def result_bytes(self) -> bytes:
-        """The trained model as TorchScript bytes, SHA-256 verified against the job record.
+        """The trained parameters and buffers as a safetensors state file (tensors only; see
+        ``docs/PROTOCOL.md``), SHA-256 verified against the job record.
 
         Example::
 
-            open("trained.pt", "wb").write(await job.result_bytes())
+            open("trained.safetensors", "wb").write(await job.result_bytes())
         """
         status = await self.status()
         if status.state is not JobState.COMPLETED:
@@ -641,8 +663,24 @@ class AsyncJob:
             raise NotFound(f"job {self.id} completed but its record names no result")
         return await self.grid._download(self.id, "result", status.result)
 
+    async def model_bytes(self) -> bytes:
+        """The TorchScript this job was submitted with: the bytes this client uploaded, or
+        (for a handle from :meth:`AsyncGrid.job`) the job's ``model`` artifact, SHA-256
+        verified. Only the researcher can have written it: workers upload results and
+        checkpoints only.
+
+        Example::
+
+            open("model.pt", "wb").write(await job.model_bytes())
+        """
+        if self._model_bytes is None:
+            self._model_bytes = await self.grid._download(self.id, "model")
+        return self._model_bytes
+
     async def result(self, map_location: str | torch.device | None = "cpu") -> torch.jit.ScriptModule:
-        """The trained model, loaded with ``torch.jit.load``.
+        """The trained model: the researcher's own TorchScript module (``torch.jit.load`` of
+        the bytes they submitted) with the trained tensors copied in, strictly by name, shape
+        and dtype. Nothing a worker wrote is ever loaded as code.
 
         Example::
 
@@ -650,7 +688,5 @@ class AsyncJob:
             model.eval()
         """
         blob = await self.result_bytes()
-        try:
-            return await asyncio.to_thread(load_module, blob, map_location)
-        except Exception as e:
-            raise InvalidModel(f"the result of job {self.id} is not loadable TorchScript: {e}") from e
+        model = await self.model_bytes()
+        return await asyncio.to_thread(trained_module, model, blob, map_location)

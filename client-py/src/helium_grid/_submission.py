@@ -26,7 +26,7 @@ import math
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import save as save_safetensors
 
 from ._limits import credits_to_micro, deadline_to_ms
+from ._state import manifest
 from .errors import BadRequest, InvalidData, InvalidModel
 
 __all__ = [
@@ -95,6 +96,8 @@ class Submission:
     requirements: dict[str, Any]
     work: dict[str, int]
     name: str | None
+    #: The model's parameters and buffers (``_state.manifest``): results must match them.
+    state: list[dict[str, Any]] = field(default_factory=list)
 
     def submit_body(self, *, model_upload: str, data_upload: str) -> dict[str, Any]:
         """The ``SubmitJob`` fields (without ``v``) for the two committed uploads."""
@@ -105,6 +108,7 @@ class Submission:
             "requirements": self.requirements,
             "work": self.work,
             "name": self.name,
+            "state": self.state,
         }
 
 
@@ -774,4 +778,5 @@ def prepare_submission(
         requirements=requirements,
         work={"parameters": int(parameters), "samples": int(x.shape[0]), "epochs": epochs},
         name=name,
+        state=manifest(scripted),
     )

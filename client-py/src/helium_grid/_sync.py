@@ -30,11 +30,10 @@ from typing import Any, TypeVar
 
 import torch
 
-from ._async import DEFAULT_TIMEOUT, DEFAULT_URL, AsyncGrid, AsyncJob, finish, load_module
+from ._async import DEFAULT_TIMEOUT, DEFAULT_URL, AsyncGrid, AsyncJob, finish, trained_module
 from ._history import LiveCurve
 from ._progress import Tracker, bar_label
 from ._submission import prepare_submission
-from .errors import InvalidModel
 from .records import Balance, JobEvent, JobStatus, WorkerInfo
 
 __all__ = ["Grid", "Job"]
@@ -490,17 +489,29 @@ class Job:
         return finish(self.status(), raise_on_failure=raise_on_failure)
 
     def result_bytes(self) -> bytes:
-        """The trained model as TorchScript bytes, SHA-256 verified.
+        """The trained parameters and buffers as a safetensors state file (tensors only),
+        SHA-256 verified.
 
         Example::
 
-            with open("trained.pt", "wb") as f:
+            with open("trained.safetensors", "wb") as f:
                 f.write(job.result_bytes())
         """
         return self._grid._run(self._core.result_bytes())
 
+    def model_bytes(self) -> bytes:
+        """The TorchScript this job was submitted with (see :meth:`AsyncJob.model_bytes`).
+
+        Example::
+
+            open("model.pt", "wb").write(job.model_bytes())
+        """
+        return self._grid._run(self._core.model_bytes())
+
     def result(self, map_location: str | torch.device | None = "cpu") -> torch.jit.ScriptModule:
-        """The trained model, downloaded, SHA-256 verified and loaded with ``torch.jit.load``.
+        """The trained model: your own TorchScript module with the trained parameters and
+        buffers loaded into it (strictly by name, shape and dtype); nothing a worker wrote
+        runs as code.
 
         Example::
 
@@ -508,7 +519,4 @@ class Job:
             accuracy = (model(x_test).argmax(1) == y_test).float().mean()
         """
         blob = self.result_bytes()
-        try:
-            return load_module(blob, map_location)
-        except Exception as e:
-            raise InvalidModel(f"the result of job {self.id} is not loadable TorchScript: {e}") from e
+        return trained_module(self.model_bytes(), blob, map_location)

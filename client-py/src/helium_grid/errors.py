@@ -31,6 +31,7 @@ __all__ = [
     "InvalidModel",
     "InvalidData",
     "DigestMismatch",
+    "InvalidState",
     "Unavailable",
     "Internal",
     "ProtocolError",
@@ -168,6 +169,19 @@ class InvalidData(BadRequest):
     default_code = "invalid_data"
 
 
+class InvalidState(HeliumError):
+    """A result or checkpoint is not a safetensors state file whose names, shapes and dtypes
+    match the job's model (``invalid_state``). The broker refuses such an upload from a worker;
+    the client checks again before copying a result into the researcher's module.
+
+    Example::
+
+        job.result()  # raises InvalidState if the result does not fit the submitted model
+    """
+
+    default_code = "invalid_state"
+
+
 class DigestMismatch(HeliumError):
     """A SHA-256 or size did not match what was declared (``digest_mismatch``).
 
@@ -258,6 +272,7 @@ _BY_CODE: dict[str, type[HeliumError]] = {
         InvalidModel,
         InvalidData,
         DigestMismatch,
+        InvalidState,
         Unavailable,
         Internal,
     )

@@ -2,15 +2,12 @@
 //! safetensors file (no pickle, DESIGN §7), so the broker can store it and another worker can
 //! resume from it, mid-epoch included.
 //!
-//! Tensor names, by prefix:
-//! - `train.step`, `train.epoch`: i64 scalars, optimizer steps taken and epochs completed;
-//! - `train.loss_sum`: f64 scalar, the size-weighted loss sum of the epoch in progress, so a
-//!   resumed run reports the same epoch mean as an uninterrupted one;
-//! - `param.<name>`: each parameter, named as in the model's `state_dict()`;
-//! - `optim.<state>.<name>`: optimizer state (`step`, `exp_avg`, `exp_avg_sq`,
-//!   `momentum_buffer`), as in torch.optim's `state_dict()`;
-//! - `module.torchscript`: u8, the module as a TorchScript archive. It carries the buffers
-//!   (BatchNorm statistics…), which tch cannot list individually.
+//! Tensors only, named as [`helium_protocol::state`] says: `meta/step`, `meta/epoch` (i64
+//! scalars), `meta/loss_sum` (f64 scalar, the size-weighted loss sum of the epoch in progress,
+//! so a resumed run reports the same epoch mean as an uninterrupted one), `param/<name>` and
+//! `buffer/<name>` (the model's `named_parameters()` and `named_buffers()`), and
+//! `optim/<slot>/<name>` (optimizer state as in torch.optim's `state_dict()`). No module
+//! archive: a resume loads the researcher's own `model.pt` and copies these in.
 //!
 //! Taking a checkpoint is split in two: [`Snapshot::take`] copies the tensors on the training
 //! thread (a memory copy), and the [`Writer`] thread serialises, fsyncs and renames it, then
@@ -23,13 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
 
+use helium_protocol::state;
 use tch::{Device, Kind, Tensor};
 
 use super::error::{TorchContext, TrainError};
 use super::model::ScriptModel;
-use super::optim::{self, Optimizer};
-
-pub const ARCHIVE: &str = "module.torchscript";
+use super::optim::Optimizer;
 
 /// A checkpoint read back from disk (tensors on the CPU).
 pub struct Checkpoint {
@@ -37,9 +33,10 @@ pub struct Checkpoint {
     pub epoch: u32,
     /// Loss sum of the partial epoch after `step` (0 at an epoch boundary).
     pub loss_sum: f64,
-    pub params: Vec<(String, Tensor)>,
+    /// `param/…` and `buffer/…` entries, by their state-file names.
+    pub model: HashMap<String, Tensor>,
+    /// `optim/…` entries.
     pub optim: HashMap<String, Tensor>,
-    pub archive: Option<Vec<u8>>,
 }
 
 /// `checkpoints/<step>.safetensors`, relative to the job dir. The agent derives the path from
@@ -57,7 +54,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Copies the state after optimizer `step` (`epoch` epochs complete, `loss_sum` of the
-    /// epoch in progress). `scratch` is a file the module archive passes through.
+    /// epoch in progress).
     pub fn take(
         step: u64,
         epoch: u32,
@@ -65,18 +62,15 @@ impl Snapshot {
         model: &ScriptModel,
         optimizer: &Optimizer,
         trainable_names: &[String],
-        scratch: &Path,
     ) -> Result<Self, TrainError> {
-        let archive = model.archive_bytes(scratch)?;
         let mut tensors: Vec<(String, Tensor)> = vec![
-            ("train.step".into(), Tensor::from(step as i64)),
-            ("train.epoch".into(), Tensor::from(i64::from(epoch))),
-            ("train.loss_sum".into(), Tensor::from(loss_sum)),
-            (ARCHIVE.into(), Tensor::from_slice(&archive)),
+            (state::META_STEP.into(), Tensor::from(step as i64)),
+            (state::META_EPOCH.into(), Tensor::from(i64::from(epoch))),
+            (state::META_LOSS_SUM.into(), Tensor::from(loss_sum)),
         ];
         let _guard = tch::no_grad_guard();
-        for (name, p) in model.named_parameters() {
-            tensors.push((format!("param.{name}"), cpu_copy(p)?));
+        for (name, t) in model.state()? {
+            tensors.push((name, cpu_copy(&t)?));
         }
         for (name, t) in optimizer.state_tensors(trainable_names) {
             tensors.push((name, cpu_copy(&t)?));
@@ -186,9 +180,8 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Checkpoint>, TrainError> {
         step: 0,
         epoch: 0,
         loss_sum: 0.0,
-        params: Vec::new(),
+        model: HashMap::new(),
         optim: HashMap::new(),
-        archive: None,
     };
     for (name, t) in tensors {
         let scalar = |t: &Tensor| -> Result<i64, TrainError> {
@@ -197,32 +190,30 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Checkpoint>, TrainError> {
             }
             t.f_int64_value(&[]).ctx("reading a checkpoint scalar")
         };
-        if name == "train.step" {
-            step = Some(u64::try_from(scalar(&t)?).map_err(|_| TrainError::Resume("train.step < 0".into()))?);
-        } else if name == "train.epoch" {
+        if name == state::META_STEP {
+            step = Some(u64::try_from(scalar(&t)?).map_err(|_| TrainError::Resume("meta/step < 0".into()))?);
+        } else if name == state::META_EPOCH {
             epoch =
-                Some(u32::try_from(scalar(&t)?).map_err(|_| TrainError::Resume("train.epoch out of range".into()))?);
-        } else if name == "train.loss_sum" {
+                Some(u32::try_from(scalar(&t)?).map_err(|_| TrainError::Resume("meta/epoch out of range".into()))?);
+        } else if name == state::META_LOSS_SUM {
             if t.numel() != 1 || t.kind() != Kind::Double {
-                return Err(TrainError::Resume("train.loss_sum must be a float64 scalar".into()));
+                return Err(TrainError::Resume("meta/loss_sum must be a float64 scalar".into()));
             }
             let value = t.f_double_value(&[]).ctx("reading a checkpoint scalar")?;
             if !value.is_finite() {
-                return Err(TrainError::Resume("train.loss_sum is not finite".into()));
+                return Err(TrainError::Resume("meta/loss_sum is not finite".into()));
             }
             ck.loss_sum = value;
-        } else if name == ARCHIVE {
-            ck.archive = Some(Vec::<u8>::try_from(&t).ctx("reading the embedded module")?);
-        } else if let Some(param) = name.strip_prefix("param.") {
-            ck.params.push((param.to_owned(), t));
-        } else if optim::is_state_key(&name) {
+        } else if name.starts_with(state::PARAM) || name.starts_with(state::BUFFER) {
+            ck.model.insert(name, t);
+        } else if state::parse_optim_key(&name).is_some() {
             ck.optim.insert(name, t);
         } else {
             return Err(TrainError::Resume(format!("unexpected tensor {name}")));
         }
     }
     let (Some(step), Some(epoch)) = (step, epoch) else {
-        return Err(TrainError::Resume("it lacks train.step or train.epoch".into()));
+        return Err(TrainError::Resume("it lacks meta/step or meta/epoch".into()));
     };
     ck.step = step;
     ck.epoch = epoch;

@@ -2,7 +2,7 @@
 //!
 //! TorchScript is a program from a stranger, so the worker agent runs training in a child
 //! process it can limit and kill (DESIGN §7); this module is that child. It reads a job
-//! directory, trains, checkpoints each epoch, writes `result.pt`, and reports one JSON line per
+//! directory, trains, checkpoints each epoch, writes `result.safetensors` (tensors only), and reports one JSON line per
 //! event on stdout ([`report::TrainerEvent`]); logs go to stderr.
 //!
 //! The job directory holds `spec.json` (a [`helium_protocol::job::TrainingSpec`]), `model.pt`
@@ -10,7 +10,7 @@
 //! run, `resume.safetensors` (a checkpoint this trainer wrote).
 //!
 //! # Layout
-//! - [`session`]: the job, from the directory to `result.pt`;
+//! - [`session`]: the job, from the directory to `result.safetensors`;
 //! - [`model`]: the TorchScript module made trainable;
 //! - [`data`]: the data set and the batch order, a pure function of (seed, epoch);
 //! - [`loss`]: the loss menu, with torch's semantics;

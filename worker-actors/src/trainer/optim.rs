@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use helium_protocol::job::{OptimizerKind, OptimizerSpec};
+use helium_protocol::state;
 use tch::Tensor;
 
 use super::error::{TorchContext, TrainError};
@@ -32,8 +33,6 @@ pub struct Optimizer {
     state: Vec<ParamState>,
 }
 
-/// The state names a checkpoint may hold under `optim.<name>.<parameter>`.
-const STATE_NAMES: [&str; 4] = ["step", "exp_avg", "exp_avg_sq", "momentum_buffer"];
 
 impl Optimizer {
     /// An optimizer for `params` parameters, once [`check`] accepts the settings.
@@ -64,19 +63,19 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The state as named tensors, `optim.<state>.<parameter name>`; `names[i]` names
+    /// The state as named tensors, `optim/<slot>/<parameter name>`; `names[i]` names
     /// `params[i]` of [`Optimizer::step`].
     pub fn state_tensors(&self, names: &[String]) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (name, st) in names.iter().zip(&self.state) {
-            out.push((format!("optim.step.{name}"), Tensor::from(st.step)));
+            out.push((state::optim_key("step", name), Tensor::from(st.step)));
             for (what, t) in [
                 ("exp_avg", &st.exp_avg),
                 ("exp_avg_sq", &st.exp_avg_sq),
                 ("momentum_buffer", &st.momentum_buffer),
             ] {
                 if let Some(t) = t {
-                    out.push((format!("optim.{what}.{name}"), t.shallow_clone()));
+                    out.push((state::optim_key(what, name), t.shallow_clone()));
                 }
             }
         }
@@ -92,11 +91,11 @@ impl Optimizer {
     ) -> Result<(), TrainError> {
         for ((name, param), st) in names.iter().zip(params).zip(&mut self.state) {
             let step = saved
-                .remove(&format!("optim.step.{name}"))
+                .remove(&state::optim_key("step", name))
                 .ok_or_else(|| TrainError::Resume(format!("it has no optimizer step for {name}")))?;
             st.step = step.f_int64_value(&[]).ctx("reading an optimizer step")?;
             let mut take = |what: &str| -> Result<Option<Tensor>, TrainError> {
-                let Some(t) = saved.remove(&format!("optim.{what}.{name}")) else {
+                let Some(t) = saved.remove(&state::optim_key(what, name)) else {
                     return Ok(None);
                 };
                 if t.size() != param.size() {
@@ -154,13 +153,6 @@ pub fn check(s: &OptimizerSpec) -> Result<(), TrainError> {
         return bad("nesterov momentum requires a momentum > 0".into());
     }
     Ok(())
-}
-
-/// Whether a checkpoint key belongs to the optimizer (`optim.<state>.<parameter>`).
-pub fn is_state_key(key: &str) -> bool {
-    key.strip_prefix("optim.")
-        .and_then(|rest| rest.split_once('.'))
-        .is_some_and(|(what, _)| STATE_NAMES.contains(&what))
 }
 
 /// `torch.optim.sgd._single_tensor_sgd` with dampening 0, maximize off.
@@ -306,7 +298,7 @@ mod tests {
                 first.step(&[a.shallow_clone()], &[grad()]).unwrap();
             }
             let state = first.state_tensors(&names);
-            assert!(state.iter().all(|(k, _)| is_state_key(k)), "{state:?}");
+            assert!(state.iter().all(|(k, _)| helium_protocol::state::parse_optim_key(k).is_some()), "{state:?}");
             let file = tempfile::NamedTempFile::new().unwrap();
             Tensor::write_safetensors(&state, file.path()).unwrap();
             let saved: HashMap<_, _> = Tensor::read_safetensors(file.path()).unwrap().into_iter().collect();

@@ -68,7 +68,7 @@ pub enum TrainerEvent {
     /// The checkpoint after optimizer step `step` (`epoch` epochs complete) is durable at
     /// `checkpoints/<step>.safetensors` in the job dir.
     Checkpoint { step: u64, epoch: u32 },
-    /// The trained TorchScript module is durable at `result.pt` in the job dir.
+    /// The trained parameters and buffers are durable at `result.safetensors` in the job dir.
     Completed {},
     /// Training stopped; `reason` is meant for the researcher.
     Failed { reason: String },

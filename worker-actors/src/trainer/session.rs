@@ -1,4 +1,4 @@
-//! One training job from its directory to `result.pt`: load and check everything first, then
+//! One training job from its directory to `result.safetensors`: load and check everything first, then
 //! epochs of batches. After each epoch a `progress` line reports its metrics; checkpoints are
 //! taken by the job's policy ([`CheckpointEvery`]: every N seconds of training or every N
 //! steps, and never at the last step, where the result stands for it), written by a thread of
@@ -12,7 +12,7 @@
 //! `backward()`: it returns an undefined tensor for a parameter the loss does not use, which is
 //! torch's `grad is None` that torch.optim skips, and nothing needs zeroing between steps.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use helium_protocol::job::{CheckpointEvery, TrainingSpec};
@@ -30,10 +30,8 @@ use super::report::TrainerEvent;
 pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
     let spec = read_spec(&dir.join("spec.json"))?;
     let resume = checkpoint::read_if_exists(&dir.join("resume.safetensors"))?;
-    let mut model = match resume.as_ref().and_then(|ck| ck.archive.as_deref()) {
-        Some(archive) => ScriptModel::load_bytes(archive, device)?,
-        None => ScriptModel::load(&dir.join("model.pt"), device)?,
-    };
+    // Always the researcher's own module; a checkpoint brings tensors only (DESIGN §7).
+    let mut model = ScriptModel::load(&dir.join("model.pt"), device)?;
     let mut data = Dataset::load(&dir.join("data.safetensors"), device)?;
     prepare_split(&spec, &mut data.train, "y")?;
     if let Some(val) = data.val.as_mut() {
@@ -53,7 +51,11 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
                 ck.step, ck.epoch, spec.epochs
             )));
         }
-        model.load_parameters(&ck.params)?;
+        let mut saved = ck.model;
+        model.load_state(&mut saved)?;
+        if let Some(extra) = saved.keys().next() {
+            return Err(TrainError::Resume(format!("it has {extra}, which the model does not")));
+        }
         optimizer.load_state(&names, &params, ck.optim)?;
         let mid_epoch = ck.step % per_epoch != 0;
         at = Position {
@@ -75,7 +77,6 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
     let mut checkpoints = Checkpoints {
         policy: Policy::new(spec.checkpoint_every),
         writer,
-        dir: dir.to_owned(),
         total,
     };
     let trained = (|| {
@@ -121,9 +122,12 @@ pub fn train(dir: &Path, device: Device) -> Result<(), TrainError> {
     trained?;
     written?;
 
-    model.save_result(&dir.join("result.pt"))?;
+    model.save_result(&dir.join(RESULT_FILE))?;
     emit(TrainerEvent::Completed {})
 }
+
+/// Where the trainer writes the trained parameters and buffers, in the job dir.
+pub const RESULT_FILE: &str = "result.safetensors";
 
 /// Where the run is: optimizer steps taken over the whole job, and the size-weighted loss sum
 /// of the epoch in progress.
@@ -172,7 +176,6 @@ impl Policy {
 struct Checkpoints {
     policy: Policy,
     writer: Writer,
-    dir: PathBuf,
     total: u64,
 }
 
@@ -189,8 +192,7 @@ impl Checkpoints {
             return Ok(());
         }
         let epoch = u32::try_from(at.step / job.per_epoch).unwrap_or(u32::MAX);
-        let scratch = self.dir.join("checkpoint.archive.tmp");
-        let snapshot = Snapshot::take(at.step, epoch, at.loss_sum, model, optimizer, job.names, &scratch)?;
+        let snapshot = Snapshot::take(at.step, epoch, at.loss_sum, model, optimizer, job.names)?;
         self.writer.submit(snapshot)?;
         self.policy.taken();
         Ok(())
