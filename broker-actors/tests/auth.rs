@@ -150,7 +150,7 @@ async fn a_worker_hears_only_its_own_dispatch_and_reports_only_as_itself() -> Re
 }
 
 fn ask() -> Ask {
-    Ask { price_per_hour: CREDIT, device: DeviceKind::Cpu, device_name: "cpu".into(), memory_bytes: 1 << 30, throughput: 1e9 }
+    Ask { price_per_hour: CREDIT, device: DeviceKind::Cpu, device_name: "cpu".into(), memory_bytes: 1 << 30, throughput: 1e9, sandbox: vec![] }
 }
 
 async fn register(client: &async_nats::Client, id: &str, owner: &str, credential: String) -> Result<Reply<Registered>> {
@@ -242,3 +242,40 @@ async fn a_revoked_credential_is_refused_at_once_without_a_restart() -> Result<(
     Ok(())
 }
 
+
+/// What NATS cannot express, the broker checks: a worker reads only artifacts of a job awarded
+/// to it, a researcher only its own jobs'.
+#[tokio::test]
+async fn artifacts_are_read_only_by_their_job_and_its_awarded_worker() -> Result<()> {
+    use common::{requirements, Script, ScriptedWorker};
+    use helium_protocol::{artifacts::{ArtifactChunk, ReadArtifact}, job::JobState};
+    let grid = Grid::start().await?;
+    grid.grant("alice", 5 * CREDIT).await?;
+    let _w1 = ScriptedWorker::with_script(&grid, "w1", "owner-1", CREDIT, 36.0, 8, Script::Idle).await?;
+    let job = grid.submit("alice", requirements(2 * CREDIT, CREDIT), 16).await?;
+    grid.wait_state("alice", &job.job_id, JobState::Running).await?;
+    let read = |name: &str| ReadArtifact { v: PROTOCOL_VERSION, job_id: job.job_id.clone(), name: name.into(), offset: 0, len: 16 };
+    let as_worker = |id: &'static str| {
+        let role = Role::Worker { owner: "owner-2".into() };
+        let nats = &grid.nats;
+        async move { nats.connect_as(&role, id).await }
+    };
+    let worker_read = |client: async_nats::Client, body: ReadArtifact, id: &'static str| async move {
+        let reply = client.request(subjects::worker(id, worker::ARTIFACT_READ), encode(&body).into()).await?;
+        anyhow::Ok(decode::<Reply<ArtifactChunk>>(&reply.payload)?.into_result())
+    };
+    // The awarded worker reads the model and the data; another worker reads neither.
+    for name in ["model", "data"] {
+        let mine = worker_read(as_worker("w1").await?, read(name), "w1").await?;
+        assert!(mine.is_ok(), "the awarded worker could not read {name}: {mine:?}");
+        let theirs = worker_read(as_worker("w2").await?, read(name), "w2").await?;
+        let err = theirs.expect_err("a worker read an artifact of a job not awarded to it");
+        assert!(matches!(err.code, ErrorCode::Unauthorized | ErrorCode::NotFound), "{err}");
+    }
+    // The researcher reads its own job's artifacts; another researcher does not see the job.
+    let own: Result<ArtifactChunk> = grid.request("alice", verbs::ARTIFACT_READ, &read("model")).await;
+    assert!(own.is_ok(), "{own:?}");
+    let other: Result<ArtifactChunk> = grid.request("mallory", verbs::ARTIFACT_READ, &read("model")).await;
+    assert!(other.expect_err("mallory read alice's model").to_string().contains("NotFound"));
+    Ok(())
+}

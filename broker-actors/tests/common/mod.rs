@@ -15,7 +15,7 @@ use futures::StreamExt;
 use helium_broker_actors::{Broker, BrokerConfig};
 use helium_protocol::{
     api::{Balance, Empty, Grant, JobEvent, JobEventKind, JobRef, JobView, SubmitJob},
-    auth::Role,
+    auth::Role as AuthRole,
     artifacts::{ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, UploadChunk, UploadStarted},
     decode, encode,
     job::{DeclaredWork, DeviceKind, JobState, Loss, OptimizerKind, OptimizerSpec, Requirements, TrainingSpec},
@@ -51,7 +51,7 @@ impl Grid {
             bid_window_ms: 1_000,
             invite_k: 8,
             heartbeat_ms: 200,
-            creds: nats.creds(&Role::Broker, "broker")?,
+            creds: nats.creds(&AuthRole::Broker, "broker")?,
             max_artifact_bytes: 1 << 20,
             replicas: 1,
         };
@@ -406,7 +406,7 @@ impl ScriptedWorker {
         memory_gib: u64,
         script: Script,
     ) -> Result<ScriptedWorker> {
-        let role = Role::Worker { owner: owner.to_string() };
+        let role = AuthRole::Worker { owner: owner.to_string() };
         let issued = grid.nats.authority.issue(&role, id, helium_test_support::now())?;
         let nats = grid.nats.connect_issued(&issued, &role, id).await?;
         let mut invites = nats.subscribe(subjects::dispatch(id, ">")).await?;

@@ -241,9 +241,12 @@ class AsyncGrid:
             )
         _check_principal(principal)
         refusals = _Refusals()
+        denied: list[str] = []  # nats-py retries after an auth error, then reports only "no servers"
 
         async def on_error(e: Exception) -> None:
-            if not refusals.refused(str(e)):
+            if "authorization violation" in str(e).lower():
+                denied.append(str(e))
+            elif not refusals.refused(str(e)):
                 log.debug("nats: %s", e)
 
         # The first connection gives up after a couple of tries per server (a wrong URL fails in
@@ -257,12 +260,12 @@ class AsyncGrid:
         options.update(nats_options)
         try:
             nc = await nats.connect(url, **options)
-        except nats.errors.Error as e:
-            if "authorization violation" in str(e).lower():
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as e:
+            if denied or "authorization violation" in str(e).lower():
                 held = f"the credential {path}" if path else "no credential"
-                raise Unauthorized(f"the grid at {url} refused the connection with {held} (revoked, or another grid's?)") from e
-            raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
-        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as e:
+                raise Unauthorized(
+                    f"the grid at {url} refused the connection with {held} (revoked, or another grid's?)"
+                ) from e
             raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
         if "max_reconnect_attempts" not in nats_options:
             nc.options["max_reconnect_attempts"] = -1  # read by nats-py at each reconnect
