@@ -48,8 +48,12 @@ impl Broker {
             .map_err(|e| e.to_string())
             .and_then(|token| helium_protocol::auth::jwt::issuer(token).map_err(|e| e.to_string()))
             .map_err(|e| BrokerError::Creds(format!("{}: {e}", config.creds.display())))?;
-        let nats = async_nats::ConnectOptions::with_credentials(&creds)
-            .map_err(|e| BrokerError::Creds(format!("{}: {e}", config.creds.display())))?
+        let mut options = async_nats::ConnectOptions::with_credentials(&creds)
+            .map_err(|e| BrokerError::Creds(format!("{}: {e}", config.creds.display())))?;
+        if let Some(ca) = &config.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let nats = options
             .name("helium-broker")
             .connect(&config.nats_url)
             .await

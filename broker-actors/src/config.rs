@@ -37,6 +37,10 @@ pub struct BrokerConfig {
     /// one whose signature the broker checks on a worker's registration.
     #[arg(long, env = "HELIUM_CREDS")]
     pub creds: std::path::PathBuf,
+    /// A CA certificate (PEM) to trust for the server's TLS certificate, and require TLS
+    /// (`deploy/tls.sh` makes one); without it, the system's roots for `tls://` URLs.
+    #[arg(long, env = "HELIUM_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Largest artifact accepted, in bytes.
     #[arg(long, env = "HELIUM_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
     pub max_artifact_bytes: u64,

@@ -150,10 +150,14 @@ impl KeyDir {
 
 /// Sends `account_jwt` to the server at `url` as the system user: the server applies it (its
 /// revocations included) without a restart. Returns the server's answer.
-pub async fn push_account(url: &str, system_creds: &Path, account_jwt: &str) -> Result<String> {
-    let client = async_nats::ConnectOptions::with_credentials_file(system_creds)
+pub async fn push_account(url: &str, system_creds: &Path, tls_ca: Option<&Path>, account_jwt: &str) -> Result<String> {
+    let mut options = async_nats::ConnectOptions::with_credentials_file(system_creds)
         .await
-        .with_context(|| format!("read {}", system_creds.display()))?
+        .with_context(|| format!("read {}", system_creds.display()))?;
+    if let Some(ca) = tls_ca {
+        options = options.add_root_certificates(ca.to_path_buf()).require_tls(true);
+    }
+    let client = options
         .connect(url)
         .await
         .with_context(|| format!("connect to {url} as the system user"))?;

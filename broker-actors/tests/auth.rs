@@ -216,7 +216,7 @@ async fn a_revoked_credential_is_refused_at_once_without_a_restart() -> Result<(
     let dir = tempfile::tempdir()?;
     let system = dir.path().join("system.creds");
     std::fs::write(&system, server.authority.system_user(now())?.creds)?;
-    keydir::push_account(&server.url, &system, &server.authority.account_jwt(now())?).await?;
+    keydir::push_account(&server.url, &system, None, &server.authority.account_jwt(now())?).await?;
 
     // The live connection is dropped...
     let dropped = tokio::time::timeout(Duration::from_secs(10), async {

@@ -80,7 +80,9 @@ class Proc:
     """A child process whose stdout and stderr lines are collected by reader threads (and
     copied to a log file), so tests can wait for a line without sleeping."""
 
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.name = name
         self.argv = argv
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +96,7 @@ class Proc:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         self._readers = [
             threading.Thread(target=self._read, args=("stdout", self.popen.stdout), daemon=True),

@@ -24,6 +24,9 @@ pub struct WorkerConfig {
     /// it names the worker's id and the owner whose account earns the credits.
     #[arg(long, env = "HELIUM_CREDS")]
     pub creds: PathBuf,
+    /// A CA certificate (PEM) to trust for the grid's TLS certificate, and require TLS.
+    #[arg(long, env = "HELIUM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     #[arg(long, env = "HELIUM_DEVICE", value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
     /// Device memory to advertise, GiB (default: the machine's RAM for CPU workers).

@@ -60,6 +60,9 @@ enum Creds {
         keys: PathBuf,
         #[arg(long, env = "HELIUM_NATS_URL")]
         nats: Option<String>,
+        /// A CA certificate to trust for a `tls://` server.
+        #[arg(long, env = "HELIUM_TLS_CA")]
+        tls_ca: Option<PathBuf>,
     },
     /// The credentials issued, one per line.
     List {
@@ -80,7 +83,7 @@ async fn main() -> Result<()> {
             let role = Role::parse(&role, owner.as_deref()).map_err(anyhow::Error::msg)?;
             print!("{}", KeyDir::open(&keys)?.issue(&role, &name)?.creds);
         }
-        Command::Creds(Creds::Revoke { name, role, keys, nats }) => {
+        Command::Creds(Creds::Revoke { name, role, keys, nats, tls_ca }) => {
             let mut dir = KeyDir::open(&keys)?;
             let revoked = dir.revoke(&name, role.as_deref())?;
             for r in &revoked {
@@ -88,7 +91,7 @@ async fn main() -> Result<()> {
             }
             match nats {
                 Some(url) => {
-                    let answer = push_account(&url, &dir.system_creds_path(), &dir.account_jwt()?).await?;
+                    let answer = push_account(&url, &dir.system_creds_path(), tls_ca.as_deref(), &dir.account_jwt()?).await?;
                     eprintln!("{url}: {answer}");
                 }
                 None => eprintln!("not pushed: pass --nats <url> (or restart nats-server) for it to take effect"),

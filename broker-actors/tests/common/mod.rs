@@ -52,6 +52,7 @@ impl Grid {
             invite_k: 8,
             heartbeat_ms: 200,
             creds: nats.creds(&AuthRole::Broker, "broker")?,
+            tls_ca: None,
             max_artifact_bytes: 1 << 20,
             replicas: 1,
         };

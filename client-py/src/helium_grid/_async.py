@@ -28,6 +28,7 @@ import datetime as _dt
 import io
 import logging
 import os
+import ssl
 import uuid
 from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, TypeVar
@@ -68,6 +69,8 @@ __all__ = ["AsyncGrid", "AsyncJob", "DEFAULT_URL", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger("helium_grid")
 
+#: The environment variable naming a CA certificate to trust for the grid's TLS.
+TLS_CA_ENV = "HELIUM_TLS_CA"
 #: Where a local grid listens by default.
 DEFAULT_URL = "nats://127.0.0.1:4222"
 #: Seconds a request waits for the broker's reply.
@@ -213,14 +216,17 @@ class AsyncGrid:
         *,
         creds: str | os.PathLike[str] | None = None,
         principal: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 5.0,
         **nats_options: Any,
     ) -> AsyncGrid:
         """Connect to the grid's NATS server with the credential ``creds`` (a ``.creds`` file
         the grid's operator issued; default ``$HELIUM_CREDS``): the principal is the
-        credential's. ``principal``, if given, must match it. ``nats_options`` go to
-        ``nats.connect`` (TLS, …).
+        credential's. ``principal``, if given, must match it. ``tls_ca`` (default
+        ``$HELIUM_TLS_CA``): a CA certificate (PEM) to trust for a ``tls://`` grid whose
+        certificate a private CA signed (``deploy/tls.sh``). ``nats_options`` go to
+        ``nats.connect``.
 
         Example::
 
@@ -240,6 +246,12 @@ class AsyncGrid:
                 "(the grid's operator issues one with `helium creds issue researcher <name>`)"
             )
         _check_principal(principal)
+        ca = tls_ca if tls_ca is not None else os.environ.get(TLS_CA_ENV) or None
+        if ca is not None and "tls" not in nats_options:
+            try:
+                nats_options["tls"] = ssl.create_default_context(cafile=os.fspath(ca))
+            except (OSError, ssl.SSLError) as e:
+                raise Unavailable(f"cannot read the CA certificate {ca}: {e}") from e
         refusals = _Refusals()
         denied: list[str] = []  # nats-py retries after an auth error, then reports only "no servers"
 
@@ -251,9 +263,12 @@ class AsyncGrid:
 
         # The first connection gives up after a couple of tries per server (a wrong URL fails in
         # seconds); once connected, the client reconnects forever, as a notebook may run for hours.
+        # The first attempt does not reconnect at all: nats-py retries a failed TLS handshake
+        # (an untrusted certificate) forever otherwise.
         options: dict[str, Any] = {
             "name": f"helium-grid-py:{principal}",
             "connect_timeout": connect_timeout,
+            "allow_reconnect": False,
             "max_reconnect_attempts": 1,
             "error_cb": on_error,
         }
@@ -269,6 +284,8 @@ class AsyncGrid:
             raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
         if "max_reconnect_attempts" not in nats_options:
             nc.options["max_reconnect_attempts"] = -1  # read by nats-py at each reconnect
+        if "allow_reconnect" not in nats_options:
+            nc.options["allow_reconnect"] = True  # read by nats-py when the connection drops
         return cls(nc, url=url, principal=principal, timeout=timeout, refusals=refusals)
 
     async def close(self) -> None:

@@ -131,7 +131,8 @@ class Grid:
     ``url`` is the grid's NATS server; ``creds`` the ``.creds`` file the grid's operator
     issued you (default ``$HELIUM_CREDS``; the local grid's are in ``.helium/grid/creds/``):
     you act as the principal it names, and nats-server lets you do nothing else. ``principal``,
-    if given, must match it. ``timeout`` bounds each request; with no broker answering, calls
+    if given, must match it. ``tls_ca`` (default ``$HELIUM_TLS_CA``) is a CA certificate to
+    trust for a ``tls://`` grid (deploy/tls.sh makes one). ``timeout`` bounds each request; with no broker answering, calls
     raise :class:`~helium_grid.Unavailable`.
 
     Example::
@@ -147,6 +148,7 @@ class Grid:
         *,
         creds: str | os.PathLike[str] | None = None,
         principal: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 5.0,
         **nats_options: Any,
@@ -159,6 +161,7 @@ class Grid:
                     url,
                     creds=creds,
                     principal=principal,
+                    tls_ca=tls_ca,
                     timeout=timeout,
                     connect_timeout=connect_timeout,
                     **nats_options,

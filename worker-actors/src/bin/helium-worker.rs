@@ -62,8 +62,12 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let credential = helium_protocol::auth::creds::jwt(&creds)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.creds.display()))?
         .to_string();
-    let nats = async_nats::ConnectOptions::with_credentials(&creds)
-        .with_context(|| format!("read the worker's credential {}", config.creds.display()))?
+    let mut options = async_nats::ConnectOptions::with_credentials(&creds)
+        .with_context(|| format!("read the worker's credential {}", config.creds.display()))?;
+    if let Some(ca) = &config.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let nats = options
         .custom_inbox_prefix(inbox)
         .name(format!("helium-worker {worker_id}"))
         .connect(&config.grid)
