@@ -56,7 +56,7 @@ include "keys/nats-auth.conf"
 CONF
   "$nats_server" -c "$grid/nats.conf" >"$grid/logs/nats.out" 2>"$grid/logs/nats.log" &
   echo $! >"$grid/pids/nats"
-  for _ in $(seq 300); do grep -q "Server is ready" "$grid/logs/nats.log" && break; sleep 0.1; done
+  for _ in $(seq 600); do grep -q "Server is ready" "$grid/logs/nats.log" && break; sleep 0.1; done
   grep -q "Server is ready" "$grid/logs/nats.log" || { echo "nats-server failed"; tail "$grid/logs/nats.log"; false; }
   url="nats://127.0.0.1:$port"
   local creds="$grid/creds"

@@ -114,7 +114,7 @@ struct Envelope {
 
 fn sign(issuer: &KeyPair, subject: &str, name: &str, nats: Value, iat: i64) -> Result<String, JwtError> {
     let claims = Envelope {
-        jti: uuid_like(subject, iat),
+        jti: uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
         iat,
         iss: issuer.public_key(),
         name: name.to_string(),
@@ -125,12 +125,6 @@ fn sign(issuer: &KeyPair, subject: &str, name: &str, nats: Value, iat: i64) -> R
     let signed = format!("{}.{}", BASE64URL_NOPAD.encode(HEADER.as_bytes()), BASE64URL_NOPAD.encode(&body));
     let signature = issuer.sign(signed.as_bytes()).map_err(|e| JwtError::Sign(e.to_string()))?;
     Ok(format!("{signed}.{}", BASE64URL_NOPAD.encode(&signature)))
-}
-
-/// A unique token id: the subject and time, plus randomness from a fresh key.
-fn uuid_like(subject: &str, iat: i64) -> String {
-    let nonce = KeyPair::new_user().public_key();
-    format!("{iat}-{}-{}", &subject[subject.len().saturating_sub(8)..], &nonce[nonce.len() - 16..])
 }
 
 /// Reads a user JWT, checking that `account_public_key` signed it. Never trusts a claim of an
