@@ -25,7 +25,8 @@ Example::
 - ``_submission``: argument checks, defaults (loss, optimizer), the trial step that refuses what
   cannot train, and serialization (TorchScript, safetensors), all before upload.
 - ``_artifacts``: chunked, SHA-256-checked upload and download.
-- ``_creds``: the principal a ``.creds`` file names (the grid's operator issues them).
+- ``_creds``: the principal a ``.creds`` file names (the grid's operator issues them);
+  ``_connect``: the NATS connection (credential, inbox prefix, TLS, refusals as ``Unauthorized``).
 - ``_state``: the model's state manifest sent at submit, and loading a result's tensors (never
   code) into the researcher's own module.
 - ``_wire``: MessagePack codec and the ``{v, ok | error}`` reply envelope.

@@ -28,10 +28,9 @@ import datetime as _dt
 import io
 import logging
 import os
-import ssl
 import uuid
-from collections.abc import AsyncGenerator, Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import nats
 import nats.errors
@@ -43,7 +42,7 @@ from nats.js.client import JetStreamContext
 
 from . import _subjects as subjects
 from ._artifacts import chunk_for_payload, download, upload
-from ._creds import CREDS_ENV, CredentialError, find_creds, principal_of
+from ._connect import Refusals, check_principal, connect_nats
 from ._limits import credits_to_micro
 from ._history import LiveCurve, checkpoint_epochs, history_frame, plot_history
 from ._progress import Tracker, bar_label
@@ -57,73 +56,22 @@ from .errors import (
     JobFailed,
     NotFound,
     ProtocolError,
-    Unauthorized,
     Unavailable,
     WaitTimeout,
 )
 
-T = TypeVar("T")
 from .records import Balance, JobEvent, JobState, JobStatus, StateChanged, WorkerInfo, parse_event
 
 __all__ = ["AsyncGrid", "AsyncJob", "DEFAULT_URL", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger("helium_grid")
 
-#: The environment variable naming a CA certificate to trust for the grid's TLS.
-TLS_CA_ENV = "HELIUM_TLS_CA"
 #: Where a local grid listens by default.
 DEFAULT_URL = "nats://127.0.0.1:4222"
 #: Seconds a request waits for the broker's reply.
 DEFAULT_TIMEOUT = 30.0
 #: While following a job, how long a silence lasts before the job record is polled.
 _POLL_SECONDS = 5.0
-
-
-class _Refusals:
-    """Turns nats-server's asynchronous "permissions violation" errors into a prompt
-    :class:`Unauthorized` for the request that caused it, instead of a timeout."""
-
-    _PREFIX = "permissions violation for publish to "
-
-    def __init__(self) -> None:
-        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
-
-    def refused(self, error: str) -> bool:
-        """Handles one of nats-py's error callbacks; whether it was a refusal."""
-        text = error.lower()
-        at = text.find(self._PREFIX)
-        if at < 0:
-            return False
-        subject = text[at + len(self._PREFIX) :].strip().strip("'\"")
-        log.warning("the grid refused a publish to %s", subject)
-        for fut in self._waiting.pop(subject, []):
-            if not fut.done():
-                fut.set_exception(
-                    Unauthorized(f"this credential may not publish to {subject} (nats-server refused it)")
-                )
-        return True
-
-    async def guard(self, subject: str, request: Coroutine[Any, Any, T]) -> T:
-        """``request``, or :class:`Unauthorized` as soon as the server refuses ``subject``."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        key = subject.lower()
-        self._waiting.setdefault(key, []).append(fut)
-        task = asyncio.ensure_future(request)
-        try:
-            await asyncio.wait({task, fut}, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                return task.result()
-            task.cancel()
-            fut.result()  # raises Unauthorized
-            raise AssertionError("unreachable")
-        finally:
-            waiting = self._waiting.get(key)
-            if waiting and fut in waiting:
-                waiting.remove(fut)
-                if not waiting:
-                    del self._waiting[key]
-            if not task.done():
-                task.cancel()
 
 
 def _consumer_name() -> str:
@@ -144,12 +92,6 @@ def _rename_on_reset(sub: Any) -> None:
         return await reset(sseq)
 
     jsi.reset_ordered_consumer = renamed
-
-
-def _check_principal(principal: str) -> str:
-    if not isinstance(principal, str) or not subjects.valid_id(principal):
-        raise BadRequest(f"principal must be 1-64 characters of [A-Za-z0-9_-], not {principal!r}")
-    return principal
 
 
 def finish(status: JobStatus, *, raise_on_failure: bool) -> JobStatus:
@@ -200,14 +142,14 @@ class AsyncGrid:
         url: str,
         principal: str,
         timeout: float = DEFAULT_TIMEOUT,
-        refusals: _Refusals | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self.url = url
-        self.principal = _check_principal(principal)
+        self.principal = check_principal(principal)
         self.timeout = timeout
-        self._refusals = refusals or _Refusals()
+        self._refusals = refusals or Refusals()
 
     @classmethod
     async def connect(
@@ -232,60 +174,9 @@ class AsyncGrid:
 
             grid = await AsyncGrid.connect("nats://127.0.0.1:4222", creds="alice.creds")
         """
-        path = find_creds(creds)
-        if path is not None:
-            who = principal_of(path)
-            if principal is not None and principal != who.name:
-                raise CredentialError(f"{path} is {who.role} {who.name}'s credential, not {principal}'s")
-            principal = who.name
-            nats_options.setdefault("user_credentials", str(path))
-            nats_options.setdefault("inbox_prefix", who.inbox_prefix)
-        elif principal is None:
-            raise CredentialError(
-                f"no credential: pass creds='<principal>.creds' or set ${CREDS_ENV} "
-                "(the grid's operator issues one with `helium creds issue researcher <name>`)"
-            )
-        _check_principal(principal)
-        ca = tls_ca if tls_ca is not None else os.environ.get(TLS_CA_ENV) or None
-        if ca is not None and "tls" not in nats_options:
-            try:
-                nats_options["tls"] = ssl.create_default_context(cafile=os.fspath(ca))
-            except (OSError, ssl.SSLError) as e:
-                raise Unavailable(f"cannot read the CA certificate {ca}: {e}") from e
-        refusals = _Refusals()
-        denied: list[str] = []  # nats-py retries after an auth error, then reports only "no servers"
-
-        async def on_error(e: Exception) -> None:
-            if "authorization violation" in str(e).lower():
-                denied.append(str(e))
-            elif not refusals.refused(str(e)):
-                log.debug("nats: %s", e)
-
-        # The first connection gives up after a couple of tries per server (a wrong URL fails in
-        # seconds); once connected, the client reconnects forever, as a notebook may run for hours.
-        # The first attempt does not reconnect at all: nats-py retries a failed TLS handshake
-        # (an untrusted certificate) forever otherwise.
-        options: dict[str, Any] = {
-            "name": f"helium-grid-py:{principal}",
-            "connect_timeout": connect_timeout,
-            "allow_reconnect": False,
-            "max_reconnect_attempts": 1,
-            "error_cb": on_error,
-        }
-        options.update(nats_options)
-        try:
-            nc = await nats.connect(url, **options)
-        except (nats.errors.Error, OSError, asyncio.TimeoutError) as e:
-            if denied or "authorization violation" in str(e).lower():
-                held = f"the credential {path}" if path else "no credential"
-                raise Unauthorized(
-                    f"the grid at {url} refused the connection with {held} (revoked, or another grid's?)"
-                ) from e
-            raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
-        if "max_reconnect_attempts" not in nats_options:
-            nc.options["max_reconnect_attempts"] = -1  # read by nats-py at each reconnect
-        if "allow_reconnect" not in nats_options:
-            nc.options["allow_reconnect"] = True  # read by nats-py when the connection drops
+        nc, principal, refusals = await connect_nats(
+            url, creds=creds, principal=principal, tls_ca=tls_ca, connect_timeout=connect_timeout, **nats_options
+        )
         return cls(nc, url=url, principal=principal, timeout=timeout, refusals=refusals)
 
     async def close(self) -> None:
@@ -535,7 +426,7 @@ class AsyncGrid:
 
             await operator.grant("alice", 100)
         """
-        _check_principal(principal)
+        check_principal(principal)
         micro = credits_to_micro(credits, what="credits")
         if micro == 0:
             raise BadRequest("a grant must be positive")
