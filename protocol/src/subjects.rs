@@ -160,7 +160,8 @@ pub mod keys {
             "result.safetensors" => "result".to_string(),
             other => {
                 let step = other.strip_prefix("checkpoints/")?.strip_suffix(".safetensors")?;
-                step.parse::<u64>().ok()?;
+                // Only the spelling `checkpoint` writes: `007` or `+7` would name step 7 twice.
+                step.parse::<u64>().ok().filter(|n| n.to_string() == step)?;
                 format!("checkpoints/{step}")
             }
         };
@@ -197,5 +198,7 @@ mod tests {
             Some(("j".into(), "result".into()))
         );
         assert_eq!(keys::parse_job_key("jobs/j/evil.pt"), None);
+        assert_eq!(keys::parse_job_key("jobs/j/checkpoints/007.safetensors"), None);
+        assert_eq!(keys::parse_job_key("jobs/j/checkpoints/+7.safetensors"), None);
     }
 }

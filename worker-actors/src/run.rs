@@ -17,10 +17,7 @@ use helium_protocol::{
     PROTOCOL_VERSION,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    sync::oneshot,
-};
+use tokio::{io::BufReader, sync::oneshot};
 
 use crate::{
     agent::AgentMsg,
@@ -29,7 +26,11 @@ use crate::{
         limits::{exit_reason, Ended, JobLimits},
         spawn::kill_group,
     },
-    trainer::{checkpoint, TrainerEvent},
+    trainer::{
+        checkpoint,
+        report::{self, Line},
+        TrainerEvent,
+    },
     transfer,
     uploader::{Pending, Uploaded, Uploader},
 };
@@ -219,11 +220,17 @@ impl RunState {
             .map_err(|e| format!("cannot start the trainer: {e}"))?;
         let stdout = child.stdout.take().ok_or("trainer has no stdout")?;
         let lines_to = me.clone();
+        let job_id = award.job_id.clone();
         let reader = tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if lines_to.send_message(RunMsg::Line(line)).is_err() {
-                    break;
+            let mut stdout = BufReader::new(stdout);
+            while let Ok(Some(line)) = report::read_line(&mut stdout).await {
+                match line {
+                    Line::Text(line) => {
+                        if lines_to.send_message(RunMsg::Line(line)).is_err() {
+                            break;
+                        }
+                    }
+                    Line::TooLong(bytes) => tracing::warn!(job = %job_id, bytes, "trainer printed an overlong line; skipped"),
                 }
             }
         });
@@ -285,9 +292,9 @@ impl RunState {
     }
 
     async fn on_line(&mut self, line: &str) {
-        let event = match serde_json::from_str::<TrainerEvent>(line) {
-            Ok(event) => event,
-            Err(_) => {
+        let event = match report::parse_line(line) {
+            Some(event) => event,
+            None => {
                 tracing::info!(job = %self.job_id(), line, "trainer output");
                 return;
             }

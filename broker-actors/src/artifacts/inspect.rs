@@ -22,8 +22,9 @@ pub struct DataSummary {
     pub y_dtype: String,
 }
 
-/// Largest safetensors header we accept (the format itself caps it at 100 MB).
-pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
+/// Largest safetensors header we accept: the format's own cap of 100 MB, which the worker's
+/// reader (the `safetensors` crate) enforces.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Bytes per element of the dtypes training accepts; `None` for any other.
 fn dtype_bytes(dtype: &str) -> Option<u64> {
@@ -49,14 +50,23 @@ pub fn header_len(prefix: &[u8]) -> Result<u64, String> {
     Ok(n)
 }
 
-/// Checks a safetensors header: `x` and `y` present, same number of rows, known dtypes, offsets
-/// inside the file; `x_val`/`y_val` likewise when given.
+/// Checks a safetensors header: `x` and `y` present, same number of rows, known dtypes, the
+/// tensors tiling the body exactly (as the worker's reader demands); `x_val`/`y_val` likewise
+/// when given.
 pub fn check_data(header_json: &[u8], file_size: u64, header_len: u64) -> Result<DataSummary, String> {
+    if header_json.first() != Some(&b'{') {
+        return Err("data is not safetensors: the header does not start with `{`".into());
+    }
     let raw: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header_json)
         .map_err(|e| format!("data is not safetensors: header is not JSON ({e})"))?;
     let mut tensors = BTreeMap::new();
+    let mut ranges = Vec::with_capacity(raw.len());
+    let body = file_size.saturating_sub(8).saturating_sub(header_len);
     for (name, value) in raw {
         if name == "__metadata__" {
+            if !value.is_null() && serde_json::from_value::<BTreeMap<String, String>>(value).is_err() {
+                return Err("data is not safetensors: its __metadata__ is not a map of strings".into());
+            }
             continue;
         }
         let t: TensorHeader =
@@ -66,7 +76,6 @@ pub fn check_data(header_json: &[u8], file_size: u64, header_len: u64) -> Result
         };
         // Every number here comes from the uploader: checked arithmetic only.
         let (start, end) = t.data_offsets;
-        let body = file_size.saturating_sub(8).saturating_sub(header_len);
         if start > end || end > body {
             return Err(format!("data tensor `{name}` points outside the file"));
         }
@@ -79,7 +88,21 @@ pub fn check_data(header_json: &[u8], file_size: u64, header_len: u64) -> Result
                 end - start
             ));
         }
+        ranges.push((start, end));
         tensors.insert(name, t);
+    }
+    // Sorted, each tensor starts where the previous ended and the last ends the file: no gaps,
+    // overlaps or trailing bytes, which safetensors readers refuse.
+    ranges.sort_unstable();
+    let mut at = 0u64;
+    for (start, end) in ranges {
+        if start != at {
+            return Err("data is not safetensors: its tensors overlap or leave gaps".into());
+        }
+        at = end;
+    }
+    if at != body {
+        return Err("data is not safetensors: bytes follow the last tensor".into());
     }
     let rows = |name: &str| -> Result<u64, String> {
         let t = tensors
@@ -155,7 +178,22 @@ mod tests {
         );
         assert!(check_data(&h, 8 + n + 32, n).unwrap_err().contains("does not fill"));
         assert!(check_data(&h, 0, u64::MAX).is_err());
-        assert!(check_data(b"not json", 100, 8).unwrap_err().contains("not JSON"));
+        assert!(check_data(b"{not json", 100, 9).unwrap_err().contains("not JSON"));
+        // What the worker's safetensors reader refuses is refused here, not minutes later.
+        let (h, n) = header(
+            r#"{"x":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"y":{"dtype":"I64","shape":[2],"data_offsets":[24,40]}}"#,
+        );
+        assert!(check_data(&h, 8 + n + 40, n).unwrap_err().contains("gaps"));
+        let (h, n) = header(
+            r#"{"x":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"y":{"dtype":"I32","shape":[2],"data_offsets":[8,16]}}"#,
+        );
+        assert!(check_data(&h, 8 + n + 16, n).unwrap_err().contains("overlap"));
+        let (h, n) = header(
+            r#"{"x":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"y":{"dtype":"I64","shape":[2],"data_offsets":[16,32]}}"#,
+        );
+        assert!(check_data(&h, 8 + n + 33, n).unwrap_err().contains("follow"));
+        let spaced = [b" ".as_slice(), &h].concat();
+        assert!(check_data(&spaced, 8 + n + 33, n + 1).unwrap_err().contains("start"));
     }
 
     #[test]

@@ -151,6 +151,10 @@ pub fn check(head: &[u8], file_size: u64, expect: &Expect) -> Result<(), StateEr
         .ok()
         .and_then(|n| head.get(8..8 + n))
         .ok_or_else(|| not("the header runs past the end of the file"))?;
+    // As the safetensors readers (the worker's, the client's) demand.
+    if header.first() != Some(&b'{') {
+        return Err(not("the header does not start with `{`"));
+    }
     let entries: BTreeMap<String, Entry> =
         serde_json::from_slice(header).map_err(|e| StateError::NotSafetensors(format!("the header is not a safetensors header ({e})")))?;
 
@@ -360,6 +364,8 @@ mod tests {
         short.extend_from_slice(b"{}");
         assert!(matches!(run(&short, StateKind::Result), Err(StateError::NotSafetensors(_))));
         assert!(matches!(check(&ok, 10, &expect(StateKind::Result)), Err(StateError::NotSafetensors(_))));
+        let spaced = raw(&format!(" {}", std::str::from_utf8(&ok[8..]).unwrap_or_default().trim_end()), 44);
+        assert!(matches!(run(&spaced, StateKind::Result), Err(StateError::NotSafetensors(_))));
         let mut not_json = 8u64.to_le_bytes().to_vec();
         not_json.extend_from_slice(b"not json");
         assert!(matches!(run(&not_json, StateKind::Result), Err(StateError::NotSafetensors(_))));

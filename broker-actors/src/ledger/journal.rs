@@ -46,6 +46,10 @@ pub fn encode_entry(transfers: &[Transfer]) -> (Vec<u8>, String) {
 /// The transfers of one journal message, in order.
 pub fn decode_entry(payload: &[u8]) -> Result<Vec<Transfer>, String> {
     match decode::<Entry>(payload).map_err(|e| e.to_string())? {
+        // `decode` checked the batch's `v`; each transfer in it carries one too.
+        Entry::Batch(b) if b.batch.iter().any(|t| t.v != PROTOCOL_VERSION) => {
+            Err(format!("a journal batch holds a transfer of another protocol version than {PROTOCOL_VERSION}"))
+        }
         Entry::Batch(b) => Ok(b.batch),
         Entry::One(t) => Ok(vec![t]),
     }
@@ -156,5 +160,8 @@ mod tests {
         assert!(id.starts_with("batch."), "{id}");
         assert_eq!(decode_entry(&group).unwrap(), vec![t("a"), t("b")]);
         assert!(decode_entry(b"\x01").is_err());
+        let mut old = t("c");
+        old.v = 0;
+        assert!(decode_entry(&encode(&Batch { v: PROTOCOL_VERSION, batch: vec![t("a"), old] })).is_err());
     }
 }

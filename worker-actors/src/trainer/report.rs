@@ -94,6 +94,65 @@ impl TrainerEvent {
     }
 }
 
+/// Longest event line the agent reads from the child; the rest of a longer line is skipped
+/// unread into memory. Real lines are well under a kilobyte; a failure reason may be long.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// One line of the child's stdout, as the agent reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    /// A line of at most [`MAX_LINE_BYTES`], without its `\n` (invalid UTF-8 replaced).
+    Text(String),
+    /// A line longer than [`MAX_LINE_BYTES`], skipped: its length in bytes.
+    TooLong(u64),
+}
+
+/// Reads the next line of the child's stdout, holding at most [`MAX_LINE_BYTES`] of it:
+/// `None` at the end of the stream. Invalid UTF-8 does not end the stream (a reader that
+/// stopped there would leave the child blocked on a full pipe).
+pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Line>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = Vec::new();
+    let mut len = 0u64;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            // The end of the stream; a last line without `\n` still counts.
+            return Ok((len > 0).then(|| finish(line, len)));
+        }
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1),
+            None => (chunk, chunk.len()),
+        };
+        let ended = done > part.len();
+        len += part.len() as u64;
+        if len <= MAX_LINE_BYTES as u64 {
+            line.extend_from_slice(part);
+        } else {
+            line = Vec::new();
+        }
+        reader.consume(done);
+        if ended {
+            return Ok(Some(finish(line, len)));
+        }
+    }
+}
+
+fn finish(line: Vec<u8>, len: u64) -> Line {
+    if len > MAX_LINE_BYTES as u64 {
+        return Line::TooLong(len);
+    }
+    match String::from_utf8(line) {
+        Ok(text) => Line::Text(text),
+        Err(e) => Line::Text(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
+/// The event a line of the child's stdout carries, `None` for any other output.
+pub fn parse_line(line: &str) -> Option<TrainerEvent> {
+    serde_json::from_str(line).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +201,28 @@ mod tests {
                 reason: "x has 3 rows but y has 2".into()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_survive_bad_bytes() {
+        let mut input = b"{\"event\":\"completed\"}\n\xff\xfe\n".to_vec();
+        input.extend(std::iter::repeat_n(b'a', MAX_LINE_BYTES + 1));
+        input.extend_from_slice(b"\nlast");
+        let mut reader = &input[..];
+        let mut lines = Vec::new();
+        while let Some(line) = read_line(&mut reader).await.unwrap() {
+            lines.push(line);
+        }
+        assert_eq!(
+            lines,
+            [
+                Line::Text(r#"{"event":"completed"}"#.into()),
+                Line::Text("\u{fffd}\u{fffd}".into()),
+                Line::TooLong(MAX_LINE_BYTES as u64 + 1),
+                Line::Text("last".into()),
+            ]
+        );
+        assert_eq!(parse_line(r#"{"event":"completed"}"#), Some(TrainerEvent::Completed {}));
+        assert_eq!(parse_line("Epoch 1"), None);
     }
 }
