@@ -130,6 +130,7 @@ def test_requests_carry_the_version_and_encode_as_named_maps() -> None:
         ("invalid_model", errors.InvalidModel),
         ("invalid_data", errors.InvalidData),
         ("digest_mismatch", errors.DigestMismatch),
+        ("quota_exceeded", errors.QuotaExceeded),
         ("unavailable", errors.Unavailable),
         ("internal", errors.Internal),
     ],
