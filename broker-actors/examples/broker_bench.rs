@@ -167,7 +167,7 @@ async fn main() -> Result<()> {
 async fn pipelined(in_flight: usize, window: Duration) -> Result<f64> {
     let server = NatsServer::start_synced()?;
     let js = async_nats::jetstream::new(server.connect().await?);
-    streams::ensure(&js, 1).await.map_err(|e| anyhow!("streams: {e}"))?;
+    streams::ensure(&js, 1, &Default::default()).await.map_err(|e| anyhow!("streams: {e}"))?;
     let (mut last, mut sent) = (0u64, 0u64);
     let t0 = Instant::now();
     while t0.elapsed() < window {
@@ -439,7 +439,7 @@ async fn ledger(callers: usize, window: Duration, fsync: bool) -> Result<LedgerR
         NatsServer::start()
     }?;
     let js = async_nats::jetstream::new(server.connect().await?);
-    streams::ensure(&js, 1).await.map_err(|e| anyhow!("streams: {e}"))?;
+    streams::ensure(&js, 1, &Default::default()).await.map_err(|e| anyhow!("streams: {e}"))?;
     let (ledger, _) = Actor::spawn(None, Ledger, js.clone()).await?;
     for c in 0..callers {
         let grant = transfer(

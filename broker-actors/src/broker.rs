@@ -59,7 +59,7 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::Connect(config.nats_url.clone(), e.to_string()))?;
         let js = async_nats::jetstream::new(nats.clone());
-        let streams = streams::ensure(&js, config.replicas)
+        let streams = streams::ensure(&js, config.replicas, &config.streams)
             .await
             .map_err(|e| BrokerError::Streams(e.to_string()))?;
         let store = Store::open(&config.store)?;
@@ -71,6 +71,7 @@ impl Broker {
             ArtifactsArgs {
                 store: store.clone(),
                 max_artifact_bytes: config.max_artifact_bytes,
+                max_staged_bytes: config.quotas.max_staged_bytes,
                 max_chunk: helium_protocol::limits::chunk_for_payload(nats.max_payload() as u64),
             },
         )
@@ -106,6 +107,7 @@ impl Broker {
             auctioneer,
             registry,
             bid_window: config.bid_window(),
+            quotas: config.quotas,
         };
         let (manager, _): (ActorRef<ManagerMsg>, _) = Actor::spawn(None, JobManager, deps.clone()).await?;
         registry_events.subscribe(manager.clone(), |event| Some(ManagerMsg::Registry(event)));

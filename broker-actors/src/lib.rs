@@ -47,6 +47,7 @@ pub struct Deps {
     pub auctioneer: ActorRef<auction::AuctioneerMsg>,
     pub registry: ActorRef<registry::RegistryMsg>,
     pub bid_window: Duration,
+    pub quotas: config::Quotas,
 }
 
 /// What the NATS ingress needs: [`Deps`] plus the job manager that routes to supervisors.

@@ -41,7 +41,7 @@ fn assert_invariants(b: &BTreeMap<String, i128>) {
 async fn hold_post_void_keep_the_books_balanced_and_replay_to_the_same_balances() {
     let mut server = NatsServer::start().unwrap();
     let js = async_nats::jetstream::new(server.connect().await.unwrap());
-    streams::ensure(&js, 1).await.unwrap();
+    streams::ensure(&js, 1, &Default::default()).await.unwrap();
     let (ledger, handle) = Actor::spawn(None, Ledger, js.clone()).await.unwrap();
 
     apply(&ledger, t("grant.1", MINT, &user("r"), 1_000)).await.unwrap();
@@ -100,7 +100,7 @@ async fn hold_post_void_keep_the_books_balanced_and_replay_to_the_same_balances(
 async fn a_second_ledger_writer_catches_up_instead_of_forking_the_journal() {
     let server = NatsServer::start().unwrap();
     let js = async_nats::jetstream::new(server.connect().await.unwrap());
-    streams::ensure(&js, 1).await.unwrap();
+    streams::ensure(&js, 1, &Default::default()).await.unwrap();
     let (first, _) = Actor::spawn(None, Ledger, js.clone()).await.unwrap();
     let (second, _) = Actor::spawn(None, Ledger, js.clone()).await.unwrap();
     apply(&first, t("g1", MINT, &user("a"), 100)).await.unwrap();
@@ -146,7 +146,7 @@ async fn replay_after_restart(
 
 async fn ledger_on(server: &NatsServer) -> (ActorRef<LedgerMsg>, jetstream::Context) {
     let js = jetstream::new(server.connect().await.unwrap());
-    streams::ensure(&js, 1).await.unwrap();
+    streams::ensure(&js, 1, &Default::default()).await.unwrap();
     let (ledger, _) = Actor::spawn(None, Ledger, js.clone()).await.unwrap();
     (ledger, js)
 }
@@ -295,7 +295,7 @@ async fn a_retried_id_is_a_noop_and_a_differing_transfer_with_a_used_id_is_refus
 async fn a_pre_published_message_id_is_not_applied() {
     let mut server = NatsServer::start_synced().unwrap();
     let js = jetstream::new(server.connect().await.unwrap());
-    streams::ensure(&js, 1).await.unwrap();
+    streams::ensure(&js, 1, &Default::default()).await.unwrap();
     let squat = |msg_id: &str, payload: Transfer| {
         let js = js.clone();
         let publish = PublishMessage::build()

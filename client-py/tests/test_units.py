@@ -130,6 +130,7 @@ def test_requests_carry_the_version_and_encode_as_named_maps() -> None:
         ("invalid_model", errors.InvalidModel),
         ("invalid_data", errors.InvalidData),
         ("digest_mismatch", errors.DigestMismatch),
+        ("quota_exceeded", errors.QuotaExceeded),
         ("unavailable", errors.Unavailable),
         ("internal", errors.Internal),
     ],
@@ -148,8 +149,8 @@ def test_input_errors_share_one_family() -> None:
     assert issubclass(errors.InvalidModel, errors.BadRequest)
     assert issubclass(errors.InvalidData, errors.BadRequest)
     assert issubclass(errors.WaitTimeout, TimeoutError)
-    unknown = errors.error_from_wire("quota_exceeded", "slow down")
-    assert type(unknown) is errors.HeliumError and unknown.code == "quota_exceeded"
+    unknown = errors.error_from_wire("rate_limited", "slow down")
+    assert type(unknown) is errors.HeliumError and unknown.code == "rate_limited"
 
 
 def test_replies_that_are_not_envelopes_are_protocol_errors() -> None:

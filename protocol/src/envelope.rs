@@ -33,6 +33,9 @@ pub enum ErrorCode {
     InvalidState,
     /// A SHA-256 or size did not match what was declared.
     DigestMismatch,
+    /// The caller is over one of its quotas (open jobs, staged bytes, checkpoints per
+    /// award); it may try again once under it.
+    QuotaExceeded,
     /// The grid cannot serve this now (e.g. a dependency timed out); retrying may work.
     Unavailable,
     Internal,

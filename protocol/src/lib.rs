@@ -11,7 +11,8 @@
 //! - [`artifacts`]: chunked, digest-checked upload and download of models, data and results.
 //! - [`worker`]: worker ↔ broker messages (register, heartbeat, invite/bid, award, run events).
 //! - [`ledger`]: journal entries of the double-entry ledger and money units.
-//! - [`limits`]: sizes both sides must agree on.
+//! - [`limits`]: every bound in one place: chunk sizes, caps on values, quotas, stream limits.
+//! - [`validate`]: pure checks of what a peer sends (ids, asks, bids, awards) and truncation.
 //! - [`state`]: the tensor state files (checkpoints, results) and the model's state manifest.
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod ledger;
 pub mod limits;
 pub mod state;
 pub mod subjects;
+pub mod validate;
 pub mod worker;
 
 pub use envelope::{decode, encode, ErrorCode, Reply, WireError, PROTOCOL_VERSION};

@@ -1,7 +1,11 @@
-//! Sizes that both sides of a chunked transfer agree on. A chunk is as large as the NATS
-//! server lets a message be (its `max_payload`, 1 MiB by default, the local grid's 8 MiB),
-//! less room for the envelope, up to [`MAX_CHUNK_BYTES`]; senders keep [`TRANSFER_WINDOW`]
-//! chunks in flight, so a transfer is not one round trip per chunk.
+//! Every number that bounds what crosses a process boundary, in one place: chunk sizes both
+//! sides of a transfer agree on, caps on strings and values in messages (checked by
+//! [`crate::validate`]), the broker's default quotas, and the limits of its streams and bucket.
+//!
+//! A chunk is as large as the NATS server lets a message be (its `max_payload`, 1 MiB by
+//! default, the local grid's 8 MiB), less room for the envelope, up to [`MAX_CHUNK_BYTES`];
+//! senders keep [`TRANSFER_WINDOW`] chunks in flight, so a transfer is not one round trip per
+//! chunk.
 
 /// Largest data field of one artifact chunk, upload or download.
 pub const MAX_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
@@ -16,6 +20,71 @@ pub const REORDER_CHUNKS: u64 = TRANSFER_WINDOW as u64;
 pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Micro-credits in one credit: all amounts on the wire and in the ledger are integers.
 pub const MICRO_PER_CREDIT: u64 = 1_000_000;
+
+// ---- Strings and values in messages ([`crate::validate`]) ----
+
+/// Longest id (principal, worker, job, award, upload): one subject token, never a path.
+pub const MAX_ID_BYTES: usize = 64;
+/// Longest failure reason (or other free text a peer sends that a person reads). Longer ones
+/// are truncated, not refused, so that a run that failed with a huge message still settles.
+pub const MAX_REASON_BYTES: usize = 4096;
+/// Longest `device_name` of an ask, and `device` of a `started` run event.
+pub const MAX_DEVICE_NAME_BYTES: usize = 128;
+/// Most device memory an ask may claim (64 TiB: more than any machine offers today).
+pub const MAX_DEVICE_MEMORY_BYTES: u64 = 64 << 40;
+/// Most parameter-samples per second an ask may claim (1e16: ~100× an H200's bf16 peak
+/// divided by the ~6 FLOPs a parameter-sample costs). An ask over it would rank first in
+/// every auction on a claim no machine can meet.
+pub const MAX_THROUGHPUT: f64 = 1e16;
+/// Highest price per device-hour an ask or a bid may name: a million credits.
+pub const MAX_PRICE_PER_HOUR: u64 = 1_000_000 * MICRO_PER_CREDIT;
+/// Longest ETA a bid may quote: a year.
+pub const MAX_ETA_SECS: f64 = 365.0 * 24.0 * 3600.0;
+/// Shortest ETA a bid may quote: the fixed overhead every estimate includes
+/// ([`crate::job::FIXED_OVERHEAD_SECS`]). A shorter one cannot be honest, and an ETA of 0
+/// would cost 0 and win every auction.
+pub const MIN_ETA_SECS: f64 = crate::job::FIXED_OVERHEAD_SECS;
+/// Longest line the worker agent reads from its trainer child; longer lines are dropped
+/// (the trainer's own lines are far shorter: its reasons are truncated to [`MAX_REASON_BYTES`]).
+pub const MAX_CHILD_LINE_BYTES: usize = 64 * 1024;
+
+// ---- Quotas (broker flags; these are the defaults) ----
+
+/// Jobs one researcher may have open (not finished) at once (`--max-open-jobs`).
+pub const DEFAULT_MAX_OPEN_JOBS: usize = 1024;
+/// Bytes one researcher may have in staging (uploads begun or committed, not yet claimed by
+/// a job) at once (`--max-staged-bytes`): eight of the largest artifacts.
+pub const DEFAULT_MAX_STAGED_BYTES: u64 = 8 * DEFAULT_MAX_ARTIFACT_BYTES;
+/// Checkpoint uploads one award may begin (`--max-checkpoints-per-award`): a checkpoint every
+/// 30 s (the default interval) for over 17 hours.
+pub const DEFAULT_MAX_CHECKPOINTS_PER_AWARD: u32 = 2048;
+
+// ---- JetStream streams and the job bucket ----
+
+/// Largest message of the events and runs streams (events carry reasons of at most
+/// [`MAX_REASON_BYTES`]; nothing else in them is large).
+pub const MAX_EVENT_MESSAGE_BYTES: i32 = 64 * 1024;
+/// Events kept per job (`helium.v1.events.<principal>.<job>`); the oldest go first. A job
+/// publishes about one per epoch, so only jobs of over ~20 000 epochs lose early progress.
+pub const MAX_EVENTS_PER_JOB: i64 = 20_000;
+/// Run events kept per worker subject (they are consumed within seconds; the rest is history).
+pub const MAX_RUN_EVENTS_PER_WORKER: i64 = 10_000;
+/// Largest job record in the `helium_jobs` bucket. A submission whose record would come
+/// within [`JOB_RECORD_GROWTH_BYTES`] of it is refused (`too_large`), so that no later update
+/// (a reason, checkpoints, an award) can exceed it.
+pub const MAX_JOB_RECORD_BYTES: i32 = 512 * 1024;
+/// Room a record keeps for what a job adds to it after submit.
+pub const JOB_RECORD_GROWTH_BYTES: usize = 64 * 1024;
+/// Revisions the job bucket keeps per key.
+pub const JOB_RECORD_HISTORY: i64 = 5;
+/// Default byte limits of the streams and the bucket (broker flags). nats-server reserves a
+/// stream's `max_bytes` from its storage at creation, so the defaults fit a small disk.
+pub const DEFAULT_EVENTS_MAX_BYTES: i64 = 1 << 30;
+pub const DEFAULT_RUNS_MAX_BYTES: i64 = 1 << 30;
+pub const DEFAULT_JOBS_MAX_BYTES: i64 = 2 << 30;
+/// The ledger journal never discards: when full it refuses appends (transfers fail
+/// `unavailable`) rather than lose an entry. 4 GiB is some 15 million transfers.
+pub const DEFAULT_LEDGER_MAX_BYTES: i64 = 4 << 30;
 
 /// Micro-credits as credits, for people to read (never for arithmetic: amounts stay integers).
 pub fn credits(micro: u64) -> f64 {

@@ -190,6 +190,15 @@ impl AgentState {
     }
 
     async fn accept(&mut self, me: &ActorRef<AgentMsg>, award: Award) -> AwardAck {
+        // The award id names the job directory: a path-like one (`../x`, `a/b`, `.`) is
+        // refused before anything touches the file system.
+        if let Err(e) = award.validate() {
+            tracing::warn!(job = %award.job_id.escape_debug(), error = %e, "award refused");
+            return AwardAck {
+                accepted: false,
+                reason: Some(format!("award refused: {e}")),
+            };
+        }
         if let Some(c) = &self.current {
             return AwardAck {
                 accepted: false,

@@ -9,12 +9,14 @@
 //! - [`sandbox`]: the child's sandbox: namespaces, rlimits, Landlock, seccomp, the probe.
 //! - [`transfer`]: chunked, digest-checked artifact transfer through the broker.
 //! - [`uploader`]: a run's checkpoint uploads, one in flight, newest wins.
+//! - [`jobfs`]: file access inside a job directory that no link the child planted escapes.
 //! - [`trainer`]: the tch trainer that runs inside the child process.
 //! - [`config`]: the binary's flags.
 
 pub mod agent;
 pub mod child;
 pub mod config;
+pub mod jobfs;
 pub mod run;
 pub mod sandbox;
 pub mod trainer;

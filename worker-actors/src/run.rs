@@ -6,13 +6,14 @@
 //! result. Cancel kills the child. Files are named by this side from the step the child
 //! reports, never taken from the child's output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use helium_protocol::{
     artifacts::{self, ArtifactInfo},
     encode,
     subjects::{self, worker},
+    validate,
     worker::{Award, RunEvent, RunEventKind},
     PROTOCOL_VERSION,
 };
@@ -22,6 +23,7 @@ use tokio::{io::BufReader, sync::oneshot};
 use crate::{
     agent::AgentMsg,
     child::{self, ChildSpec},
+    jobfs,
     sandbox::{
         limits::{exit_reason, Ended, JobLimits},
         spawn::kill_group,
@@ -187,19 +189,29 @@ impl RunState {
 
     async fn prepare_and_spawn(&mut self, me: &ActorRef<RunMsg>) -> Result<(), String> {
         let dir = &self.args.job_dir;
-        tokio::fs::create_dir_all(dir)
+        // A fresh directory: nothing a previous child left (a link, a FIFO) may be in it.
+        if tokio::fs::symlink_metadata(dir).await.is_ok() {
+            let _ = tokio::fs::remove_dir_all(dir).await; // removes links, never their targets
+        }
+        if let Some(parent) = dir.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| format!("worker cannot create its work dir: {e}"))?;
+        }
+        tokio::fs::create_dir(dir)
             .await
             .map_err(|e| format!("worker cannot create its job dir: {e}"))?;
         let award = &self.args.award;
         let fetch = |info: ArtifactInfo, file: &'static str| {
-            let (nats, worker_id, job_id, path) = (
+            let (nats, worker_id, job_id, dir) = (
                 self.args.nats.clone(),
                 self.args.worker_id.clone(),
                 award.job_id.clone(),
-                dir.join(file),
+                dir.clone(),
             );
             async move {
-                transfer::download(&nats, &worker_id, &job_id, &info, &path)
+                let dest = jobfs::create(&dir, Path::new(file)).map_err(|e| format!("creating {file}: {e}"))?;
+                transfer::download(&nats, &worker_id, &job_id, &info, dest)
                     .await
                     .map_err(|e| format!("fetching {}: {e}", info.name))
             }
@@ -210,9 +222,9 @@ impl RunState {
             fetch(resume, "resume.safetensors").await?;
         }
         let spec = serde_json::to_vec(&award.training).map_err(|e| e.to_string())?;
-        tokio::fs::write(dir.join("spec.json"), spec)
-            .await
-            .map_err(|e| e.to_string())?;
+        jobfs::create(dir, Path::new("spec.json"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &spec))
+            .map_err(|e| format!("writing spec.json: {e}"))?;
 
         let limits = self.args.limits;
         let mut child = child::begin(self.args.spare.take(), &self.args.child, dir, &limits)
@@ -268,12 +280,15 @@ impl RunState {
             self.job_id().to_string(),
         );
         let me = me.clone();
+        let root = self.args.job_dir.clone();
         Uploader::spawn(
+            root.clone(),
             move |p: Pending| {
-                let (nats, worker_id, job_id) = (nats.clone(), worker_id.clone(), job_id.clone());
+                let (nats, worker_id, job_id, root) = (nats.clone(), worker_id.clone(), job_id.clone(), root.clone());
                 async move {
                     let name = format!("{}{}", artifacts::CHECKPOINTS, p.step);
-                    transfer::upload(&nats, &worker_id, &job_id, &name, &p.path)
+                    let file = jobfs::open(&root, &p.path).map_err(|e| format!("{}: {e}", p.path.display()))?;
+                    transfer::upload(&nats, &worker_id, &job_id, &name, file)
                         .await
                         .map_err(|e| e.to_string())
                 }
@@ -330,7 +345,7 @@ impl RunState {
             }
             TrainerEvent::Checkpoint { step, epoch } => {
                 if let Some(uploader) = &self.uploader {
-                    let path = self.args.job_dir.join(checkpoint::relative_path(step));
+                    let path = checkpoint::relative_path(step);
                     uploader.offer(Pending { step, epoch, path });
                 }
             }
@@ -339,16 +354,16 @@ impl RunState {
                 if let Some(uploader) = self.uploader.take() {
                     uploader.finish().await;
                 }
-                let path = self.args.job_dir.join(RESULT_FILE);
-                match transfer::upload(
-                    &self.args.nats,
-                    &self.args.worker_id,
-                    self.job_id(),
-                    artifacts::RESULT,
-                    &path,
-                )
-                .await
-                {
+                let uploaded = match jobfs::open(&self.args.job_dir, Path::new(RESULT_FILE)) {
+                    Ok(file) => {
+                        let (nats, worker_id) = (&self.args.nats, &self.args.worker_id);
+                        transfer::upload(nats, worker_id, self.job_id(), artifacts::RESULT, file)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(format!("{RESULT_FILE}: {e}")),
+                };
+                match uploaded {
                     Ok(result) => {
                         tracing::info!(job = %self.job_id(), result_bytes = result.size, "training finished; result uploaded");
                         self.finished = true;
@@ -364,6 +379,12 @@ impl RunState {
 
     /// Publishes a run event durably (JetStream ack), with a message id so a retry is deduplicated.
     async fn report(&self, kind: RunEventKind) {
+        // Whatever the trainer or a transfer said, the event fits the runs stream (a huge
+        // reason is truncated, not lost with the event).
+        let mut kind = kind;
+        if let RunEventKind::Failed { reason, .. } = &mut kind {
+            *reason = validate::reason(reason);
+        }
         // One message id per event of this award (per epoch for progress): a retried publish
         // is deduplicated by the stream.
         let dedup = match &kind {

@@ -18,7 +18,7 @@ use helium_protocol::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -51,18 +51,19 @@ pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
     Ok(decode::<Reply<Resp>>(&message.payload)?.into_result()?)
 }
 
-/// Downloads `name` of `job_id` to `dest`, verifying the digest `expected` announced.
+/// Downloads `name` of `job_id` into `dest` (a file the caller created, see
+/// [`crate::jobfs::create`]), verifying the digest `expected` announced.
 pub async fn download(
     nats: &async_nats::Client,
     worker_id: &str,
     job_id: &str,
     expected: &ArtifactInfo,
-    dest: &Path,
+    dest: std::fs::File,
 ) -> Result<(), TransferError> {
     let chunk = chunk_for_payload(nats.max_payload() as u64);
     // The size is the job record's, never a replier's.
     let size = expected.size;
-    let mut file = tokio::fs::File::create(dest).await?;
+    let mut file = tokio::fs::File::from_std(dest);
     let mut hasher = Sha256::new();
     let mut inflight = FuturesOrdered::new();
     let mut next = 0u64;
@@ -119,6 +120,11 @@ async fn read_chunk(
 /// SHA-256 and size of a file, streamed.
 pub async fn digest_file(path: &Path) -> Result<(String, u64), TransferError> {
     let mut file = tokio::fs::File::open(path).await?;
+    digest(&mut file).await
+}
+
+/// SHA-256 and size of what is left of `file`, streamed.
+async fn digest(file: &mut tokio::fs::File) -> Result<(String, u64), TransferError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -133,15 +139,19 @@ pub async fn digest_file(path: &Path) -> Result<(String, u64), TransferError> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
-/// Uploads `path` as artifact `name` of `job_id`; the broker verifies size and digest.
+/// Uploads `file` (opened by [`crate::jobfs::open`]) as artifact `name` of `job_id`; the
+/// broker verifies size and digest. The bytes hashed and the bytes sent are read from the
+/// same open file.
 pub async fn upload(
     nats: &async_nats::Client,
     worker_id: &str,
     job_id: &str,
     name: &str,
-    path: &Path,
+    file: std::fs::File,
 ) -> Result<ArtifactInfo, TransferError> {
-    let (sha256, size) = digest_file(path).await?;
+    let mut file = tokio::fs::File::from_std(file);
+    let (sha256, size) = digest(&mut file).await?;
+    file.seek(std::io::SeekFrom::Start(0)).await?;
     let begin = BeginUpload {
         v: PROTOCOL_VERSION,
         job_id: Some(job_id.into()),
@@ -154,7 +164,6 @@ pub async fn upload(
         .max_chunk
         .min(chunk_for_payload(nats.max_payload() as u64))
         .max(1) as usize;
-    let mut file = tokio::fs::File::open(path).await?;
     // The file is read a chunk at a time as the window frees up: memory stays bounded by it.
     let mut inflight = FuturesOrdered::new();
     let mut offset = 0u64;

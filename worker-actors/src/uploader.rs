@@ -23,6 +23,8 @@ pub struct Pending {
     pub step: u64,
     /// Epochs complete at `step`.
     pub epoch: u32,
+    /// Relative to the uploader's job directory; reached (and deleted) only through
+    /// [`crate::jobfs`], so a link the trainer planted leads nowhere outside it.
     pub path: PathBuf,
 }
 
@@ -43,6 +45,7 @@ struct Shared {
 }
 
 pub struct Uploader {
+    root: PathBuf,
     shared: Arc<Mutex<Shared>>,
     wake: Arc<Notify>,
     task: JoinHandle<()>,
@@ -53,8 +56,9 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 }
 
 impl Uploader {
-    /// Starts the upload task: `upload(&pending)` sends one checkpoint, `done` hears of each.
-    pub fn spawn<U, Fut, D>(upload: U, done: D) -> Self
+    /// Starts the upload task for checkpoints under `root`: `upload(&pending)` sends one
+    /// checkpoint, `done` hears of each.
+    pub fn spawn<U, Fut, D>(root: PathBuf, upload: U, done: D) -> Self
     where
         U: Fn(Pending) -> Fut + Send + 'static,
         Fut: Future<Output = Result<ArtifactInfo, String>> + Send,
@@ -63,7 +67,7 @@ impl Uploader {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let wake = Arc::new(Notify::new());
         let task = tokio::spawn({
-            let (shared, wake) = (shared.clone(), wake.clone());
+            let (shared, wake, root) = (shared.clone(), wake.clone(), root.clone());
             async move {
                 loop {
                     let next = {
@@ -80,12 +84,12 @@ impl Uploader {
                     };
                     let (step, epoch, path) = (pending.step, pending.epoch, pending.path.clone());
                     let result = upload(pending).await;
-                    let _ = tokio::fs::remove_file(&path).await;
+                    let _ = crate::jobfs::remove(&root, &path);
                     done(Uploaded { step, epoch, result });
                 }
             }
         });
-        Self { shared, wake, task }
+        Self { root, shared, wake, task }
     }
 
     /// Queues `pending` behind the upload in flight, superseding (and deleting) a checkpoint
@@ -103,7 +107,7 @@ impl Uploader {
         };
         if let Some(old) = old {
             tracing::debug!(step = old.step, "checkpoint superseded before it was sent");
-            let _ = std::fs::remove_file(&old.path);
+            let _ = crate::jobfs::remove(&self.root, &old.path);
         }
         self.wake.notify_one();
     }
@@ -122,7 +126,7 @@ impl Uploader {
             s.waiting.take()
         };
         if let Some(p) = waiting {
-            let _ = tokio::fs::remove_file(&p.path).await;
+            let _ = crate::jobfs::remove(&self.root, &p.path);
         }
         self.wake.notify_one();
         let _ = self.task.await;
@@ -150,8 +154,8 @@ mod tests {
     }
 
     fn checkpoint(dir: &std::path::Path, step: u64) -> Pending {
-        let path = dir.join(format!("{step}.safetensors"));
-        std::fs::write(&path, vec![0u8; 1024]).unwrap();
+        let path = PathBuf::from(format!("{step}.safetensors"));
+        std::fs::write(dir.join(&path), vec![0u8; 1024]).unwrap();
         Pending { step, epoch: 0, path }
     }
 
@@ -174,13 +178,14 @@ mod tests {
         let (done_tx, done) = mpsc::unbounded_channel();
         let most_files = Arc::new(AtomicUsize::new(0));
         let uploader = Uploader::spawn(
+            dir.clone(),
             {
                 let (gate, most_files) = (gate.clone(), most_files.clone());
                 move |p: Pending| {
                     let (gate, started_tx, most_files, dir) =
                         (gate.clone(), started_tx.clone(), most_files.clone(), dir.clone());
                     async move {
-                        assert!(p.path.exists(), "the file being uploaded was deleted");
+                        assert!(dir.join(&p.path).exists(), "the file being uploaded was deleted");
                         most_files.fetch_max(files(&dir), Ordering::SeqCst);
                         let _ = started_tx.send(p.step);
                         gate.acquire().await.unwrap().forget();
@@ -208,7 +213,7 @@ mod tests {
         h.uploader.offer(checkpoint(dir.path(), 10));
         assert_eq!(h.started.recv().await, Some(10)); // 10 is in flight
         let waiting = checkpoint(dir.path(), 20);
-        let waiting_path = waiting.path.clone();
+        let waiting_path = dir.path().join(&waiting.path);
         h.uploader.offer(waiting);
         h.uploader.offer(checkpoint(dir.path(), 30)); // 20 never goes out
         assert!(

@@ -125,6 +125,9 @@ pub struct Artifacts;
 pub struct ArtifactsArgs {
     pub store: Store,
     pub max_artifact_bytes: u64,
+    /// Most bytes one researcher may have in staging at once (begun or committed uploads
+    /// no job claimed yet).
+    pub max_staged_bytes: u64,
     /// Largest chunk accepted: what the NATS server's max payload leaves room for.
     pub max_chunk: u64,
 }
@@ -132,6 +135,7 @@ pub struct ArtifactsArgs {
 pub struct ArtifactsState {
     store: Store,
     max_artifact_bytes: u64,
+    max_staged_bytes: u64,
     max_chunk: u64,
     uploads: HashMap<String, Upload>,
     /// Committed staging uploads: id → (owner, info).
@@ -156,6 +160,7 @@ impl Actor for Artifacts {
         Ok(ArtifactsState {
             store: args.store,
             max_artifact_bytes: args.max_artifact_bytes,
+            max_staged_bytes: args.max_staged_bytes,
             max_chunk: args.max_chunk,
             uploads: HashMap::new(),
             staged: HashMap::new(),
@@ -268,6 +273,9 @@ impl ArtifactsState {
                 format!("at most {MAX_OPEN_PER_CALLER} uploads may be open at once"),
             ));
         }
+        if let (Target::Staging, Caller::Researcher(principal)) = (&target, &caller) {
+            self.within_staging_quota(principal, size)?;
+        }
         let upload_id = uuid::Uuid::now_v7().simple().to_string();
         let (key, expect) = match (target, &caller) {
             (Target::Staging, Caller::Researcher(principal)) => (keys::staging(principal, &upload_id), None),
@@ -304,6 +312,38 @@ impl ArtifactsState {
             upload_id,
             max_chunk: self.max_chunk,
         })
+    }
+
+    /// A researcher's staged bytes (uploads begun to staging, and committed ones no job
+    /// claimed yet) plus `size` stay within the quota; claims and expiry free them.
+    fn within_staging_quota(&self, principal: &str, size: u64) -> Result<(), WireError> {
+        let prefix = keys::staging(principal, "");
+        let open: u64 = self
+            .uploads
+            .values()
+            .filter(|u| u.key.starts_with(&prefix))
+            .map(|u| u.size)
+            .sum();
+        let committed: u64 = self
+            .staged
+            .values()
+            .filter(|s| s.owner == principal)
+            .map(|s| s.info.size)
+            .sum();
+        let used = open.saturating_add(committed);
+        if used.saturating_add(size) > self.max_staged_bytes {
+            return Err(WireError::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "{principal} has {:.1} MiB staged; {:.1} MiB more is over the quota of {:.1} MiB \
+                     (submit or let expire what is staged, then upload again)",
+                    mib(used),
+                    mib(size),
+                    mib(self.max_staged_bytes)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn upload_of(&mut self, caller: &Caller, upload_id: &str) -> Result<&mut Upload, WireError> {

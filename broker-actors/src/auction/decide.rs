@@ -242,6 +242,8 @@ pub fn merge_ranked(mut invited: Vec<Candidate>, work: &DeclaredWork, k: usize) 
 
 /// Closes the auction. `now_ms` is wall-clock unix milliseconds, for the deadline.
 pub fn decide(offers: &[Offer], req: &Requirements, now_ms: u64) -> Outcome {
+    // A bid out of bounds (an ETA of 0 would cost 0 and win) does not take part.
+    let offers: Vec<&Offer> = offers.iter().filter(|o| o.bid.validate().is_ok()).collect();
     if offers.is_empty() {
         return Outcome::NoWinner {
             reason: "no invited worker bid".into(),
@@ -250,7 +252,7 @@ pub fn decide(offers: &[Offer], req: &Requirements, now_ms: u64) -> Outcome {
     let mut qualifying: Vec<(usize, u64, &Offer)> = Vec::new();
     let mut lowest_cost = u64::MAX;
     let mut late = 0;
-    for (order, offer) in offers.iter().enumerate() {
+    for (order, &offer) in offers.iter().enumerate() {
         let c = cost(offer.bid.price_per_hour, offer.bid.eta_secs);
         lowest_cost = lowest_cost.min(c);
         let finish_ms = now_ms as f64 + offer.bid.eta_secs * 1000.0;
@@ -346,6 +348,20 @@ mod tests {
             panic!()
         };
         assert_eq!(winner.price, 10);
+    }
+
+    #[test]
+    fn bids_of_zero_nan_or_negative_eta_are_refused_and_the_honest_one_wins() {
+        for eta in [0.0, -5.0, f64::NAN, 1.0] {
+            let offers = [offer("liar", 3600, eta), offer("honest", 3600, 36.0)];
+            let Outcome::Won { winner, bids } = decide(&offers, &req(10_000, 1_000), 0) else {
+                panic!("{eta}")
+            };
+            assert_eq!((winner.worker_id.as_str(), winner.price, bids), ("honest", 36, 1), "{eta}");
+        }
+        let Outcome::NoWinner { .. } = decide(&[offer("liar", 3600, 0.0)], &req(10_000, 1_000), 0) else {
+            panic!()
+        };
     }
 
     #[test]

@@ -134,12 +134,20 @@ async fn collect_and_decide(
                 )),
             };
             match reply {
-                Ok(BidReply { bid: Some(bid), .. }) if bid.eta_secs.is_finite() && bid.eta_secs >= 0.0 => Some(Offer {
-                    worker_id: c.worker_id.clone(),
-                    owner: c.owner.clone(),
-                    reputation: c.reputation,
-                    bid,
-                }),
+                // An ETA of 0 (cost 0), NaN or negative would win; such a bid is dropped and
+                // the auction goes on with the others.
+                Ok(BidReply { bid: Some(bid), .. }) => match bid.validate() {
+                    Ok(()) => Some(Offer {
+                        worker_id: c.worker_id.clone(),
+                        owner: c.owner.clone(),
+                        reputation: c.reputation,
+                        bid,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(job = %job_id, worker = %c.worker_id, error = %e, "bid refused");
+                        None
+                    }
+                },
                 Ok(other) => {
                     tracing::info!(job = %job_id, worker = %c.worker_id, decline = ?other.decline, "no bid");
                     None

@@ -67,6 +67,12 @@ async fn register(c: Ctx, worker_id: String, mut register: Register) -> Result<R
         }
         _ => return Err(WireError::new(ErrorCode::Unauthorized, "the credential is not a worker's")),
     };
+    // A claim no machine can meet (∞ throughput, u64::MAX memory) would rank first in every
+    // auction; a huge name would make `worker.list` unanswerable for everyone.
+    register
+        .ask
+        .validate()
+        .map_err(|e| WireError::bad_request(format!("ask refused: {e}")))?;
     if register.owner != owner {
         return Err(WireError::new(
             ErrorCode::Unauthorized,
@@ -199,6 +205,9 @@ async fn heartbeats(ctx: Ctx) -> Result<JoinHandle<()>, async_nats::Error> {
                 continue;
             };
             match decode::<Heartbeat>(&message.payload) {
+                Ok(heartbeat) if heartbeat.validate().is_err() => {
+                    tracing::info!(worker = %worker_id, "heartbeat naming no job id dropped");
+                }
                 Ok(heartbeat) => {
                     let _ = ctx.deps.registry.send_message(RegistryMsg::Heartbeat {
                         worker_id: worker_id.to_string(),
@@ -241,8 +250,11 @@ async fn run_events(ctx: Ctx) -> Result<JoinHandle<()>, async_nats::Error> {
                 subjects::identity_of(&message.subject),
                 decode::<RunEvent>(&message.payload),
             ) {
-                (Some(worker_id), Ok(event)) => {
+                (Some(worker_id), Ok(mut event)) => {
                     let worker_id = worker_id.to_string();
+                    // A huge reason still settles the run, truncated: it must fit the job's
+                    // record and events.
+                    event.clamp();
                     let (job, kind) = (event.job_id.clone(), format!("{:?}", event.kind));
                     match ractor::call_t!(
                         ctx.manager,

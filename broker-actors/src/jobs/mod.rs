@@ -1,6 +1,7 @@
 //! Jobs: the JobManager actor accepts submissions, owns the map of live JobSupervisors (one per
 //! job) and routes each request or run event to the right one; supervisors own everything else.
 
+pub mod quota;
 pub mod record;
 pub mod supervisor;
 
@@ -93,6 +94,8 @@ pub struct ManagerState {
     owners: HashMap<String, String>,
     /// Job id → the model's state manifest from its record.
     manifests: HashMap<String, Arc<Vec<TensorSpec>>>,
+    /// Which of the jobs are known to be finished, for the open-jobs quota.
+    open: quota::OpenJobs,
 }
 
 fn no_job(job_id: &str) -> WireError {
@@ -110,6 +113,7 @@ impl Actor for JobManager {
             jobs: HashMap::new(),
             owners: HashMap::new(),
             manifests: HashMap::new(),
+            open: quota::OpenJobs::default(),
         };
         // Respawn a supervisor for every recorded job; finished ones only answer queries.
         let mut keys = state.deps.jobs.keys().await?;
@@ -265,6 +269,7 @@ impl Actor for JobManager {
             state.jobs.retain(|_, s| s.get_id() != id);
             state.owners.retain(|job, _| state.jobs.contains_key(job));
             state.manifests.retain(|job, _| state.jobs.contains_key(job));
+            state.open.retain(|job| state.jobs.contains_key(job));
         }
         Ok(())
     }
@@ -280,6 +285,9 @@ impl ManagerState {
         let job_id = record.view.job_id.clone();
         self.owners.insert(job_id.clone(), record.view.principal.clone());
         self.manifests.insert(job_id.clone(), Arc::new(record.state.clone()));
+        if record.view.state.is_terminal() {
+            self.open.finished(&job_id);
+        }
         let args = SupervisorArgs {
             deps: self.deps.clone(),
             record,
@@ -298,6 +306,8 @@ impl ManagerState {
     ) -> Result<JobView, WireError> {
         let now = crate::now_ms();
         record::validate(&request, now)?;
+        let open = self.open.count(&principal, &self.owners, &self.jobs).await;
+        quota::over(&principal, open, self.deps.quotas.max_open_jobs)?;
         // Fail fast: a budget the account cannot cover would only fail later, at the award.
         let balance = ractor::call_t!(self.deps.ledger, LedgerMsg::Balance, 10_000, user(&principal))
             .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("ledger: {e}")))?;

@@ -6,6 +6,7 @@ use helium_protocol::{
     artifacts::ArtifactInfo,
     state::{validate_manifest, TensorSpec},
     job::{CheckpointEvery, DeclaredWork, JobState, Requirements, TrainingSpec, MIN_CHECKPOINT_SECS},
+    limits::{JOB_RECORD_GROWTH_BYTES, MAX_JOB_RECORD_BYTES},
     ErrorCode, WireError,
 };
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,9 @@ pub struct AwardRecord {
     /// the event of the last travels through the stream. At most [`STORED_CHECKPOINTS`].
     #[serde(default)]
     pub stored_checkpoints: Vec<ArtifactInfo>,
+    /// Checkpoints this award's worker stored (the quota per award bounds them).
+    #[serde(default)]
+    pub checkpoint_uploads: u32,
 }
 
 /// The newest checkpoint the broker verified: where the job resumes, and what a worker that
@@ -78,6 +82,9 @@ pub struct JobRecord {
 
 /// Verified checkpoint uploads an award keeps waiting for their run event.
 pub const STORED_CHECKPOINTS: usize = 4;
+
+/// What a record holds besides the submission, at most (view, artifact infos, counters).
+const RECORD_FIXED_BYTES: usize = 4096;
 
 /// Accepted awards a job may go through (lost workers, preemptions) before it fails.
 pub const MAX_AWARDS: u32 = 10;
@@ -131,6 +138,16 @@ pub fn validate(req: &SubmitJob, now_ms: u64) -> Result<(), WireError> {
         return bad("name is longer than 200 characters");
     }
     validate_manifest(&req.state).map_err(|e| WireError::new(ErrorCode::InvalidModel, format!("state: {e}")))?;
+    // The record holds the request; what a job adds later (reasons, awards, checkpoints) must
+    // still fit the bucket's largest value.
+    let room = (MAX_JOB_RECORD_BYTES as usize).saturating_sub(JOB_RECORD_GROWTH_BYTES + RECORD_FIXED_BYTES);
+    let size = helium_protocol::encode(req).len();
+    if size > room {
+        return Err(WireError::new(
+            ErrorCode::TooLarge,
+            format!("the job's description (mostly its state manifest) takes {size} bytes, over the {room} a job record has room for"),
+        ));
+    }
     Ok(())
 }
 

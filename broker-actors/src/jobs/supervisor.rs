@@ -12,11 +12,13 @@ use helium_protocol::{
     encode,
     job::{DeclaredWork, JobState},
     ledger::{escrow, user, Transfer},
-    subjects::{self, keys},
+    subjects,
     worker::{Award, AwardAck, CancelRun, RunEvent, RunEventKind, Settled},
     ErrorCode, Reply, WireError, PROTOCOL_VERSION,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+mod uploads;
 
 use super::record::{can_move, settlement, AwardRecord, CheckpointRecord, JobRecord, MAX_AWARDS, STORED_CHECKPOINTS};
 use crate::{
@@ -195,6 +197,7 @@ impl Actor for JobSupervisor {
                     if name == artifacts::RESULT {
                         award.stored_result = Some(info);
                     } else if name.starts_with(artifacts::CHECKPOINTS) {
+                        award.checkpoint_uploads = award.checkpoint_uploads.saturating_add(1);
                         award.stored_checkpoints.push(info);
                         let excess = award.stored_checkpoints.len().saturating_sub(STORED_CHECKPOINTS);
                         award.stored_checkpoints.drain(..excess);
@@ -435,6 +438,7 @@ impl SupervisorState {
             settle_steps: None,
             stored_result: None,
             stored_checkpoints: Vec::new(),
+            checkpoint_uploads: 0,
         });
         self.record.view.worker = Some(winner.worker_id.clone());
         self.record.view.price = Some(self.record.view.paid + winner.price);
@@ -937,73 +941,5 @@ impl SupervisorState {
             .await;
         tracing::warn!(job = %job_id, amount, ok = swept.is_ok(), "swept a stray hold back to the researcher");
         swept.is_ok()
-    }
-
-    fn access(&self, caller: &Caller, name: &str) -> Result<(String, ArtifactInfo), WireError> {
-        let job_id = self.job_id();
-        let not_found = || {
-            WireError::new(
-                ErrorCode::NotFound,
-                format!("job {job_id} has no artifact {name} for you"),
-            )
-        };
-        match caller {
-            Caller::Researcher(p) if p == &self.record.view.principal => {}
-            Caller::Worker(w)
-                if self
-                    .record
-                    .award
-                    .as_ref()
-                    .is_some_and(|a| &a.worker_id == w && !a.settled) => {}
-            _ => return Err(not_found()),
-        }
-        let checkpoint = self.record.checkpoint.as_ref();
-        match name {
-            artifacts::MODEL => Ok((keys::model(job_id), self.record.model.clone())),
-            artifacts::DATA => Ok((keys::data(job_id), self.record.data.clone())),
-            artifacts::RESULT => match (&self.record.view.result, caller) {
-                (Some(info), Caller::Researcher(_)) => Ok((keys::result(job_id), info.clone())),
-                _ => Err(not_found()),
-            },
-            other => match checkpoint {
-                Some(c) if other == format!("{}{}", artifacts::CHECKPOINTS, c.step) => {
-                    Ok((keys::checkpoint(job_id, c.step), c.artifact.clone()))
-                }
-                _ => Err(not_found()),
-            },
-        }
-    }
-
-    fn upload_target(&self, worker_id: &str, name: &str) -> Result<String, WireError> {
-        let job_id = self.job_id();
-        let awarded = self
-            .record
-            .award
-            .as_ref()
-            .is_some_and(|a| a.worker_id == worker_id && !a.settled);
-        if !awarded || self.record.view.state.is_terminal() {
-            return Err(WireError::new(
-                ErrorCode::Unauthorized,
-                format!("job {job_id} is not awarded to {worker_id}"),
-            ));
-        }
-        if name == artifacts::RESULT {
-            return Ok(keys::result(job_id));
-        }
-        match name
-            .strip_prefix(artifacts::CHECKPOINTS)
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            Some(step) if step > self.record.checkpoint.as_ref().map_or(0, |c| c.step) && step < self.total_steps() => {
-                Ok(keys::checkpoint(job_id, step))
-            }
-            Some(step) => Err(WireError::bad_request(format!(
-                "checkpoint step {step} is not after the job's last checkpoint, or not before its last step {}",
-                self.total_steps()
-            ))),
-            None => Err(WireError::bad_request(format!(
-                "a worker uploads `result` or `checkpoints/<step>`, not `{name}`"
-            ))),
-        }
     }
 }

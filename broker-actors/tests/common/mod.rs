@@ -43,6 +43,11 @@ pub struct Grid {
 
 impl Grid {
     pub async fn start() -> Result<Grid> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Grid::start`] with the broker's configuration changed by `tweak` (quotas, limits).
+    pub async fn start_with(tweak: impl FnOnce(&mut BrokerConfig)) -> Result<Grid> {
         let nats = NatsServer::start()?;
         let store = tempfile::tempdir()?;
         let config = BrokerConfig {
@@ -55,7 +60,11 @@ impl Grid {
             tls_ca: None,
             max_artifact_bytes: 1 << 20,
             replicas: 1,
+            quotas: Default::default(),
+            streams: Default::default(),
         };
+        let mut config = config;
+        tweak(&mut config);
         let broker = Broker::start(&config).await?;
         let client = nats.connect().await?;
         Ok(Grid {
@@ -477,7 +486,7 @@ impl Drop for ScriptedWorker {
     }
 }
 
-async fn worker_request<Req: Serialize, Resp: DeserializeOwned>(
+pub async fn worker_request<Req: Serialize, Resp: DeserializeOwned>(
     nats: &async_nats::Client,
     id: &str,
     verb: &str,

@@ -32,6 +32,7 @@ __all__ = [
     "InvalidData",
     "DigestMismatch",
     "InvalidState",
+    "QuotaExceeded",
     "Unavailable",
     "Internal",
     "ProtocolError",
@@ -193,6 +194,18 @@ class DigestMismatch(HeliumError):
     default_code = "digest_mismatch"
 
 
+class QuotaExceeded(HeliumError):
+    """The caller is over one of the grid's quotas (``quota_exceeded``): open jobs, staged
+    bytes, or checkpoints per award. The same request succeeds once under it.
+
+    Example::
+
+        except QuotaExceeded: job.wait(); grid.submit(...)  # one finished: room for another
+    """
+
+    default_code = "quota_exceeded"
+
+
 class Unavailable(HeliumError):
     """The grid cannot serve this now; retrying may work (``unavailable``). Also raised when no
     broker answers or NATS cannot be reached.
@@ -273,6 +286,7 @@ _BY_CODE: dict[str, type[HeliumError]] = {
         InvalidData,
         DigestMismatch,
         InvalidState,
+        QuotaExceeded,
         Unavailable,
         Internal,
     )

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::sync::{Mutex, OnceLock};
 
+use helium_protocol::limits::MAX_REASON_BYTES;
 use serde::{Deserialize, Serialize};
 
 /// Where events go once [`reserve_stdout`] ran: the process's original stdout.
@@ -38,7 +39,9 @@ pub fn reserve_stdout() -> std::io::Result<()> {
 /// What the trainer child reports, one per line, e.g.
 /// `{"event":"progress","epoch":1,"epochs":3,"step":16,"loss":0.52,…}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
+// No unknown fields: a line naming anything more (a path, say) is not an event, and the
+// agent only logs it. The agent names every file itself, from `step`.
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TrainerEvent {
     /// Model and data are loaded and checked; training begins (or resumes).
     Started {
@@ -75,10 +78,25 @@ pub enum TrainerEvent {
 }
 
 impl TrainerEvent {
+    /// The event as one line, newline included. A reason can be as long as the model's own
+    /// exception message: it is cut to what a run event carries, so the line stays within
+    /// what the agent reads.
+    pub fn line(&self) -> serde_json::Result<String> {
+        let mut line = match self {
+            TrainerEvent::Failed { reason } if reason.len() > MAX_REASON_BYTES => {
+                serde_json::to_string(&TrainerEvent::Failed {
+                    reason: helium_protocol::validate::reason(reason),
+                })
+            }
+            _ => serde_json::to_string(self),
+        }?;
+        line.push('\n');
+        Ok(line)
+    }
+
     /// Writes the event as one line on stdout and flushes, so the parent sees it at once.
     pub fn emit(&self) -> std::io::Result<()> {
-        let mut line = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        line.push('\n');
+        let line = self.line().map_err(std::io::Error::other)?;
         match SINK.get() {
             Some(sink) => {
                 let mut out = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -96,7 +114,7 @@ impl TrainerEvent {
 
 /// Longest event line the agent reads from the child; the rest of a longer line is skipped
 /// unread into memory. Real lines are well under a kilobyte; a failure reason may be long.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+pub const MAX_LINE_BYTES: usize = helium_protocol::limits::MAX_CHILD_LINE_BYTES;
 
 /// One line of the child's stdout, as the agent reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +193,27 @@ mod tests {
         assert_eq!(json["val_accuracy"], 0.75);
         let back: TrainerEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn a_line_naming_a_path_is_no_event() {
+        for line in [
+            r#"{"event":"checkpoint","step":8,"epoch":2,"path":"/home/owner/.ssh/id_ed25519"}"#,
+            r#"{"event":"completed","result":"../../other-job/result.safetensors"}"#,
+            r#"{"event":"checkpoint","step":"../x","epoch":2}"#,
+        ] {
+            assert!(serde_json::from_str::<TrainerEvent>(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_huge_reason_is_cut_when_emitted() {
+        let event = TrainerEvent::Failed {
+            reason: "x".repeat(2 << 20),
+        };
+        let line = event.line().unwrap();
+        assert!(line.len() < MAX_REASON_BYTES + 64, "{}", line.len());
+        assert!(line.ends_with("[truncated]\"}\n"), "{}", &line[line.len() - 40..]);
     }
 
     #[test]
