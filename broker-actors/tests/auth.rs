@@ -279,3 +279,45 @@ async fn artifacts_are_read_only_by_their_job_and_its_awarded_worker() -> Result
     assert!(other.expect_err("mallory read alice's model").to_string().contains("NotFound"));
     Ok(())
 }
+
+/// A worker reports only for its own award: a run event it publishes (on its own subject, all
+/// nats-server lets it) about another worker's job is refused by the broker.
+#[tokio::test]
+async fn a_worker_cannot_report_for_another_workers_job() -> Result<()> {
+    use common::{requirements, Script, ScriptedWorker};
+    use helium_protocol::{
+        job::JobState,
+        worker::{RunEvent, RunEventKind},
+    };
+    let grid = Grid::start().await?;
+    grid.grant("alice", 5 * CREDIT).await?;
+    let _w1 = ScriptedWorker::with_script(&grid, "w1", "owner-1", CREDIT, 36.0, 8, Script::Idle).await?;
+    let job = grid.submit("alice", requirements(2 * CREDIT, CREDIT), 16).await?;
+    grid.wait_state("alice", &job.job_id, JobState::Running).await?;
+    let w2 = grid.nats.connect_as(&Role::Worker { owner: "mallory".into() }, "w2").await?;
+    let forged = RunEvent {
+        v: PROTOCOL_VERSION,
+        job_id: job.job_id.clone(),
+        award_id: format!("{}-1", job.job_id),
+        kind: RunEventKind::Failed { reason: "forged".into(), worker_fault: false },
+    };
+    let js = async_nats::jetstream::new(w2);
+    let ack = js.publish(subjects::worker("w2", worker::RUN_EVENT), encode(&forged).into()).await?.await?;
+    // The broker has handled it once its durable consumer's ack floor passes it.
+    let broker_js = async_nats::jetstream::new(grid.client.clone());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        broker_js.get_stream(streams::RUNS).await?.get_consumer(streams::RUNS_CONSUMER).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let handled = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if consumer.info().await?.ack_floor.stream_sequence >= ack.sequence {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(matches!(handled, Ok(Ok(()))), "the broker never handled the forged event");
+    let view = grid.job("alice", verbs::JOB_STATUS, &job.job_id).await?;
+    assert_eq!(view.state, JobState::Running, "a forged failure moved alice's job");
+    Ok(())
+}

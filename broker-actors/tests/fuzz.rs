@@ -391,6 +391,7 @@ fn record(epochs: u32, price: u64, eta_secs: f64) -> JobRecord {
             settle_steps: Some(3),
             stored_result: None,
             stored_checkpoints: vec![info("checkpoints/3")],
+            checkpoint_uploads: 1,
         }),
         checkpoint: Some(CheckpointRecord { epoch: 1, step: 3, artifact: info("checkpoints/3") }),
         excluded_workers: vec!["w0".into()],
