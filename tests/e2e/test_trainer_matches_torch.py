@@ -477,7 +477,7 @@ def failure(job: Path) -> str:
 def test_a_pickle_is_not_a_torchscript_model(tmp_path: Path) -> None:
     job = make_job(tmp_path / "job", Mlp(), classification_data(), epochs=1, batch_size=8)
     torch.save(Mlp().state_dict(), job / "model.pt")
-    assert failure(job).startswith("model is not a TorchScript archive: ")
+    assert failure(job).startswith("model.pt cannot be loaded (not a TorchScript archive")
 
 
 def test_mismatched_rows_are_reported(tmp_path: Path) -> None:

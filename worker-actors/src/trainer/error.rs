@@ -16,7 +16,9 @@ pub enum TrainError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("spec.json is not a valid training spec: {0}")]
     Spec(String),
-    #[error("model is not a TorchScript archive: {0}")]
+    /// `torch.jit.load` failed: not an archive, or the model's own code (its `__setstate__`,
+    /// which runs while loading) failed, e.g. refused by the sandbox.
+    #[error("model.pt cannot be loaded (not a TorchScript archive, or its code failed while loading): {0}")]
     NotTorchScript(String),
     /// The model loaded but cannot be trained as asked (forward fails, no parameters, …).
     #[error("{0}")]
