@@ -321,3 +321,26 @@ async fn a_worker_cannot_report_for_another_workers_job() -> Result<()> {
     assert_eq!(view.state, JobState::Running, "a forged failure moved alice's job");
     Ok(())
 }
+
+/// nats-server lets a requester name any reply subject; the broker answers only into the
+/// caller's own inbox, so a request cannot make the broker write to the journal for it.
+#[tokio::test]
+async fn the_broker_answers_only_into_the_callers_inbox() -> Result<()> {
+    let grid = Grid::start().await?;
+    let mallory = grid.nats.connect_as(&researcher(), "mallory").await?;
+    let balance = subjects::api("mallory", verbs::ACCOUNT_BALANCE);
+    let body = encode(&Empty { v: PROTOCOL_VERSION });
+    for reply in [streams::LEDGER_SUBJECT.to_string(), format!("$KV.{}.j1", streams::JOBS_BUCKET), "_INBOX.p.bob.x".into()] {
+        mallory.publish_with_reply(balance.clone(), reply, body.clone().into()).await?;
+    }
+    // Requests are taken in order: once later ones are answered, the forged ones were handled.
+    for _ in 0..3 {
+        let answer: Reply<helium_protocol::api::Balance> = decode(&mallory.request(balance.clone(), body.clone().into()).await?.payload)?;
+        assert!(answer.into_result().is_ok());
+    }
+    let js = async_nats::jetstream::new(grid.client.clone());
+    assert_eq!(js.get_stream(streams::LEDGER).await?.info().await?.state.messages, 0, "the broker wrote its answer into the journal");
+    let bucket = js.get_key_value(streams::JOBS_BUCKET).await?;
+    assert!(bucket.get("j1").await?.is_none(), "the broker wrote its answer into the job bucket");
+    Ok(())
+}

@@ -242,17 +242,18 @@ async fn a_worker_over_the_checkpoints_per_award_quota_is_refused() {
     grid.wait_state("alice", &job.job_id, JobState::Running).await.unwrap();
     let award = w.awards.lock().unwrap()[0].clone();
     let id = &award.job_id;
+    let as_w = grid.as_worker("w", "owner-w").await.unwrap();
     for step in 1..=2 {
-        upload(&grid.client, "w", id, &format!("checkpoints/{step}"), checkpoint_file(step))
+        upload(&as_w, "w", id, &format!("checkpoints/{step}"), checkpoint_file(step))
             .await
             .unwrap();
     }
     // `Stored` reaches the supervisor just after the commit's reply.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let e = upload(&grid.client, "w", id, "checkpoints/3", checkpoint_file(3)).await.unwrap_err();
+    let e = upload(&as_w, "w", id, "checkpoints/3", checkpoint_file(3)).await.unwrap_err();
     assert_eq!(code(&e), Some(ErrorCode::QuotaExceeded), "{e:#}");
     assert!(e.to_string().contains("checkpoints"), "{e:#}");
-    let result = upload(&grid.client, "w", id, "result", result_file()).await.unwrap();
+    let result = upload(&as_w, "w", id, "result", result_file()).await.unwrap();
     publish(&grid, "w", &award, RunEventKind::Completed { result }, "completed").await.unwrap();
     grid.wait_state("alice", id, JobState::Completed).await.unwrap();
     grid.assert_books_balanced().await;

@@ -50,7 +50,8 @@ async fn a_result_or_checkpoint_that_does_not_match_the_model_is_refused() {
     // Running once the worker's `started` is in, which it sends after recording the award.
     grid.wait_state("alice", &job.job_id, JobState::Running).await.unwrap();
     let award = w.awards.lock().unwrap()[0].clone();
-    let nats = &grid.client;
+    let as_w = grid.as_worker("w", "owner-w").await.unwrap();
+    let nats = &as_w;
     let id = &award.job_id;
 
     let param = |name: &'static str, shape: Vec<u64>| (name, "F32", shape);

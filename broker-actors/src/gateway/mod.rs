@@ -74,6 +74,13 @@ impl Endpoints {
         let ctx = self.ctx.clone();
         self.tasks.push(tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
+                // Answer only into the caller's own inbox (auth::reply_allowed); anything else
+                // is dropped unhandled, before any effect.
+                let reply_to = request.message.reply.as_deref().unwrap_or_default();
+                if !helium_protocol::auth::reply_allowed(&request.message.subject, reply_to) {
+                    tracing::warn!(subject = %request.message.subject, reply = %reply_to, "request dropped: its reply subject is not the caller's inbox");
+                    continue;
+                }
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     let subject = request.message.subject.to_string();

@@ -37,6 +37,9 @@ pub struct Grid {
     pub nats: NatsServer,
     pub broker: Option<Broker>,
     pub client: async_nats::Client,
+    /// One connection per principal, with its own credential (the broker answers a request
+    /// only into the caller's own inbox).
+    principals: tokio::sync::Mutex<std::collections::HashMap<String, async_nats::Client>>,
     _store: tempfile::TempDir,
     pub config: BrokerConfig,
 }
@@ -71,9 +74,28 @@ impl Grid {
             nats,
             broker: Some(broker),
             client,
+            principals: Default::default(),
             _store: store,
             config,
         })
+    }
+
+    /// The connection of `principal`: an operator's credential for [`OPERATOR`], a
+    /// researcher's for anyone else.
+    pub async fn as_principal(&self, principal: &str) -> Result<async_nats::Client> {
+        let mut open = self.principals.lock().await;
+        if let Some(client) = open.get(principal) {
+            return Ok(client.clone());
+        }
+        let role = if principal == OPERATOR { AuthRole::Operator } else { AuthRole::Researcher };
+        let client = self.nats.connect_as(&role, principal).await?;
+        open.insert(principal.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// A connection of worker `id` (owner `owner`), with a credential of its own.
+    pub async fn as_worker(&self, id: &str, owner: &str) -> Result<async_nats::Client> {
+        self.nats.connect_as(&AuthRole::Worker { owner: owner.to_string() }, id).await
     }
 
     pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
@@ -82,10 +104,8 @@ impl Grid {
         verb: &str,
         body: &Req,
     ) -> Result<Resp> {
-        let message = self
-            .client
-            .request(subjects::api(principal, verb), encode(body).into())
-            .await?;
+        let client = self.as_principal(principal).await?;
+        let message = client.request(subjects::api(principal, verb), encode(body).into()).await?;
         decode::<Reply<Resp>>(&message.payload)?
             .into_result()
             .map_err(anyhow::Error::from)

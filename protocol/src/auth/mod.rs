@@ -120,6 +120,27 @@ pub fn identity(creds_text: &str) -> Result<(String, Role, String), String> {
     Ok((user.name, role, inbox))
 }
 
+/// Whether the broker may answer a request on `subject` at `reply`: only inside the caller's
+/// own inbox. nats-server does not tie a reply subject to the requester's permissions, and the
+/// broker's credential may publish anywhere, so an answer sent where a request asked would let
+/// anyone write, through the broker, to the ledger journal, the job bucket or another's events.
+pub fn reply_allowed(subject: &str, reply: &str) -> bool {
+    let mut tokens = subject.split('.');
+    let (Some("helium"), Some("v1"), Some(role), Some(id)) = (tokens.next(), tokens.next(), tokens.next(), tokens.next())
+    else {
+        return false;
+    };
+    if !subjects::valid_id(id) {
+        return false;
+    }
+    let prefix = match role {
+        "api" => inbox_prefix(&Role::Researcher, id),
+        "worker" => inbox_prefix(&Role::Worker { owner: String::new() }, id),
+        _ => return false,
+    };
+    reply.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
+}
+
 /// What `role` named `name` may do: the project's one permission table.
 pub fn permissions(role: &Role, name: &str) -> Permissions {
     let inbox = format!("{}.>", inbox_prefix(role, name));
@@ -158,8 +179,10 @@ pub fn permissions(role: &Role, name: &str) -> Permissions {
     }
 }
 
-/// What an operator's nats CLI may ask JetStream and the micro services, all of it reads.
-const OPERATOR_READS: [&str; 11] = [
+/// What an operator's nats CLI may ask JetStream and the micro services, all of it reads. No
+/// consumer creation: a consumer's deliver subject is not bound by permissions, so creating
+/// one would let its holder have JetStream write anywhere (read messages with `stream get`).
+const OPERATOR_READS: [&str; 10] = [
     "$SRV.>",
     "$JS.API.INFO",
     "$JS.API.STREAM.NAMES",
@@ -170,12 +193,30 @@ const OPERATOR_READS: [&str; 11] = [
     "$JS.API.CONSUMER.NAMES.*",
     "$JS.API.CONSUMER.LIST.*",
     "$JS.API.CONSUMER.INFO.*.*",
-    "$JS.API.CONSUMER.CREATE.*.*.>",
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_broker_answers_only_into_the_callers_own_inbox() {
+        assert!(reply_allowed("helium.v1.api.alice.job.submit", "_INBOX.p.alice.abc.1"));
+        assert!(reply_allowed("helium.v1.worker.w1.artifact.read", "_INBOX.w.w1.xyz"));
+        for (subject, reply) in [
+            ("helium.v1.api.alice.job.submit", "helium.v1.ledger.journal"),
+            ("helium.v1.api.alice.job.submit", "$KV.helium_jobs.j1"),
+            ("helium.v1.api.alice.job.submit", "_INBOX.p.bob.abc"),
+            ("helium.v1.api.alice.job.submit", "_INBOX.p.alicex.abc"),
+            ("helium.v1.api.alice.job.submit", "_INBOX.p.alice"),
+            ("helium.v1.api.alice.job.submit", "_INBOX.w.alice.abc"),
+            ("helium.v1.worker.w1.agent.register", "_INBOX.p.w1.abc"),
+            ("helium.v1.dispatch.w1.job.award", "_INBOX.w.w1.abc"),
+            ("helium.v1.api.a*b.job.submit", "_INBOX.p.a*b.x"),
+        ] {
+            assert!(!reply_allowed(subject, reply), "{subject} → {reply}");
+        }
+    }
 
     #[test]
     fn roles_round_trip_through_tags() {
