@@ -125,10 +125,39 @@ async fn a_researcher_reads_neither_anothers_events_nor_inbox() -> Result<()> {
         let _sub = mallory.subscribe(subject.clone()).await?;
         refused.expect(&format!("violation for subscription to \"{subject}\"")).await?;
     }
-    // A JetStream consumer on bob's events, delivering to mallory's own inbox.
-    let create = format!("$JS.API.CONSUMER.CREATE.{}.spy.{}", streams::EVENTS, subjects::job_events("bob", ">"));
-    mallory.publish(create.clone(), "{}".into()).await?;
-    refused.expect(&format!("violation for publish to \"{create}\"")).await?;
+    // A JetStream consumer on bob's events, or even on her own (its deliver subject could be
+    // the ledger journal): researchers hold no JetStream API rights.
+    for whose in ["bob", "mallory"] {
+        let create = format!("$JS.API.CONSUMER.CREATE.{}.spy.{}", streams::EVENTS, subjects::job_events(whose, ">"));
+        mallory.publish(create.clone(), "{}".into()).await?;
+        refused.expect(&format!("violation for publish to \"{create}\"")).await?;
+    }
+    Ok(())
+}
+
+/// The broker makes the consumer of a researcher's events, and delivers only into the
+/// researcher's own inbox.
+#[tokio::test]
+async fn job_events_are_delivered_only_into_the_callers_inbox() -> Result<()> {
+    use futures::StreamExt;
+    use helium_protocol::api::{FollowJob, Following};
+    let grid = Grid::start().await?;
+    let follow = |deliver: &str| FollowJob { v: PROTOCOL_VERSION, job_id: "j1".into(), deliver: deliver.into(), start_seq: 0 };
+    for elsewhere in [streams::LEDGER_SUBJECT, "_INBOX.p.bob.x", "_INBOX.p.alice"] {
+        let refused: Result<Following> = grid.request("alice", verbs::JOB_FOLLOW, &follow(elsewhere)).await;
+        assert!(refused.expect_err("delivered outside alice's inbox").to_string().contains("Unauthorized"));
+    }
+    // Alice's own events of j1 arrive in her inbox.
+    let js = async_nats::jetstream::new(grid.client.clone());
+    js.publish(subjects::job_events("alice", "j1"), "e1".into()).await?.await?;
+    js.publish(subjects::job_events("bob", "j1"), "bob's".into()).await?.await?;
+    let alice = grid.as_principal("alice").await?;
+    let inbox = format!("_INBOX.p.alice.{}", uuid::Uuid::new_v4().simple());
+    let mut sub = alice.subscribe(inbox.clone()).await?;
+    let following: Following = grid.request("alice", verbs::JOB_FOLLOW, &follow(&inbox)).await?;
+    assert_eq!(following.pending, 1);
+    let first = tokio::time::timeout(Duration::from_secs(10), sub.next()).await?.expect("an event");
+    assert_eq!(&first.payload[..], b"e1");
     Ok(())
 }
 

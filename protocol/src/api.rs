@@ -33,6 +33,25 @@ pub struct JobRef {
     pub job_id: String,
 }
 
+/// `job.follow`: have the broker deliver the caller's events of one job into `deliver`, a
+/// subject of the caller's own inbox, from stream sequence `start_seq` (0: the first).
+/// Researchers hold no JetStream API rights (a consumer they created could deliver anywhere).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FollowJob {
+    pub v: u32,
+    pub job_id: String,
+    pub deliver: String,
+    #[serde(default)]
+    pub start_seq: u64,
+}
+
+/// The consumer the broker made for a `job.follow`, and how many events it will deliver now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Following {
+    pub consumer: String,
+    pub pending: u64,
+}
+
 /// What a researcher sees of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {

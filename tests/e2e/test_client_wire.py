@@ -112,6 +112,26 @@ class FakeBroker:
             reply = {"v": 1, "error": {"code": "bad_request", "message": f"missing field {e}"}}
         await msg.respond(msgpack.packb(reply, use_bin_type=True))
 
+    # events: a consumer of the caller's events of one job, into the caller's inbox
+    async def api_job_follow(self, principal: str, b: dict[str, Any]) -> dict[str, Any]:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        start = b.get("start_seq") or 0
+        config = ConsumerConfig(
+            deliver_subject=b["deliver"],
+            filter_subject=subjects.job_events(principal, b["job_id"]),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start else DeliverPolicy.ALL,
+            opt_start_seq=start or None,
+            ack_policy=AckPolicy.NONE,
+            flow_control=True,
+            idle_heartbeat=5,
+            mem_storage=True,
+            num_replicas=1,
+            inactive_threshold=60,
+        )
+        info = await self.js.add_consumer(subjects.EVENTS_STREAM, config)
+        return {"consumer": info.name, "pending": info.num_pending or 0}
+
     # artifacts
     async def api_artifact_begin(self, principal: str, b: dict[str, Any]) -> dict[str, Any]:
         if b["size"] > FAKE_MAX_ARTIFACT:

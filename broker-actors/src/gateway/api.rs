@@ -3,7 +3,7 @@
 
 use async_nats::service::Service;
 use helium_protocol::{
-    api::{Balance, Empty, Grant, JobList, JobRef, JobView, SubmitJob, WorkerList},
+    api::{Balance, Empty, FollowJob, Following, Grant, JobList, JobRef, JobView, SubmitJob, WorkerList},
     artifacts::{
         ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
     },
@@ -29,6 +29,7 @@ pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nat
     e.add(api::JOB_STATUS, status).await?;
     e.add(api::JOB_CANCEL, cancel).await?;
     e.add(api::JOB_LIST, list).await?;
+    e.add(api::JOB_FOLLOW, follow).await?;
     e.add(api::ACCOUNT_BALANCE, balance).await?;
     e.add(api::ACCOUNT_GRANT, grant).await?;
     e.add(api::WORKER_LIST, workers).await?;
@@ -149,4 +150,43 @@ async fn commit(c: Ctx, principal: String, commit: CommitUpload) -> Result<Artif
 
 async fn read(c: Ctx, principal: String, r: ReadArtifact) -> Result<ArtifactChunk, WireError> {
     read_artifact(&c, Caller::Researcher(principal), r).await
+}
+
+/// `job.follow`: a consumer of the caller's own events of one job (the filter names the
+/// caller), delivering only into the caller's own inbox, made with the broker's rights.
+/// Ordered-consumer settings: no acks, flow control, heartbeats, in memory, gone a minute after
+/// its subscriber.
+async fn follow(c: Ctx, principal: String, f: FollowJob) -> Result<Following, WireError> {
+    use async_nats::jetstream::consumer::{push, AckPolicy, DeliverPolicy};
+    if !subjects::valid_id(&f.job_id) {
+        return Err(WireError::bad_request("job_id must be 1-64 of [A-Za-z0-9_-]"));
+    }
+    if !helium_protocol::auth::reply_allowed(&subjects::api(&principal, api::JOB_FOLLOW), &f.deliver) {
+        return Err(WireError::new(
+            helium_protocol::ErrorCode::Unauthorized,
+            "events are delivered only into the caller's own inbox",
+        ));
+    }
+    let stream = c.deps.js.get_stream(subjects::streams::EVENTS).await.map_err(unavailable)?;
+    let deliver_policy = match f.start_seq {
+        0 => DeliverPolicy::All,
+        start_sequence => DeliverPolicy::ByStartSequence { start_sequence },
+    };
+    let consumer = stream
+        .create_consumer(push::Config {
+            deliver_subject: f.deliver,
+            filter_subject: subjects::job_events(&principal, &f.job_id),
+            deliver_policy,
+            ack_policy: AckPolicy::None,
+            flow_control: true,
+            idle_heartbeat: std::time::Duration::from_secs(5),
+            inactive_threshold: std::time::Duration::from_secs(60),
+            memory_storage: true,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    let info = consumer.cached_info();
+    Ok(Following { consumer: info.name.clone(), pending: info.num_pending })
 }

@@ -34,15 +34,13 @@ from typing import Any
 
 import nats
 import nats.errors
-import nats.js.errors
 import torch
 from nats.aio.client import Client as NatsClient
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.client import JetStreamContext
 
 from . import _subjects as subjects
 from ._artifacts import chunk_for_payload, download, upload
 from ._connect import Refusals, check_principal, connect_nats
+from ._follow import Follower
 from ._limits import credits_to_micro
 from ._history import LiveCurve, checkpoint_epochs, history_frame, plot_history
 from ._progress import Tracker, bar_label
@@ -72,26 +70,6 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 DEFAULT_TIMEOUT = 30.0
 #: While following a job, how long a silence lasts before the job record is polled.
 _POLL_SECONDS = 5.0
-
-
-def _consumer_name() -> str:
-    return f"ev{uuid.uuid4().hex}"
-
-
-def _rename_on_reset(sub: Any) -> None:
-    """An ordered consumer recreates itself after a gap (e.g. a nats-server restart) with the
-    same config; a named one must take a fresh name, or the server refuses the changed config.
-    nats-py keeps that config in ``_jsi._ccreq``; if its internals differ, resets keep the name."""
-    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
-    reset = getattr(jsi, "reset_ordered_consumer", None)
-    if jsi is None or reset is None or not hasattr(jsi, "_ccreq"):
-        return
-
-    async def renamed(sseq: int | None) -> bool:
-        jsi._ccreq.name = _consumer_name()
-        return await reset(sseq)
-
-    jsi.reset_ordered_consumer = renamed
 
 
 def finish(status: JobStatus, *, raise_on_failure: bool) -> JobStatus:
@@ -145,7 +123,6 @@ class AsyncGrid:
         refusals: Refusals | None = None,
     ) -> None:
         self._nc = nc
-        self._js: JetStreamContext = nc.jetstream()
         self.url = url
         self.principal = check_principal(principal)
         self.timeout = timeout
@@ -322,40 +299,26 @@ class AsyncGrid:
     ) -> AsyncGenerator[JobEvent, None]:
         """A job's events from the first. ``live``: go on until a terminal state (polling the
         job record after each silence of ``_POLL_SECONDS``); otherwise stop once caught up."""
-        subject = subjects.job_events(self.principal, job_id)
+        follower = Follower(self, job_id)
         try:
-            # A named consumer: nats-server then sees the filter in the request's subject, which
-            # is all a researcher's credential may create a consumer for (its own events).
-            sub = await self._js.subscribe(
-                subject,
-                stream=subjects.EVENTS_STREAM,
-                ordered_consumer=True,
-                deliver_policy=DeliverPolicy.ALL,
-                config=ConsumerConfig(name=_consumer_name()),
-            )
-            _rename_on_reset(sub)
-        except nats.js.errors.NotFoundError as e:
-            raise Unavailable(
-                f"stream {subjects.EVENTS_STREAM} does not exist on {self.url}; is the broker running?"
-            ) from e
+            pending = await follower.start()
+        except NotFound:
+            raise
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-            raise Unavailable(f"JetStream is not answering on {self.url}: {e or type(e).__name__}") from e
+            raise Unavailable(f"the broker is not answering on {self.url}: {e or type(e).__name__}") from e
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
-            if not live:
-                info = await sub.consumer_info()
-                if not info.num_pending and not (info.delivered and info.delivered.consumer_seq):
-                    return
+            if not live and not pending:
+                return
             while True:
                 wait_s = _POLL_SECONDS
                 if deadline is not None:
                     wait_s = min(wait_s, deadline - loop.time())
                     if wait_s <= 0:
                         raise WaitTimeout(f"job {job_id} is still running after {timeout:g}s")
-                try:
-                    msg = await sub.next_msg(timeout=wait_s)
-                except nats.errors.TimeoutError:
+                got = await follower.next(timeout=wait_s)
+                if got is None:
                     if not live:
                         return
                     status = await self._status(job_id)
@@ -364,6 +327,7 @@ class AsyncGrid:
                         yield StateChanged(job_id, status.updated_ms, "state", state=status.state, reason=status.reason)
                         return
                     continue
+                msg, remaining = got
                 try:
                     event = parse_event(decode(msg.data))
                 except ProtocolError as e:
@@ -373,13 +337,10 @@ class AsyncGrid:
                 if live:
                     if isinstance(event, StateChanged) and event.state.is_terminal:
                         return
-                elif not msg.metadata.num_pending:
+                elif not remaining:
                     return
         finally:
-            try:
-                await sub.unsubscribe()
-            except Exception as e:  # closing connection, already gone
-                log.debug("unsubscribe from %s: %s", subject, e)
+            await follower.close()
 
     async def _download(self, job_id: str, name: str, expected: Any = None) -> bytes:
         return await download(self._request, job_id, name, expected=expected, preferred_chunk=self._chunk)

@@ -24,6 +24,7 @@ __all__ = [
     "JOB_STATUS",
     "JOB_CANCEL",
     "JOB_LIST",
+    "JOB_FOLLOW",
     "ACCOUNT_BALANCE",
     "ACCOUNT_GRANT",
     "WORKER_LIST",
@@ -73,6 +74,7 @@ JOB_SUBMIT = "job.submit"
 JOB_STATUS = "job.status"
 JOB_CANCEL = "job.cancel"
 JOB_LIST = "job.list"
+JOB_FOLLOW = "job.follow"
 ACCOUNT_BALANCE = "account.balance"
 ACCOUNT_GRANT = "account.grant"
 WORKER_LIST = "worker.list"
@@ -86,6 +88,7 @@ API_ALL: tuple[str, ...] = (
     JOB_STATUS,
     JOB_CANCEL,
     JOB_LIST,
+    JOB_FOLLOW,
     ACCOUNT_BALANCE,
     ACCOUNT_GRANT,
     WORKER_LIST,

@@ -17,7 +17,7 @@ pub mod authority;
 pub mod creds;
 pub mod jwt;
 
-use crate::subjects::{self, api, streams};
+use crate::subjects::{self, api};
 
 /// What a credential may do. The role and, for a worker, its owner are written into the JWT's
 /// tags (`role:<role>`, `owner:<principal>`), signed by the account key, so the broker can read
@@ -148,15 +148,10 @@ pub fn permissions(role: &Role, name: &str) -> Permissions {
         Role::Broker => Permissions { all: true, responses: true, ..Permissions::default() },
         Role::Researcher | Role::Operator => {
             let mut p = Permissions {
-                publish: vec![
-                    subjects::api(name, ">"),
-                    // An ordered consumer on the principal's own job events only: nats-server
-                    // checks that the filter in the request matches the one in the subject.
-                    format!("$JS.API.CONSUMER.CREATE.{}.*.{}", streams::EVENTS, subjects::job_events(name, ">")),
-                    // Its consumers' state, by their (random, unguessable) names; listing
-                    // consumers is not allowed, so others' names stay unknown.
-                    format!("$JS.API.CONSUMER.INFO.{}.*", streams::EVENTS),
-                ],
+                // No JetStream API: a consumer's deliver subject is not bound by permissions,
+                // so one a researcher created could deliver into the journal. The broker makes
+                // the consumer of a researcher's events (`job.follow`), into its own inbox.
+                publish: vec![subjects::api(name, ">")],
                 deny_publish: vec![subjects::api(name, api::ACCOUNT_GRANT)],
                 subscribe: vec![inbox],
                 responses: true,
@@ -241,10 +236,7 @@ mod tests {
         assert_eq!(p.publish[0], "helium.v1.api.alice.>");
         assert_eq!(p.deny_publish, ["helium.v1.api.alice.account.grant"]);
         assert_eq!(p.subscribe, ["_INBOX.p.alice.>"]);
-        assert_eq!(
-            p.publish[1],
-            "$JS.API.CONSUMER.CREATE.HELIUM_EVENTS.*.helium.v1.events.alice.>"
-        );
+        assert_eq!(p.publish.len(), 1, "no JetStream API for researchers");
         assert!(permissions(&Role::Operator, "ops").deny_publish.is_empty());
         let w = permissions(&Role::Worker { owner: "o".into() }, "w1");
         assert_eq!(w.subscribe, ["helium.v1.dispatch.w1.>", "_INBOX.w.w1.>"]);
