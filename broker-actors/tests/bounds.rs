@@ -6,7 +6,7 @@
 
 mod common;
 
-use async_nats::jetstream::{self, message::PublishMessage, stream};
+use async_nats::jetstream::{self, stream};
 use common::{
     checkpoint_file, fake_torchscript, model_state, requirements, result_file, safetensors_xy, training, upload,
     worker_request, Grid, Script, ScriptedWorker, CREDIT,
@@ -19,7 +19,7 @@ use helium_protocol::{
     job::{DeclaredWork, DeviceKind, JobState},
     limits::{MAX_EVENTS_PER_JOB, MAX_JOB_RECORD_BYTES, MAX_REASON_BYTES},
     subjects::{self, api, streams as names, worker},
-    worker::{Ask, Award, Heartbeat, Register, Registered, RunEvent, RunEventKind},
+    worker::{Ask, Award, Heartbeat, Register, Registered, RunEventKind},
     ErrorCode, WireError, PROTOCOL_VERSION,
 };
 
@@ -28,18 +28,7 @@ fn code(e: &anyhow::Error) -> Option<ErrorCode> {
 }
 
 async fn publish(grid: &Grid, worker_id: &str, award: &Award, kind: RunEventKind, dedup: &str) -> anyhow::Result<()> {
-    let js = jetstream::new(grid.client.clone());
-    let event = RunEvent {
-        v: PROTOCOL_VERSION,
-        job_id: award.job_id.clone(),
-        award_id: award.award_id.clone(),
-        kind,
-    };
-    let msg = PublishMessage::build()
-        .payload(encode(&event).into())
-        .message_id(format!("{}.{dedup}", award.award_id));
-    js.send_publish(subjects::worker(worker_id, worker::RUN_EVENT), msg).await?.await?;
-    Ok(())
+    common::publish_run_event(&jetstream::new(grid.client.clone()), worker_id, award, kind, dedup.to_string()).await
 }
 
 async fn workers(grid: &Grid, principal: &str) -> WorkerList {

@@ -5,16 +5,15 @@
 
 mod common;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use common::{checkpoint_file, requirements, result_file, safetensors, upload, Grid, Script, ScriptedWorker, CREDIT};
 use helium_protocol::{
     api::JobView,
     artifacts::ArtifactInfo,
-    encode,
     job::JobState,
-    subjects::{self, api, worker},
-    worker::{Award, RunEvent, RunEventKind},
-    ErrorCode, WireError, PROTOCOL_VERSION,
+    subjects::api,
+    worker::{Award, RunEventKind},
+    ErrorCode, WireError,
 };
 
 fn refused_code(e: &anyhow::Error) -> Option<ErrorCode> {
@@ -22,21 +21,7 @@ fn refused_code(e: &anyhow::Error) -> Option<ErrorCode> {
 }
 
 async fn publish(grid: &Grid, award: &Award, kind: RunEventKind, dedup: &str) {
-    let js = jetstream::new(grid.client.clone());
-    let event = RunEvent {
-        v: PROTOCOL_VERSION,
-        job_id: award.job_id.clone(),
-        award_id: award.award_id.clone(),
-        kind,
-    };
-    let msg = PublishMessage::build()
-        .payload(encode(&event).into())
-        .message_id(format!("{}.{dedup}", award.award_id));
-    js.send_publish(subjects::worker("w", worker::RUN_EVENT), msg)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    common::publish_run_event(&jetstream::new(grid.client.clone()), "w", award, kind, dedup.to_string()).await.unwrap();
 }
 
 #[tokio::test]

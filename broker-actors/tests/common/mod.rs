@@ -548,6 +548,23 @@ pub async fn upload(nats: &async_nats::Client, id: &str, job_id: &str, name: &st
     })
 }
 
+/// Publishes a run event of `award` on worker `worker_id`'s subject, deduplicated by
+/// `<award_id>.<dedup>`, and waits for the stream's ack.
+pub async fn publish_run_event(
+    js: &jetstream::Context,
+    worker_id: &str,
+    award: &Award,
+    kind: RunEventKind,
+    dedup: String,
+) -> Result<()> {
+    let event = RunEvent { v: PROTOCOL_VERSION, job_id: award.job_id.clone(), award_id: award.award_id.clone(), kind };
+    let msg = PublishMessage::build()
+        .payload(encode(&event).into())
+        .message_id(format!("{}.{dedup}", award.award_id));
+    js.send_publish(subjects::worker(worker_id, worker::RUN_EVENT), msg).await?.await?;
+    Ok(())
+}
+
 async fn run_award(
     nats: &async_nats::Client,
     id: &str,
@@ -556,26 +573,7 @@ async fn run_award(
     vanish: &tokio::sync::Notify,
 ) -> Result<()> {
     let js = jetstream::new(nats.clone());
-    let publish = |kind: RunEventKind, dedup: &str| {
-        let event = RunEvent {
-            v: PROTOCOL_VERSION,
-            job_id: award.job_id.clone(),
-            award_id: award.award_id.clone(),
-            kind,
-        };
-        let msg = PublishMessage::build()
-            .payload(encode(&event).into())
-            .message_id(format!("{}.{dedup}", award.award_id));
-        let js = js.clone();
-        let subject = subjects::worker(id, worker::RUN_EVENT);
-        async move {
-            js.send_publish(subject, msg)
-                .await?
-                .await
-                .map(|_| ())
-                .map_err(anyhow::Error::from)
-        }
-    };
+    let publish = |kind: RunEventKind, dedup: &str| publish_run_event(&js, id, &award, kind, dedup.to_string());
     let parameters = match script {
         Script::UndeclaredBigModel => award.work.parameters * 10,
         _ => award.work.parameters,
