@@ -27,6 +27,7 @@ from safetensors.torch import save
 
 from helium_grid import AsyncGrid, Grid
 from helium_grid._artifacts import upload
+from helium_grid._state import manifest
 from helium_grid._submission import Submission
 
 MB = 1_000_000
@@ -52,7 +53,9 @@ def raw_copy(blob: bytes, where: Path) -> float:
     return elapsed
 
 
-async def through_grid(url: str, creds: Path, blob: bytes, rows: int, model: bytes) -> tuple[float, float]:
+async def through_grid(
+    url: str, creds: Path, blob: bytes, rows: int, model: bytes, state: list
+) -> tuple[float, float]:
     async with await AsyncGrid.connect(url, creds=creds / "researcher.creds") as grid:
         start = time.perf_counter()
         data_upload, _ = await upload(grid._request, "data", blob, preferred_chunk=grid._chunk)
@@ -66,6 +69,7 @@ async def through_grid(url: str, creds: Path, blob: bytes, rows: int, model: byt
             requirements={"device": "any", "max_price_per_hour": 1, "budget": 1, "deadline_ms": 0},
             work={"parameters": 1024 * 2 + 2, "samples": rows, "epochs": 1},
             name="artifact-bench",
+            state=state,
         )
         body = sub.submit_body(model_upload=model_upload, data_upload=data_upload)
         job_id = (await grid._request("job.submit", body))["job_id"]
@@ -95,13 +99,14 @@ def main() -> None:
     out = io.BytesIO()
     torch.jit.save(buf, out)
     model = out.getvalue()
+    state = manifest(buf)
     print(f"{'size':>8} {'raw copy MB/s':>14} {'upload MB/s':>12} {'ratio':>6} {'download MB/s':>14} {'ratio':>6}")
     for size_mb in (int(s) for s in args.sizes.split(",")):
         blob, rows = data_blob(size_mb * MB)
         raws, ups, downs = [], [], []
         for _ in range(args.runs):
             raws.append(raw_copy(blob, Path(args.store)))
-            up, down = asyncio.run(through_grid(url, creds, blob, rows, model))
+            up, down = asyncio.run(through_grid(url, creds, blob, rows, model, state))
             ups.append(up)
             downs.append(down)
         n = len(blob) / MB
