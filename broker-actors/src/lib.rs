@@ -25,6 +25,7 @@ pub mod jobs;
 pub mod keydir;
 pub mod ledger;
 pub mod registry;
+pub mod sim;
 pub mod streams;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,6 +58,12 @@ pub struct Ctx {
     pub manager: ActorRef<jobs::ManagerMsg>,
     /// The public key of the grid's account: a worker's credential must be signed by it.
     pub account: std::sync::Arc<str>,
+}
+
+/// Milliseconds on a monotonic clock since this process first asked (durations only).
+pub fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 /// Wall-clock unix milliseconds (deadlines and event times are wall-clock by nature).

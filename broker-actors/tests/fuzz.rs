@@ -361,6 +361,7 @@ fn record(epochs: u32, price: u64, eta_secs: f64) -> JobRecord {
             name: Some("mnist".into()),
             state: JobState::Running,
             reason: None,
+            reason_code: None,
             worker: Some("w1".into()),
             price: Some(price),
             paid: 0,
@@ -387,6 +388,8 @@ fn record(epochs: u32, price: u64, eta_secs: f64) -> JobRecord {
             eta_secs,
             start_epoch: 0,
             start_step: 0,
+            held: true,
+            elapsed_ms: 1,
             settled: false,
             settle_steps: Some(3),
             stored_result: None,
@@ -396,6 +399,8 @@ fn record(epochs: u32, price: u64, eta_secs: f64) -> JobRecord {
         checkpoint: Some(CheckpointRecord { epoch: 1, step: 3, artifact: info("checkpoints/3") }),
         excluded_workers: vec!["w0".into()],
         state: corpus_manifest(),
+        reason: None,
+        swept: false,
     }
 }
 

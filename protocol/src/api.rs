@@ -63,6 +63,10 @@ pub struct JobView {
     /// Why the job waits or failed, in words ("no worker with ≥ 16 GiB").
     #[serde(default)]
     pub reason: Option<String>,
+    /// The same reason as a stable code (`no_worker`, `worker_lost`, `cancelled`, …; see
+    /// docs/PROTOCOL.md): what programs match, never the words.
+    #[serde(default)]
+    pub reason_code: Option<String>,
     #[serde(default)]
     pub worker: Option<String>,
     /// Micro-credits committed to the job: paid so far plus the hold of the award in force

@@ -115,7 +115,7 @@ pub struct Bid {
 }
 
 /// `job.award` (request): the winner is told to train.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Award {
     pub v: u32,
     pub job_id: String,
@@ -142,7 +142,7 @@ pub struct AwardAck {
 }
 
 /// `job.cancel` (request) to a worker: stop the run now.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancelRun {
     pub v: u32,
     pub job_id: String,

@@ -112,6 +112,7 @@ fn job_view() -> impl Strategy<Value = JobView> {
                 principal,
                 name,
                 state,
+                reason_code: reason.as_ref().map(|r| r.chars().take(16).collect()),
                 reason,
                 worker,
                 price,

@@ -179,16 +179,32 @@ async fn commit(c: Ctx, worker_id: String, commit: CommitUpload) -> Result<Artif
     }
     let (key, info) = upload_commit(&c, Caller::Worker(worker_id.clone()), commit).await?;
     if let Some((job_id, name)) = keys::parse_job_key(&key) {
-        let info = ArtifactInfo {
+        let stored = ArtifactInfo {
             name: name.clone(),
             ..info.clone()
         };
-        let _ = c.manager.send_message(ManagerMsg::Stored {
-            worker_id,
-            job_id,
-            name,
-            info,
-        });
+        // Answered only once the job recorded it: a run event naming it can then count it,
+        // even across a broker restart.
+        let w = worker_id.clone();
+        let recorded = ractor::call_t!(
+            c.manager,
+            |reply| ManagerMsg::Stored {
+                worker_id: w,
+                job_id,
+                name: name.clone(),
+                info: stored,
+                reply
+            },
+            CALL_MS
+        )
+        .map_err(unavailable)?;
+        if let Err(e) = recorded {
+            if name.starts_with(helium_protocol::artifacts::CHECKPOINTS) {
+                // It can never count: do not keep it (a result key may be the job's own).
+                let _ = c.deps.store.delete(&key).await;
+            }
+            return Err(e);
+        }
     }
     Ok(info)
 }

@@ -1,8 +1,11 @@
-//! Jobs: the JobManager actor accepts submissions, owns the map of live JobSupervisors (one per
-//! job) and routes each request or run event to the right one; supervisors own everything else.
+//! Jobs: the JobManager actor accepts submissions (each prepared in its own task), owns the
+//! map of live JobSupervisors (one per job) and routes each request or run event to the right
+//! one, never awaiting I/O in its handler; supervisors execute their job's pure core.
 
+pub mod core;
 pub mod quota;
 pub mod record;
+mod submit;
 pub mod supervisor;
 
 use std::collections::HashMap;
@@ -12,25 +15,20 @@ use futures::StreamExt;
 use helium_protocol::{
     api::{JobList, JobView, SubmitJob},
     artifacts::ArtifactInfo,
-    encode,
-    job::JobState,
-    ledger::user,
-    limits::MICRO_PER_CREDIT,
     state::TensorSpec,
-    subjects::keys,
     worker::RunEvent,
     ErrorCode, WireError,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::{
-    artifacts::{ArtifactsMsg, Caller},
-    ledger::LedgerMsg,
+    artifacts::Caller,
     registry::RegistryEvent,
     Deps,
 };
 pub use record::JobRecord;
 pub use supervisor::{JobSupervisor, SupervisorArgs, SupervisorMsg};
+use self::core::Input;
 
 pub enum ManagerMsg {
     /// The principal's jobs, oldest first.
@@ -70,12 +68,22 @@ pub enum ManagerMsg {
         name: String,
         reply: RpcReplyPort<Result<String, WireError>>,
     },
+    /// A verified upload: answered once the job recorded it (or refused it).
     Stored {
         worker_id: String,
         job_id: String,
         name: String,
         info: ArtifactInfo,
+        reply: RpcReplyPort<Result<(), WireError>>,
     },
+    /// A submission's task finished preparing it.
+    Prepared {
+        principal: String,
+        prepared: Result<(JobRecord, u64), WireError>,
+        reply: RpcReplyPort<Result<JobView, WireError>>,
+    },
+    /// A supervisor's job reached a terminal state (for the open-jobs quota).
+    Finished { job_id: String },
     /// The job's state manifest, which its results and checkpoints must match (answered by
     /// the manager itself: it never changes after submit).
     StateOf {
@@ -96,6 +104,8 @@ pub struct ManagerState {
     manifests: HashMap<String, Arc<Vec<TensorSpec>>>,
     /// Which of the jobs are known to be finished, for the open-jobs quota.
     open: quota::OpenJobs,
+    /// Submissions being prepared, per principal: they count against the quota too.
+    preparing: HashMap<String, usize>,
 }
 
 fn no_job(job_id: &str) -> WireError {
@@ -114,6 +124,7 @@ impl Actor for JobManager {
             owners: HashMap::new(),
             manifests: HashMap::new(),
             open: quota::OpenJobs::default(),
+            preparing: HashMap::new(),
         };
         // Respawn a supervisor for every recorded job; finished ones only answer queries.
         let mut keys = state.deps.jobs.keys().await?;
@@ -127,7 +138,7 @@ impl Actor for JobManager {
             };
             // Records are the broker's own storage, not wire messages: no version envelope.
             match rmp_serde::from_slice::<JobRecord>(&entry.value) {
-                Ok(record) => state.spawn(&me, record, entry.revision).await?,
+                Ok(record) => state.spawn(&me, record, entry.revision, true).await?,
                 Err(e) => tracing::error!(job = %job_id, error = %e, "unreadable job record left alone"),
             }
         }
@@ -147,9 +158,44 @@ impl Actor for JobManager {
                 request,
                 reply,
             } => {
-                let result = state.submit(&me, principal, request).await;
-                let _ = reply.send(result);
+                let preparing = state.preparing.get(&principal).copied().unwrap_or(0);
+                let open = state.open.count(&principal, &state.owners) + preparing;
+                if let Err(e) = quota::over(&principal, open, state.deps.quotas.max_open_jobs) {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
+                }
+                *state.preparing.entry(principal.clone()).or_default() += 1;
+                let (deps, me) = (state.deps.clone(), me.clone());
+                tokio::spawn(async move {
+                    let prepared = submit::prepare(deps, principal.clone(), request).await;
+                    let _ = me.send_message(ManagerMsg::Prepared {
+                        principal,
+                        prepared,
+                        reply,
+                    });
+                });
             }
+            ManagerMsg::Prepared {
+                principal,
+                prepared,
+                reply,
+            } => {
+                if let Some(n) = state.preparing.get_mut(&principal) {
+                    *n = n.saturating_sub(1);
+                }
+                let answer = match prepared {
+                    Ok((record, revision)) => {
+                        let view = record.view.clone();
+                        match state.spawn(&me, record, revision, false).await {
+                            Ok(()) => Ok(view),
+                            Err(e) => Err(WireError::internal(e.to_string())),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(answer);
+            }
+            ManagerMsg::Finished { job_id } => state.open.finished(&job_id),
             ManagerMsg::List { principal, reply } => {
                 let theirs: Vec<ActorRef<SupervisorMsg>> = state
                     .owners
@@ -223,23 +269,28 @@ impl Actor for JobManager {
                 job_id,
                 name,
                 info,
-            } => {
-                if let Some(s) = state.jobs.get(&job_id) {
-                    let _ = s.send_message(SupervisorMsg::Stored { worker_id, name, info });
-                }
-            }
+                reply,
+            } => match state.jobs.get(&job_id) {
+                Some(s) => drop(s.send_message(SupervisorMsg::Stored {
+                    worker_id,
+                    name,
+                    info,
+                    reply,
+                })),
+                None => drop(reply.send(Err(no_job(&job_id)))),
+            },
             ManagerMsg::StateOf { job_id, reply } => {
                 let manifest = state.manifests.get(&job_id).cloned().ok_or_else(|| no_job(&job_id));
                 let _ = reply.send(manifest);
             }
             ManagerMsg::Registry(RegistryEvent::CapacityAvailable) => {
                 for s in state.jobs.values() {
-                    let _ = s.send_message(SupervisorMsg::Auction);
+                    let _ = s.send_message(SupervisorMsg::Input(Input::Capacity));
                 }
             }
             ManagerMsg::Registry(RegistryEvent::WorkerLost { worker_id, job }) => {
                 if let Some(s) = job.as_ref().and_then(|j| state.jobs.get(j)) {
-                    let _ = s.send_message(SupervisorMsg::WorkerLost { worker_id });
+                    let _ = s.send_message(SupervisorMsg::Input(Input::WorkerLost { worker_id }));
                 }
             }
         }
@@ -281,6 +332,7 @@ impl ManagerState {
         me: &ActorRef<ManagerMsg>,
         record: JobRecord,
         revision: u64,
+        restarted: bool,
     ) -> Result<(), ActorProcessingErr> {
         let job_id = record.view.job_id.clone();
         self.owners.insert(job_id.clone(), record.view.principal.clone());
@@ -292,150 +344,11 @@ impl ManagerState {
             deps: self.deps.clone(),
             record,
             revision,
+            restarted,
+            manager: me.clone(),
         };
         let (actor, _) = ractor::Actor::spawn_linked(None, JobSupervisor, args, me.get_cell()).await?;
         self.jobs.insert(job_id, actor);
         Ok(())
-    }
-
-    async fn submit(
-        &mut self,
-        me: &ActorRef<ManagerMsg>,
-        principal: String,
-        request: SubmitJob,
-    ) -> Result<JobView, WireError> {
-        let now = crate::now_ms();
-        record::validate(&request, now)?;
-        let open = self.open.count(&principal, &self.owners, &self.jobs).await;
-        quota::over(&principal, open, self.deps.quotas.max_open_jobs)?;
-        // Fail fast: a budget the account cannot cover would only fail later, at the award.
-        let balance = ractor::call_t!(self.deps.ledger, LedgerMsg::Balance, 10_000, user(&principal))
-            .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("ledger: {e}")))?;
-        if balance < i128::from(request.requirements.budget) {
-            let credits = |micro: i128| micro as f64 / MICRO_PER_CREDIT as f64;
-            return Err(WireError::new(
-                ErrorCode::InsufficientFunds,
-                format!(
-                    "{principal} holds {} credits, less than the budget of {} credits",
-                    credits(balance),
-                    credits(i128::from(request.requirements.budget))
-                ),
-            ));
-        }
-        let job_id = uuid::Uuid::now_v7().simple().to_string();
-        let claim = |upload_id: String, dest_key: String| {
-            let principal = principal.clone();
-            move |reply| ArtifactsMsg::Claim {
-                principal,
-                upload_id,
-                dest_key,
-                reply,
-            }
-        };
-        let artifacts = &self.deps.artifacts;
-        let model = ractor::call_t!(
-            artifacts,
-            claim(request.model_upload.clone(), keys::model(&job_id)),
-            30_000
-        )
-        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))??;
-        let data = ractor::call_t!(
-            artifacts,
-            claim(request.data_upload.clone(), keys::data(&job_id)),
-            30_000
-        )
-        .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))
-        .and_then(|claimed| claimed);
-        let data = match data {
-            Ok(data) => data,
-            Err(e) => {
-                let _ = self.deps.store.delete(&keys::model(&job_id)).await; // no job will own it
-                return Err(e);
-            }
-        };
-        let store = &self.deps.store;
-        let unavailable = |e: crate::artifacts::StoreError| WireError::new(ErrorCode::Unavailable, e.to_string());
-        let checked = async {
-            store
-                .inspect_model(&keys::model(&job_id))
-                .await
-                .map_err(unavailable)?
-                .map_err(|m| WireError::new(ErrorCode::InvalidModel, m))?;
-            store
-                .inspect_data(&keys::data(&job_id))
-                .await
-                .map_err(unavailable)?
-                .map_err(|m| WireError::new(ErrorCode::InvalidData, m))
-        }
-        .await;
-        let summary = match checked {
-            Ok(summary) => summary,
-            Err(e) => {
-                let _ = store.delete(&keys::model(&job_id)).await;
-                let _ = store.delete(&keys::data(&job_id)).await;
-                return Err(e);
-            }
-        };
-        let model = ArtifactInfo {
-            name: helium_protocol::artifacts::MODEL.into(),
-            ..model
-        };
-        let data = ArtifactInfo {
-            name: helium_protocol::artifacts::DATA.into(),
-            ..data
-        };
-        let mut work = request.work;
-        work.samples = summary.rows; // the data, not the declaration, says how many samples
-        let view = JobView {
-            job_id: job_id.clone(),
-            principal: principal.clone(),
-            name: request.name.clone(),
-            state: JobState::Queued,
-            reason: None,
-            worker: None,
-            price: None,
-            paid: 0,
-            epochs: request.training.epochs,
-            epochs_done: 0,
-            last_loss: None,
-            result: None,
-            created_ms: now,
-            updated_ms: now,
-        };
-        let record = JobRecord {
-            view: view.clone(),
-            training: request.training,
-            requirements: request.requirements,
-            work,
-            model,
-            data,
-            awards: 0,
-            accepted_awards: 0,
-            award: None,
-            checkpoint: None,
-            excluded_workers: Vec::new(),
-            state: request.state,
-        };
-        let revision = self
-            .deps
-            .jobs
-            .create(&job_id, encode(&record).into())
-            .await
-            .map_err(|e| WireError::new(ErrorCode::Unavailable, format!("job store: {e}")))?;
-        crate::events::publish_job_event(
-            &self.deps.js,
-            &principal,
-            &job_id,
-            helium_protocol::api::JobEventKind::State {
-                state: JobState::Queued,
-                reason: None,
-            },
-        )
-        .await;
-        tracing::info!(job = %job_id, principal = %principal, "job submitted");
-        self.spawn(me, record, revision)
-            .await
-            .map_err(|e| WireError::internal(e.to_string()))?;
-        Ok(view)
     }
 }

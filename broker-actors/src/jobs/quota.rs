@@ -1,18 +1,11 @@
 //! The open-jobs quota: how many unfinished jobs a researcher has, counted by the job manager
-//! before it accepts another. Finished jobs never reopen, so once a supervisor says its job
-//! is finished the manager remembers it and never asks again: a count asks only the
-//! principal's jobs that were open last time (at most the quota, plus the new ones).
+//! before it accepts another, without asking anyone. Finished jobs never reopen: each
+//! supervisor tells the manager once its job is terminal (`ManagerMsg::Finished`), and a job
+//! whose news has not arrived yet counts as open (the quota errs on the safe side).
 
 use std::collections::{HashMap, HashSet};
 
 use helium_protocol::{ErrorCode, WireError};
-use ractor::ActorRef;
-
-use super::SupervisorMsg;
-
-/// How long one supervisor may take to say whether its job is finished; one that does not
-/// answer counts as open.
-const ASK_MS: u64 = 2_000;
 
 /// The principal's jobs: which are finished is learned lazily.
 #[derive(Default)]
@@ -32,25 +25,11 @@ impl OpenJobs {
     }
 
     /// Unfinished jobs of `principal` among `owners` (job → principal).
-    pub async fn count(
-        &mut self,
-        principal: &str,
-        owners: &HashMap<String, String>,
-        jobs: &HashMap<String, ActorRef<SupervisorMsg>>,
-    ) -> usize {
-        let mut open = 0;
-        for (job_id, _) in owners.iter().filter(|(_, p)| *p == principal) {
-            if self.finished.contains(job_id) {
-                continue;
-            }
-            let Some(supervisor) = jobs.get(job_id) else { continue };
-            let p = principal.to_string();
-            match ractor::call_t!(supervisor, |reply| SupervisorMsg::Status { principal: p, reply }, ASK_MS) {
-                Ok(Ok(view)) if view.state.is_terminal() => self.finished(job_id),
-                _ => open += 1,
-            }
-        }
-        open
+    pub fn count(&self, principal: &str, owners: &HashMap<String, String>) -> usize {
+        owners
+            .iter()
+            .filter(|(job, p)| *p == principal && !self.finished.contains(*job))
+            .count()
     }
 }
 

@@ -5,11 +5,13 @@ use helium_protocol::{
     api::{JobView, SubmitJob},
     artifacts::ArtifactInfo,
     state::{validate_manifest, TensorSpec},
-    job::{CheckpointEvery, DeclaredWork, JobState, Requirements, TrainingSpec, MIN_CHECKPOINT_SECS},
+    job::{CheckpointEvery, DeclaredWork, Requirements, TrainingSpec, MIN_CHECKPOINT_SECS},
     limits::{JOB_RECORD_GROWTH_BYTES, MAX_JOB_RECORD_BYTES},
     ErrorCode, WireError,
 };
 use serde::{Deserialize, Serialize};
+
+use super::core::Reason;
 
 /// The award in force: who trains, for how much.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,10 +28,20 @@ pub struct AwardRecord {
     /// Optimizer steps already done (and paid) before this award started: where it resumes.
     #[serde(default)]
     pub start_step: u64,
-    /// Whether this award's hold was posted/voided already.
+    /// Whether the hold (`hold.<job>.<n>`) is known to be in escrow. An award is recorded
+    /// before its hold is asked for, so that a restart asks again under the same id (the
+    /// ledger applies an id once) instead of guessing.
+    #[serde(default = "yes")]
+    pub held: bool,
+    /// How long the award has been in force (ms, measured on the broker's monotonic clock, as
+    /// of the record's last write): checkpoints and results are judged against it.
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    /// Whether this award's settlement transfers (pay and refund) are known to be applied.
     pub settled: bool,
-    /// Steps of this award to pay for, once settlement was decided; kept so a failed
-    /// settlement is retried with the same amounts.
+    /// Steps of this award to pay for, once settlement was decided. The decision is persisted
+    /// (with the state it implies) before the transfers are made; a restart makes the same
+    /// transfers again, under the same ids, until they are known to be applied.
     #[serde(default)]
     pub settle_steps: Option<u64>,
     /// Result uploaded by this award's worker and verified on commit.
@@ -78,6 +90,16 @@ pub struct JobRecord {
     /// refused.
     #[serde(default)]
     pub state: Vec<TensorSpec>,
+    /// Why the job is in its state (typed; `view.reason` is its text).
+    #[serde(default)]
+    pub reason: Option<Reason>,
+    /// Whether a finished job's escrow is known to be empty.
+    #[serde(default)]
+    pub swept: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Verified checkpoint uploads an award keeps waiting for their run event.
@@ -163,27 +185,6 @@ pub fn settlement(price: u64, award_steps: u64, paid_steps: u64) -> (u64, u64) {
     (pay, price - pay)
 }
 
-/// Whether a job in `state` may move to `next`.
-pub fn can_move(state: JobState, next: JobState) -> bool {
-    use JobState::*;
-    if state.is_terminal() {
-        return false;
-    }
-    matches!(
-        (state, next),
-        (Queued, Auctioning)
-            | (Auctioning, Queued)
-            | (Auctioning, Assigned)
-            | (Assigned, Running)
-            | (Assigned, Queued)
-            | (Running, Queued)
-            | (_, Completed)
-            | (_, Failed)
-            | (_, Cancelled)
-            | (_, Expired)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,12 +196,5 @@ mod tests {
         assert_eq!(settlement(100, 3, 1), (33, 67));
         assert_eq!(settlement(100, 10, 0), (0, 100));
         assert_eq!(settlement(u64::MAX, 3, 2).0 + settlement(u64::MAX, 3, 2).1, u64::MAX);
-    }
-
-    #[test]
-    fn terminal_states_do_not_move() {
-        assert!(can_move(JobState::Queued, JobState::Auctioning));
-        assert!(!can_move(JobState::Completed, JobState::Running));
-        assert!(!can_move(JobState::Queued, JobState::Running));
     }
 }
