@@ -112,7 +112,8 @@ async fn collect_and_decide(
         v: PROTOCOL_VERSION,
         job_id: job_id.clone(),
         auction_id: uuid::Uuid::now_v7().simple().to_string(),
-        requirements: requirements.clone(),
+        // Never the budget, the maximum price or the deadline: the broker holds bids to those.
+        requirements: (&requirements).into(),
         work,
     };
     let payload = bytes::Bytes::from(encode(&invite));
