@@ -141,7 +141,8 @@ mod tests {
         epochs: 2,
     };
 
-    fn req(max_price: u64, budget: u64) -> Requirements {
+    /// Requirements of any device and memory, without a deadline (shared with `invite`'s tests).
+    pub(super) fn req(max_price: u64, budget: u64) -> Requirements {
         Requirements {
             device: DeviceKind::Any,
             min_memory_bytes: 0,

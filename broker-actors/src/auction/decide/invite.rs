@@ -197,18 +197,9 @@ pub fn merge_ranked(mut invited: Vec<Candidate>, work: &DeclaredWork, k: usize) 
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::req;
     use super::*;
     use helium_protocol::job::DeviceKind;
-
-    fn req(max_price: u64, budget: u64) -> Requirements {
-        Requirements {
-            device: DeviceKind::Any,
-            min_memory_bytes: 0,
-            max_price_per_hour: max_price,
-            budget,
-            deadline_ms: 0,
-        }
-    }
 
     #[test]
     fn invitees_filter_with_a_reason() {
