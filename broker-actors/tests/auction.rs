@@ -3,11 +3,12 @@
 
 mod common;
 
-use common::{requirements, Grid, ScriptedWorker, CREDIT};
+use common::{requirements, Grid, Script, ScriptedWorker, CREDIT};
 use helium_protocol::{
     api::{JobEventKind, JobView},
-    job::JobState,
+    job::{DeviceKind, JobState},
     subjects::api,
+    worker::{Ask, Bid},
 };
 
 async fn status(grid: &Grid, principal: &str, job_id: &str) -> JobView {
@@ -191,4 +192,118 @@ async fn a_budget_the_account_cannot_cover_is_refused_at_submit() {
         .contains("bob holds 0"));
     assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT));
     grid.assert_books_balanced().await;
+}
+
+/// The awarded worker and its contract price, from the job's events.
+fn awarded(events: &[helium_protocol::api::JobEvent]) -> Option<(String, u64)> {
+    events.iter().find_map(|e| match &e.kind {
+        JobEventKind::Awarded { worker, price, .. } => Some((worker.clone(), *price)),
+        _ => None,
+    })
+}
+
+/// The liar's ask advertises 1,000 parameter-samples/s: the job's 32,000 take it 32 s, so no
+/// bid of it may say less than 5 + 32 / 4 = 13 s. Its 6 s bid (cost 1,667 µ) would beat the
+/// honest 36 s (10,000 µ); refused, it neither wins nor sets the price.
+#[tokio::test]
+async fn a_bid_faster_than_its_own_ask_allows_is_refused() {
+    let grid = Grid::start().await.unwrap();
+    grid.grant("alice", CREDIT).await.unwrap();
+    let ask = Ask {
+        price_per_hour: CREDIT,
+        device: DeviceKind::Cpu,
+        device_name: "cpu".into(),
+        memory_bytes: 8 << 30,
+        throughput: 1e3,
+        sandbox: Vec::new(),
+    };
+    let bid = Bid {
+        price_per_hour: CREDIT,
+        eta_secs: 6.0,
+    };
+    let liar = ScriptedWorker::with_ask(&grid, "liar", "owner-liar", ask, bid, Script::Complete)
+        .await
+        .unwrap();
+    let _honest = ScriptedWorker::start(&grid, "honest", "owner-honest", CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let job = grid
+        .submit("alice", requirements(2 * CREDIT, CREDIT), 16)
+        .await
+        .unwrap();
+    let events = grid
+        .wait_state("alice", &job.job_id, JobState::Completed)
+        .await
+        .unwrap();
+    assert_eq!(
+        awarded(&events),
+        Some(("honest".to_string(), 10_000)),
+        "events: {events:?}"
+    );
+    assert_eq!(liar.invites.lock().unwrap().len(), 1, "the liar was invited and bid");
+    assert!(liar.awards.lock().unwrap().is_empty());
+    assert_eq!(grid.balance("owner-liar").await.unwrap(), 0);
+    grid.assert_books_balanced().await;
+}
+
+/// Owner A runs a1 (cost 10,000 µ) and a2, which bids the whole budget (100,000 µ); owner B's
+/// b bids over the budget. a1 wins and, since no other owner qualified, is paid its own cost:
+/// a2 cannot set its price.
+#[tokio::test]
+async fn a_second_worker_of_the_winners_owner_does_not_set_the_price() {
+    let grid = Grid::start().await.unwrap();
+    grid.grant("alice", CREDIT).await.unwrap();
+    let budget = CREDIT / 10;
+    let _a1 = ScriptedWorker::start(&grid, "a1", "owner-a", CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let _a2 = ScriptedWorker::start(&grid, "a2", "owner-a", 10 * CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let _b = ScriptedWorker::start(&grid, "b", "owner-b", 20 * CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let job = grid
+        .submit("alice", requirements(20 * CREDIT, budget), 16)
+        .await
+        .unwrap();
+    let events = grid
+        .wait_state("alice", &job.job_id, JobState::Completed)
+        .await
+        .unwrap();
+    assert_eq!(awarded(&events), Some(("a1".to_string(), 10_000)), "events: {events:?}");
+    assert_eq!(grid.balance("owner-a").await.unwrap(), 10_000);
+    assert_eq!(grid.balance("alice").await.unwrap(), i128::from(CREDIT - 10_000));
+    grid.assert_books_balanced().await;
+}
+
+/// What an invitee reads: the job, the declared work, the device and memory it needs; never
+/// the budget, the maximum price or the deadline, at any depth of the message.
+#[tokio::test]
+async fn the_invitation_names_no_budget_price_or_deadline() {
+    let grid = Grid::start().await.unwrap();
+    grid.grant("alice", CREDIT).await.unwrap();
+    let worker = ScriptedWorker::start(&grid, "w", "owner-w", CREDIT, 36.0, 8)
+        .await
+        .unwrap();
+    let mut req = requirements(2 * CREDIT, CREDIT / 2);
+    req.deadline_ms = helium_broker_actors::now_ms() + 3_600_000;
+    req.min_memory_bytes = 4 << 30;
+    let job = grid.submit("alice", req, 16).await.unwrap();
+    grid.wait_state("alice", &job.job_id, JobState::Completed)
+        .await
+        .unwrap();
+    let invites = worker.invites.lock().unwrap().clone();
+    assert_eq!(invites.len(), 1);
+    let invite: serde_json::Value = rmp_serde::from_slice(&invites[0]).unwrap();
+    let keys = |v: &serde_json::Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&invite), ["auction_id", "job_id", "requirements", "v", "work"]);
+    assert_eq!(keys(&invite["requirements"]), ["device", "min_memory_bytes"]);
+    assert_eq!(invite["requirements"]["min_memory_bytes"], 4u64 << 30);
+    assert_eq!(invite["work"]["samples"], 16);
+    assert_eq!(invite["job_id"], job.job_id.as_str());
 }

@@ -44,6 +44,12 @@ pub const MAX_ETA_SECS: f64 = 365.0 * 24.0 * 3600.0;
 /// ([`crate::job::FIXED_OVERHEAD_SECS`]). A shorter one cannot be honest, and an ETA of 0
 /// would cost 0 and win every auction.
 pub const MIN_ETA_SECS: f64 = crate::job::FIXED_OVERHEAD_SECS;
+/// How much faster than its own standing ask a bid may say it computes: a bid's ETA less the
+/// fixed overhead must be at least the declared work over `MAX_BID_SPEEDUP ×` the ask's
+/// throughput. Room for a benchmark that undersold the machine (a cold start, a small probe
+/// model), not for an ETA chosen to win: the cost ranked is price × ETA, and the contract
+/// price does not depend on how long the run really takes.
+pub const MAX_BID_SPEEDUP: f64 = 4.0;
 /// Longest line the worker agent reads from its trainer child; longer lines are dropped
 /// (the trainer's own lines are far shorter: its reasons are truncated to [`MAX_REASON_BYTES`]).
 pub const MAX_CHILD_LINE_BYTES: usize = 64 * 1024;

@@ -89,14 +89,42 @@ pub struct Heartbeat {
     pub running: Option<String>,
 }
 
-/// `auction.invite` (request): a sealed-bid invitation.
+/// `auction.invite` (request): a sealed-bid invitation. It carries what a worker needs to
+/// decide whether it can run the job (device, memory) and to estimate its time (the declared
+/// work), and nothing of what the researcher would pay: with the budget, a bidder could bid
+/// exactly up to it; with the maximum price per hour or the deadline, it could inflate its
+/// price or ETA up to them when it suspects it bids alone (a lone bid is paid its own cost).
+/// The broker invites only workers whose ask is within the job's maximum price, and checks
+/// every bid against all the job's constraints itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Invite {
     pub v: u32,
     pub job_id: String,
     pub auction_id: String,
-    pub requirements: Requirements,
+    /// The field keeps its name from before invites dropped the money: a worker of this version
+    /// reads an older broker's invite too (its extra fields are ignored). A worker built
+    /// before cannot read this one (it misses `max_price_per_hour` and `budget`) and so never
+    /// bids: workers and broker upgrade together.
+    pub requirements: InviteRequirements,
     pub work: DeclaredWork,
+}
+
+/// The part of a job's [`Requirements`] an invitee sees: what the machine must offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InviteRequirements {
+    #[serde(default)]
+    pub device: DeviceKind,
+    #[serde(default)]
+    pub min_memory_bytes: u64,
+}
+
+impl From<&Requirements> for InviteRequirements {
+    fn from(r: &Requirements) -> Self {
+        InviteRequirements {
+            device: r.device,
+            min_memory_bytes: r.min_memory_bytes,
+        }
+    }
 }
 
 /// The reply to an invite: a bid, or a decline with a reason.
@@ -256,6 +284,75 @@ mod tests {
         assert_eq!(back, ev);
         let as_map: std::collections::BTreeMap<String, rmpv_like::Value> = rmp_serde::from_slice(&encode(&ev)).unwrap();
         assert_eq!(as_map.get("kind"), Some(&rmpv_like::Value::S(ev.kind.name().into())));
+    }
+
+    /// The invitation names no money and no deadline, at any depth; and a worker reads an
+    /// invite of the broker before (which carried the job's whole `Requirements`).
+    #[test]
+    fn an_invite_names_no_budget_price_or_deadline_and_reads_the_older_shape() {
+        use crate::job::{DeviceKind, Requirements};
+        use serde::de::IgnoredAny;
+        use std::collections::BTreeMap;
+        let requirements = Requirements {
+            device: DeviceKind::Cuda,
+            min_memory_bytes: 16 << 30,
+            max_price_per_hour: 2_000_000,
+            budget: 123_456_789,
+            deadline_ms: 42,
+        };
+        let work = DeclaredWork {
+            parameters: 10,
+            samples: 20,
+            epochs: 3,
+        };
+        let invite = Invite {
+            v: PROTOCOL_VERSION,
+            job_id: "j".into(),
+            auction_id: "a".into(),
+            requirements: (&requirements).into(),
+            work,
+        };
+        let bytes = encode(&invite);
+        #[derive(serde::Deserialize)]
+        struct Shape {
+            requirements: BTreeMap<String, IgnoredAny>,
+        }
+        let top: BTreeMap<String, IgnoredAny> = rmp_serde::from_slice(&bytes).unwrap();
+        let inner = rmp_serde::from_slice::<Shape>(&bytes).unwrap().requirements;
+        let keys: Vec<&str> = top.keys().chain(inner.keys()).map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "auction_id",
+                "job_id",
+                "requirements",
+                "v",
+                "work",
+                "device",
+                "min_memory_bytes"
+            ]
+        );
+        // The budget's digits appear nowhere in the bytes.
+        let budget = requirements.budget.to_be_bytes();
+        assert!(!bytes.windows(4).any(|w| w == &budget[4..]));
+
+        #[derive(serde::Serialize)]
+        struct Before<'a> {
+            v: u32,
+            job_id: &'a str,
+            auction_id: &'a str,
+            requirements: &'a Requirements,
+            work: DeclaredWork,
+        }
+        let old = encode(&Before {
+            v: PROTOCOL_VERSION,
+            job_id: "j",
+            auction_id: "a",
+            requirements: &requirements,
+            work,
+        });
+        let read: Invite = decode(&old).unwrap();
+        assert_eq!((read.requirements, read.work), (invite.requirements, work));
     }
 
     /// Just enough of a dynamic value to look at the encoded map's keys.

@@ -272,7 +272,7 @@ fn any_message() -> BoxedStrategy<Msg> {
         v,
         job_id,
         auction_id,
-        requirements,
+        requirements: (&requirements).into(),
         work,
     });
     let bid_reply = (option::of((any::<u64>(), num()).prop_map(|(price_per_hour, eta_secs)| Bid { price_per_hour, eta_secs })), option::of(text()))

@@ -175,9 +175,8 @@ impl AgentState {
         if ask.memory_bytes < req.min_memory_bytes {
             return decline("not enough device memory".into());
         }
-        if ask.price_per_hour > req.max_price_per_hour {
-            return decline("job's max price is below this worker's ask".into());
-        }
+        // The invite names no price, budget or deadline: the broker invited this worker because
+        // its ask is within the job's maximum price, and holds the bid to every constraint.
         let eta_secs = invite.work.eta_secs(ask.throughput);
         tracing::debug!(job = %invite.job_id, eta_secs, cost_credits = credits(cost(ask.price_per_hour, eta_secs)), "bidding");
         BidReply {

@@ -112,14 +112,15 @@ async fn collect_and_decide(
         v: PROTOCOL_VERSION,
         job_id: job_id.clone(),
         auction_id: uuid::Uuid::now_v7().simple().to_string(),
-        requirements: requirements.clone(),
+        // Never the budget, the maximum price or the deadline: the broker holds bids to those.
+        requirements: (&requirements).into(),
         work,
     };
     let payload = bytes::Bytes::from(encode(&invite));
     let asks = invited.iter().map(|c| {
         let subject = subjects::dispatch(&c.worker_id, subjects::dispatch::INVITE);
         let request = args.nats.request(subject, payload.clone());
-        let job_id = &job_id;
+        let (job_id, work) = (&job_id, &work);
         async move {
             let answer = tokio::time::timeout(args.bid_window, request).await;
             let reply = match answer {
@@ -134,13 +135,15 @@ async fn collect_and_decide(
                 )),
             };
             match reply {
-                // An ETA of 0 (cost 0), NaN or negative would win; such a bid is dropped and
-                // the auction goes on with the others.
-                Ok(BidReply { bid: Some(bid), .. }) => match bid.validate() {
+                // An ETA of 0 (cost 0), NaN, negative or faster than the worker's own ask
+                // allows would win; such a bid is dropped and the auction goes on with the
+                // others (`decide` applies the same check).
+                Ok(BidReply { bid: Some(bid), .. }) => match decide::check_bid(&bid, c.ask.throughput, work) {
                     Ok(()) => Some(Offer {
                         worker_id: c.worker_id.clone(),
                         owner: c.owner.clone(),
                         reputation: c.reputation,
+                        throughput: c.ask.throughput,
                         bid,
                     }),
                     Err(e) => {
@@ -160,7 +163,7 @@ async fn collect_and_decide(
         }
     });
     let offers: Vec<Offer> = join_all(asks).await.into_iter().flatten().collect();
-    let outcome = decide::decide(&offers, &requirements, crate::now_ms());
+    let outcome = decide::decide(&offers, &requirements, &work, crate::now_ms());
     tracing::info!(job = %job_id, invited = invited.len(), bids = offers.len(), ?outcome, "auction closed");
     outcome
 }

@@ -412,6 +412,8 @@ pub struct ScriptedWorker {
     pub id: String,
     /// Every award it received, in order.
     pub awards: Arc<Mutex<Vec<Award>>>,
+    /// Every invitation it received, as the bytes on the wire, in order.
+    pub invites: Arc<Mutex<Vec<Vec<u8>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -436,10 +438,6 @@ impl ScriptedWorker {
         memory_gib: u64,
         script: Script,
     ) -> Result<ScriptedWorker> {
-        let role = AuthRole::Worker { owner: owner.to_string() };
-        let issued = grid.nats.authority.issue(&role, id, helium_test_support::now())?;
-        let nats = grid.nats.connect_issued(&issued, &role, id).await?;
-        let mut invites = nats.subscribe(subjects::dispatch(id, ">")).await?;
         let ask = Ask {
             price_per_hour,
             device: DeviceKind::Cpu,
@@ -448,6 +446,16 @@ impl ScriptedWorker {
             throughput: 1e9,
             sandbox: Vec::new(),
         };
+        let bid = Bid { price_per_hour, eta_secs };
+        Self::with_ask(grid, id, owner, ask, bid, script).await
+    }
+
+    /// A worker registering `ask` and bidding `bid` on every invitation.
+    pub async fn with_ask(grid: &Grid, id: &str, owner: &str, ask: Ask, bid: Bid, script: Script) -> Result<ScriptedWorker> {
+        let role = AuthRole::Worker { owner: owner.to_string() };
+        let issued = grid.nats.authority.issue(&role, id, helium_test_support::now())?;
+        let nats = grid.nats.connect_issued(&issued, &role, id).await?;
+        let mut invites = nats.subscribe(subjects::dispatch(id, ">")).await?;
         let register = Register {
             v: PROTOCOL_VERSION,
             owner: owner.into(),
@@ -458,6 +466,8 @@ impl ScriptedWorker {
         let (id_owned, beat) = (id.to_string(), Duration::from_millis(registered.heartbeat_ms));
         let awards = Arc::new(Mutex::new(Vec::new()));
         let seen = awards.clone();
+        let invited = Arc::new(Mutex::new(Vec::new()));
+        let seen_invites = invited.clone();
         let vanish = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(async move {
             let id = id_owned;
@@ -473,7 +483,8 @@ impl ScriptedWorker {
                         let Some(reply) = message.reply.clone() else { continue };
                         let verb = message.subject.as_str().rsplitn(3, '.').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(".");
                         let payload = if verb == dispatch::INVITE {
-                            encode(&Reply::ok(BidReply { bid: Some(Bid { price_per_hour, eta_secs }), decline: None }))
+                            seen_invites.lock().map(|mut i| i.push(message.payload.to_vec())).ok();
+                            encode(&Reply::ok(BidReply { bid: Some(bid), decline: None }))
                         } else if verb == dispatch::AWARD {
                             let award: Award = match decode(&message.payload) { Ok(a) => a, Err(_) => continue };
                             seen.lock().map(|mut a| a.push(award.clone())).ok();
@@ -495,6 +506,7 @@ impl ScriptedWorker {
         Ok(ScriptedWorker {
             id: id.into(),
             awards,
+            invites: invited,
             task,
         })
     }
