@@ -77,7 +77,8 @@ keys() {
   issue() {
     local file="$dir/creds/$1.creds"; shift
     [ -s "$file" ] && return 0
-    (umask 077; "$helium" creds issue "$@" --keys "$dir/keys" >"$file.tmp") && mv "$file.tmp" "$file"
+    # The local grid listens on 127.0.0.1 only and keeps its credentials across `make up`s.
+    (umask 077; "$helium" creds issue "$@" --expires never --keys "$dir/keys" >"$file.tmp") && mv "$file.tmp" "$file"
   }
   issue operator operator operator
   issue researcher researcher researcher

@@ -317,7 +317,7 @@ async fn auctions(n: usize, concurrency: usize, invite_k: usize, window: Duratio
             },
             5_000
         )
-        .map_err(|e| anyhow!("register: {e}"))?;
+        .map_err(|e| anyhow!("register: {e}"))??;
     }
 
     let won = Arc::new(AtomicU64::new(0));

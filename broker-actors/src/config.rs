@@ -6,6 +6,7 @@ use clap::{Args, Parser};
 use helium_protocol::limits::{
     DEFAULT_EVENTS_MAX_BYTES, DEFAULT_JOBS_MAX_BYTES, DEFAULT_LEDGER_MAX_BYTES, DEFAULT_MAX_ARTIFACT_BYTES,
     DEFAULT_MAX_CHECKPOINTS_PER_AWARD, DEFAULT_MAX_OPEN_JOBS, DEFAULT_MAX_STAGED_BYTES, DEFAULT_RUNS_MAX_BYTES,
+    RESPONSE_TTL_SECS,
 };
 
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -27,8 +28,10 @@ pub struct BrokerConfig {
     /// Cloud stores (s3://, gs://, az://) are not compiled in yet.
     #[arg(long, env = "HELIUM_STORE")]
     pub store: String,
-    /// How long an auction waits for sealed bids.
-    #[arg(long, env = "HELIUM_BID_WINDOW_MS", default_value_t = DEFAULT_BID_WINDOW_MS)]
+    /// How long an auction waits for sealed bids; under the time a worker's credential lets it
+    /// answer (`limits::RESPONSE_TTL_SECS`), or every bid would be refused by nats-server.
+    #[arg(long, env = "HELIUM_BID_WINDOW_MS", default_value_t = DEFAULT_BID_WINDOW_MS,
+          value_parser = clap::value_parser!(u64).range(1..RESPONSE_TTL_SECS * 1000))]
     pub bid_window_ms: u64,
     /// Workers invited to one auction at most.
     #[arg(long, env = "HELIUM_INVITE_K", default_value_t = DEFAULT_INVITE_K)]

@@ -7,8 +7,9 @@
 //!   resolver in `resolver_dir`, the accounts preloaded). Rewritten at every revocation, so a
 //!   restarted server starts from the current revocation list.
 //! - `system.creds`: a system-account user, to push account updates to a running server.
-//! - `issued.jsonl`: one line per credential issued (role, name, owner, public key, time), so
-//!   a credential can be revoked by name.
+//! - `issued.jsonl`: one line per credential issued (role, name, owner, public key, time,
+//!   expiry), so a credential can be revoked by name; and the history that keeps a worker id
+//!   to one owner for good ([`KeyDir::issue`]).
 //! - `revocations.json`: user public key → revoked-before time.
 //! - `resolver_dir`: the path the server's resolver keeps account JWTs in.
 
@@ -38,6 +39,66 @@ pub struct IssuedRecord {
     pub owner: Option<String>,
     pub public_key: String,
     pub issued_at: i64,
+    /// Unix seconds from which the credential is refused; `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// Why `helium creds issue` refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueRefused {
+    /// A worker id belongs to the first owner it was issued to, for good (revoking its
+    /// credentials does not free it): two owners' workers under one id would be one worker to
+    /// the grid, each able to publish as the other.
+    #[error("worker {worker} was issued to {owner}; it cannot be issued to {claimed} (choose another worker id)")]
+    WorkerOwned { worker: String, owner: String, claimed: String },
+}
+
+/// A credential lifetime as `helium creds issue --expires` takes it: `<n>d`, `<n>h`, `<n>m`,
+/// `<n>s`, or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    Never,
+    For(std::time::Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a lifetime: <n>d, <n>h, <n>m, <n>s (n > 0) or never")]
+pub struct BadLifetime(pub String);
+
+impl std::str::FromStr for Lifetime {
+    type Err = BadLifetime;
+
+    fn from_str(text: &str) -> Result<Lifetime, BadLifetime> {
+        let bad = || BadLifetime(text.to_string());
+        if text == "never" {
+            return Ok(Lifetime::Never);
+        }
+        let unit = match text.chars().last().ok_or_else(bad)? {
+            'd' => 24 * 3600,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = text[..text.len() - 1].parse().map_err(|_| bad())?;
+        let secs = n.checked_mul(unit).filter(|&s| s > 0 && s <= i64::MAX as u64 / 2).ok_or_else(bad)?;
+        Ok(Lifetime::For(std::time::Duration::from_secs(secs)))
+    }
+}
+
+impl Lifetime {
+    /// The role's default ([`Role::default_lifetime`]).
+    pub fn default_for(role: &Role) -> Lifetime {
+        role.default_lifetime().map_or(Lifetime::Never, Lifetime::For)
+    }
+
+    fn expires_at(self, now: i64) -> Option<i64> {
+        match self {
+            Lifetime::Never => None,
+            Lifetime::For(d) => Some(now.saturating_add(d.as_secs() as i64)),
+        }
+    }
 }
 
 const SEEDS: [&str; 3] = ["operator.nk", "account.nk", "system.nk"];
@@ -81,10 +142,27 @@ impl KeyDir {
         self.dir.join("system.creds")
     }
 
-    /// Issues a credential and records it (not its seed) in `issued.jsonl`.
-    pub fn issue(&self, role: &Role, name: &str) -> Result<Issued> {
+    /// Issues a credential valid for `lifetime` and records it (not its seed) in
+    /// `issued.jsonl`. A worker id ever issued to one owner is refused to any other
+    /// ([`IssueRefused::WorkerOwned`]); the same owner may have it again (rotation).
+    pub fn issue(&self, role: &Role, name: &str, lifetime: Lifetime) -> Result<Issued> {
+        if let Role::Worker { owner } = role {
+            let taken = self
+                .issued()?
+                .into_iter()
+                .find(|r| r.role == role.name() && r.name == name && r.owner.as_deref() != Some(owner.as_str()));
+            if let Some(first) = taken {
+                return Err(IssueRefused::WorkerOwned {
+                    worker: name.to_string(),
+                    owner: first.owner.unwrap_or_default(),
+                    claimed: owner.clone(),
+                }
+                .into());
+            }
+        }
         let issued_at = now();
-        let issued = self.authority.issue(role, name, issued_at)?;
+        let expires_at = lifetime.expires_at(issued_at);
+        let issued = self.authority.issue_until(role, name, issued_at, expires_at)?;
         let record = IssuedRecord {
             role: role.name().to_string(),
             name: name.to_string(),
@@ -94,6 +172,7 @@ impl KeyDir {
             },
             public_key: issued.public_key.clone(),
             issued_at,
+            expires_at,
         };
         let mut log = std::fs::OpenOptions::new()
             .create(true)
@@ -185,7 +264,8 @@ fn write_secret(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn now() -> i64 {
+/// Unix seconds now.
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -34,11 +34,22 @@ pub enum RegistryEvent {
     WorkerLost { worker_id: String, job: Option<String> },
 }
 
+/// Why the registry refused a registration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterRefused {
+    /// The id is registered, and live, with another owner: two owners' workers under one id
+    /// would be one worker to the auction, paid to whichever registered last.
+    #[error("worker {worker_id} is registered to {owner} and live; a worker of {claimed} cannot take its id")]
+    OwnedByAnother { worker_id: String, owner: String, claimed: String },
+}
+
 pub enum RegistryMsg {
+    /// A worker's registration: the owner is the one its verified credential names. Refused
+    /// while the id is live under another owner (once it is lost, another owner may take it).
     Register {
         worker_id: String,
         register: Register,
-        reply: RpcReplyPort<Registered>,
+        reply: RpcReplyPort<Result<Registered, RegisterRefused>>,
     },
     Heartbeat {
         worker_id: String,
@@ -271,6 +282,16 @@ impl Actor for WorkerRegistry {
                 tracing::debug!(worker = %worker_id, owner = %register.owner, price = register.ask.price_per_hour,
                     device = ?register.ask.device, throughput = register.ask.throughput, "worker registered");
                 let known = state.workers.get(worker_id.as_str());
+                if let Some(live) = known.filter(|e| e.alive && e.candidate.owner != register.owner) {
+                    tracing::warn!(worker = %worker_id, owner = %live.candidate.owner, claimed = %register.owner,
+                        "registration refused: the id is live under another owner");
+                    let _ = reply.send(Err(RegisterRefused::OwnedByAnother {
+                        owner: live.candidate.owner.clone(),
+                        claimed: register.owner,
+                        worker_id,
+                    }));
+                    return Ok(());
+                }
                 let busy_with = known.and_then(|e| e.busy_with.clone());
                 let busy_from_heartbeat = known.is_some_and(|e| e.busy_from_heartbeat);
                 let indexed = known.and_then(|e| e.indexed);
@@ -293,9 +314,9 @@ impl Actor for WorkerRegistry {
                 };
                 state.idle.sync_new(&mut entry);
                 state.workers.insert(id, entry);
-                let _ = reply.send(Registered {
+                let _ = reply.send(Ok(Registered {
                     heartbeat_ms: state.heartbeat.as_millis() as u64,
-                });
+                }));
                 if news {
                     state.events.send(RegistryEvent::CapacityAvailable);
                 }
@@ -510,6 +531,7 @@ mod tests {
                     },
                     1_000
                 )
+                .unwrap()
                 .unwrap();
             }
         };
@@ -557,22 +579,16 @@ mod tests {
             invitees(&registry, DeviceKind::Cuda, 1).await.unwrap(),
             vec![pair("b", "ob")]
         );
-        // Same ask, new owner: the invitation names the new owner (who is paid).
-        put("b", register("ob2", 100, DeviceKind::Cuda)).await;
-        assert_eq!(
-            invitees(&registry, DeviceKind::Cuda, 1).await.unwrap(),
-            vec![pair("b", "ob2")]
-        );
         // A dearer ask moves it back; a device change moves it to the other views.
-        put("b", register("ob2", 400, DeviceKind::Cuda)).await;
+        put("b", register("ob", 400, DeviceKind::Cuda)).await;
         assert_eq!(
             invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
-            vec![pair("a", "oa"), pair("b", "ob2")]
+            vec![pair("a", "oa"), pair("b", "ob")]
         );
         put("a", register("oa", 300, DeviceKind::Cpu)).await;
         assert_eq!(
             invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
-            vec![pair("b", "ob2")]
+            vec![pair("b", "ob")]
         );
         assert_eq!(
             invitees(&registry, DeviceKind::Cpu, 8).await.unwrap(),
@@ -590,5 +606,33 @@ mod tests {
         let list = ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap();
         let ids: Vec<_> = list.iter().map(|w| w.worker_id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "excluded"]);
+    }
+
+    /// A live worker id cannot be taken over by another owner's worker; once the worker is
+    /// lost it can, and the invitation then names the new owner (who is paid).
+    #[tokio::test]
+    async fn a_live_worker_id_keeps_its_owner() {
+        let heartbeat = Duration::from_millis(20);
+        let (registry, _) = Actor::spawn(None, WorkerRegistry, RegistryArgs { heartbeat, events: Arc::new(OutputPort::default()) })
+            .await
+            .unwrap();
+        let put = |register: Register| {
+            let registry = registry.clone();
+            async move {
+                ractor::call_t!(registry, |reply| RegistryMsg::Register { worker_id: "w1".into(), register, reply }, 1_000).unwrap()
+            }
+        };
+        assert!(put(register("alice", 100, DeviceKind::Cuda)).await.is_ok());
+        assert!(put(register("alice", 200, DeviceKind::Cuda)).await.is_ok(), "its own owner re-registers");
+        assert_eq!(
+            put(register("bob", 50, DeviceKind::Cuda)).await,
+            Err(RegisterRefused::OwnedByAnother { worker_id: "w1".into(), owner: "alice".into(), claimed: "bob".into() })
+        );
+        let pair = |id: &str, owner: &str| (id.to_string(), owner.to_string());
+        assert_eq!(invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(), vec![pair("w1", "alice")]);
+        // No heartbeat: lost after MISSED_BEATS beats; then the id is free.
+        tokio::time::sleep(heartbeat * (MISSED_BEATS + 3)).await;
+        assert!(put(register("bob", 50, DeviceKind::Cuda)).await.is_ok());
+        assert_eq!(invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(), vec![pair("w1", "bob")]);
     }
 }

@@ -373,3 +373,214 @@ async fn the_broker_answers_only_into_the_callers_inbox() -> Result<()> {
     assert!(bucket.get("j1").await?.is_none(), "the broker wrote its answer into the job bucket");
     Ok(())
 }
+
+/// A researcher's connection holds at most `RESEARCHER_MAX_SUBS` subscriptions: nats-server
+/// refuses the next one (its JWT's `subs`), so a credential cannot exhaust the server with them.
+#[tokio::test]
+async fn a_researcher_over_its_subscription_cap_is_refused() -> Result<()> {
+    use helium_protocol::limits::RESEARCHER_MAX_SUBS;
+    let server = NatsServer::start()?;
+    let (alice, mut events) = server.connect_watched(&researcher(), "alice").await?;
+    let mut subs = Vec::new();
+    for i in 0..RESEARCHER_MAX_SUBS {
+        subs.push(alice.subscribe(format!("_INBOX.p.alice.s{i}")).await?);
+    }
+    alice.flush().await?;
+    let early = events.received();
+    assert!(!early.iter().any(|e| e.to_lowercase().contains("maximum subscriptions")), "refused under the cap: {early:?}");
+    let _over = alice.subscribe("_INBOX.p.alice.over".to_string()).await?;
+    events.expect("maximum subscriptions exceeded").await?;
+    // The broker's credential is not capped so (beyond the account's per-connection ceiling).
+    let broker = server.connect().await?;
+    let mut many = Vec::new();
+    for i in 0..RESEARCHER_MAX_SUBS + 1 {
+        many.push(broker.subscribe(format!("x.{i}")).await?);
+    }
+    broker.flush().await?;
+    Ok(())
+}
+
+/// A principal's message is at most an artifact chunk at its largest with its envelope, even
+/// on a server that takes larger ones; the broker's may be as large as the server's.
+#[tokio::test]
+async fn a_principals_message_over_the_largest_chunk_is_refused() -> Result<()> {
+    use helium_protocol::limits::PRINCIPAL_MAX_PAYLOAD_BYTES;
+    let server = NatsServer::start_with_max_payload(8 * 1024 * 1024)?;
+    let cap = PRINCIPAL_MAX_PAYLOAD_BYTES as usize;
+    let broker = server.connect().await?;
+    broker.publish("anything", vec![0u8; 6 * 1024 * 1024].into()).await?;
+    broker.flush().await?;
+    let subject = subjects::api("alice", verbs::ARTIFACT_CHUNK);
+    let (alice, mut events) = server.connect_watched(&researcher(), "alice").await?;
+    alice.publish(subject.clone(), vec![0u8; cap].into()).await?;
+    alice.flush().await?;
+    let early = events.received();
+    assert!(!early.iter().any(|e| e.to_lowercase().contains("payload")), "a full chunk was refused: {early:?}");
+    alice.publish(subject, vec![0u8; cap + 1].into()).await?;
+    // The server answers `-ERR 'Maximum Payload Violation'` and closes the connection; the
+    // error may be lost with the socket, the disconnection is not.
+    let mut refused = false;
+    for _ in 0..8 {
+        let Ok(e) = events.expect("").await else { break };
+        let e = e.to_lowercase();
+        if e.contains("maximum payload") || e.contains("disconnected") {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a message over the largest chunk was taken");
+    Ok(())
+}
+
+/// Issued to expire in the past: refused at connect. (async-nats may report the handshake
+/// done and the refusal as an event.)
+async fn refused_at_connect(server: &NatsServer, creds: &str) -> Result<bool> {
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let connected = async_nats::ConnectOptions::with_credentials(creds)?
+        .custom_inbox_prefix("_INBOX.p.alice")
+        .max_reconnects(Some(1))
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(e.to_string());
+            }
+        })
+        .connect(&server.url)
+        .await;
+    let Ok(client) = connected else { return Ok(true) };
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.recv().await {
+            let e = e.to_lowercase();
+            if e.contains("authorization") || e.contains("expired") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    drop(client);
+    Ok(refused)
+}
+
+#[tokio::test]
+async fn an_expired_credential_is_refused_at_connect_and_dropped_when_it_expires() -> Result<()> {
+    let server = NatsServer::start()?;
+    let t = now();
+    let expired = server.authority.issue_until(&researcher(), "alice", t - 100, Some(t - 1))?;
+    assert!(refused_at_connect(&server, &expired.creds).await?, "an expired credential connected");
+    // One that expires in 2 s works until then, and its connection is dropped then.
+    let brief = server.authority.issue_until(&researcher(), "alice", t, Some(t + 2))?;
+    let (alice, mut events) = server.connect_issued_watched(&brief, &researcher(), "alice").await?;
+    alice.flush().await?;
+    let mut dropped = false;
+    for _ in 0..8 {
+        let Ok(e) = events.expect("").await else { break };
+        let e = e.to_lowercase();
+        if e.contains("expired") || e.contains("disconnected") {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the connection outlived its credential");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_presenting_an_expired_credential_is_refused() -> Result<()> {
+    let grid = Grid::start().await?;
+    let role = Role::Worker { owner: "owner-1".into() };
+    let live = grid.nats.authority.issue(&role, "w1", now())?;
+    let w1 = grid.nats.connect_issued(&live, &role, "w1").await?;
+    let t = now();
+    let expired = grid.nats.authority.issue_until(&role, "w1", t - 100, Some(t - 1))?;
+    match register(&w1, "w1", "owner-1", expired.jwt).await?.into_result() {
+        Err(e) => assert!(e.code == ErrorCode::Unauthorized && e.message.contains("expired"), "{e}"),
+        Ok(_) => panic!("a worker registered with an expired credential"),
+    }
+    register(&w1, "w1", "owner-1", live.jwt).await?.into_result().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// A worker id live under one owner cannot be registered by another owner's credential for the
+/// same id (say, issued from another key directory): the two would be one worker to the grid.
+#[tokio::test]
+async fn a_live_worker_id_is_not_taken_by_another_owner() -> Result<()> {
+    use common::{Script, ScriptedWorker};
+    let grid = Grid::start().await?;
+    let _w1 = ScriptedWorker::with_script(&grid, "w1", "owner-1", CREDIT, 36.0, 8, Script::Idle).await?;
+    let theirs = Role::Worker { owner: "mallory".into() };
+    let cred = grid.nats.authority.issue(&theirs, "w1", now())?;
+    let impostor = grid.nats.connect_issued(&cred, &theirs, "w1").await?;
+    match register(&impostor, "w1", "mallory", cred.jwt).await?.into_result() {
+        Err(e) => assert!(e.code == ErrorCode::Unauthorized && e.message.contains("registered to owner-1"), "{e}"),
+        Ok(_) => panic!("another owner took a live worker's id"),
+    }
+    let workers: helium_protocol::api::WorkerList = grid.request("alice", verbs::WORKER_LIST, &Empty { v: PROTOCOL_VERSION }).await?;
+    let w = workers.workers.iter().find(|w| w.worker_id == "w1").expect("w1 listed");
+    assert_eq!(w.owner, "owner-1");
+    Ok(())
+}
+
+/// A credential answers a request it received once, and only within its response TTL (here a
+/// credential issued with a TTL of 1 s; the grid's is `RESPONSE_TTL_SECS`): nats-server reads
+/// the JWT's `resp` as this code writes it.
+#[tokio::test]
+async fn a_request_is_answered_once_and_only_within_the_response_ttl() -> Result<()> {
+    use futures::StreamExt;
+    use helium_protocol::auth::{permissions, Responses};
+    let server = NatsServer::start()?;
+    let role = Role::Worker { owner: "owner-1".into() };
+    let mut p = permissions(&role, "w1");
+    p.responses = Some(Responses { max: 1, ttl: Duration::from_secs(1) });
+    let issued = server.authority.issue_with(&role, "w1", &p, now(), None)?;
+    let (w1, mut refused) = server.connect_issued_watched(&issued, &role, "w1").await?;
+    let mut dispatch = w1.subscribe(subjects::dispatch("w1", ">")).await?;
+    w1.flush().await?;
+    let broker = server.connect().await?;
+    let mut answers = broker.subscribe("_INBOX.asker.>".to_string()).await?;
+    broker.flush().await?;
+    let invite = subjects::dispatch("w1", subjects::dispatch::INVITE);
+    // Answered at once: the first answer arrives, a second is refused.
+    broker.publish_with_reply(invite.clone(), "_INBOX.asker.1", "bid?".into()).await?;
+    let reply = next_reply(&mut dispatch).await?;
+    w1.publish(reply.clone(), "first".into()).await?;
+    w1.publish(reply.clone(), "second".into()).await?;
+    refused.expect(&format!("violation for publish to \"{reply}\"")).await?;
+    let first = tokio::time::timeout(Duration::from_secs(5), answers.next()).await?.expect("an answer");
+    assert_eq!(&first.payload[..], b"first");
+    // Answered after the TTL: refused.
+    broker.publish_with_reply(invite, "_INBOX.asker.2", "bid?".into()).await?;
+    let reply = next_reply(&mut dispatch).await?;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    w1.publish(reply.clone(), "late".into()).await?;
+    refused.expect(&format!("violation for publish to \"{reply}\"")).await?;
+    Ok(())
+}
+
+/// The reply subject of the next request `requests` receives.
+async fn next_reply(requests: &mut async_nats::Subscriber) -> Result<String> {
+    use futures::StreamExt;
+    let asked = tokio::time::timeout(Duration::from_secs(5), requests.next()).await?;
+    let reply = asked.and_then(|m| m.reply).ok_or_else(|| anyhow::anyhow!("no request with a reply subject"))?;
+    Ok(reply.to_string())
+}
+
+/// Operators watch the broker's run-event consumer, but read no researcher's `job.follow`
+/// consumer (its info names the researcher's inbox), nor the consumer list.
+#[tokio::test]
+async fn an_operator_reads_the_brokers_consumer_but_no_researchers() -> Result<()> {
+    let grid = Grid::start().await?;
+    let (ops, mut refused) = grid.nats.connect_watched(&Role::Operator, "ops").await?;
+    let runs = format!("$JS.API.CONSUMER.INFO.{}.{}", streams::RUNS, streams::RUNS_CONSUMER);
+    let info: serde_json::Value = serde_json::from_slice(&ops.request(runs, "".into()).await?.payload)?;
+    assert_eq!(info["name"], streams::RUNS_CONSUMER, "{info}");
+    for subject in [
+        format!("$JS.API.CONSUMER.INFO.{}.some-follow", streams::EVENTS),
+        format!("$JS.API.CONSUMER.LIST.{}", streams::EVENTS),
+    ] {
+        ops.publish(subject.clone(), "".into()).await?;
+        refused.expect(&format!("violation for publish to \"{subject}\"")).await?;
+    }
+    Ok(())
+}

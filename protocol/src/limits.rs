@@ -92,6 +92,60 @@ pub const DEFAULT_JOBS_MAX_BYTES: i64 = 2 << 30;
 /// `unavailable`) rather than lose an entry. 4 GiB is some 15 million transfers.
 pub const DEFAULT_LEDGER_MAX_BYTES: i64 = 4 << 30;
 
+// ---- Credentials: what nats-server lets one connection spend (`auth`) ----
+//
+// Written into the JWTs `helium creds` issues; nats-server enforces them. It applies a user's
+// `subs` and `payload` to each connection of that user, and the account's `subs` and `payload`
+// to each connection of the account too (the smaller wins), so the account's figures bind the
+// broker as well; the account's `conn` counts every connection of the account. A user JWT's
+// `data` field is not enforced by nats-server (2.10, 2.11), so none is written: there is no
+// bandwidth cap per credential.
+
+/// Largest message a researcher, operator or worker sends: an artifact chunk at its largest
+/// with its envelope. Chunks never exceed [`MAX_CHUNK_BYTES`] whatever the server's
+/// `max_payload`, so a connection never needs more; the broker's is the server's.
+pub const PRINCIPAL_MAX_PAYLOAD_BYTES: i64 = (MAX_CHUNK_BYTES + CHUNK_HEADROOM_BYTES) as i64;
+/// Subscriptions one researcher or operator connection may hold: the client's request inbox,
+/// one per job it follows at once (`job.follow`), the nats CLI's few. A notebook following
+/// more jobs at once opens a second connection.
+pub const RESEARCHER_MAX_SUBS: i64 = 256;
+/// Subscriptions one worker connection may hold: its dispatch subject and its request inbox;
+/// the rest is room.
+pub const WORKER_MAX_SUBS: i64 = 32;
+/// Subscriptions any one connection of the account may hold, the broker's included (its
+/// micro-service endpoints, heartbeats, its request inbox: some dozens). nats-server applies
+/// the account's `subs` per connection, not to the account's total.
+pub const ACCOUNT_MAX_SUBS_PER_CONNECTION: i64 = 16_384;
+/// Connections the whole `HELIUM` account may hold at once: the broker's, one per worker and
+/// per open notebook or CLI. Below nats-server's own `max_connections` (64K by default), so a
+/// full account still leaves room for the system account, through which the operator revokes
+/// whoever filled it.
+pub const ACCOUNT_MAX_CONNECTIONS: i64 = 10_000;
+/// Leaf-node connections into the account: Helium uses none.
+pub const ACCOUNT_MAX_LEAF_NODES: i64 = 0;
+/// How long a credential may answer a request it received (the JWT's response permission),
+/// once. Who answers whom: a worker answers the broker's invitation (the broker waits the bid
+/// window, 1.5 s by default), award (10 s) and cancel; a researcher answers JetStream's flow
+/// control on its followed events (at once). An answer later than the asker waits is never
+/// read; the broker's `--bid-window-ms` must stay below this.
+pub const RESPONSE_TTL_SECS: u64 = 30;
+/// Answers per request received.
+pub const RESPONSE_MAX_MESSAGES: i64 = 1;
+
+// ---- Credential lifetimes (`helium creds issue --expires`; these are the defaults) ----
+
+/// A researcher's credential: a person's file on a laptop or in a notebook server; a leaked
+/// one stops working by itself within a quarter. Renewal is one `helium creds issue`.
+pub const RESEARCHER_CREDENTIAL_SECS: u64 = 90 * 24 * 3600;
+/// An operator's credential mints credits: the shortest lifetime.
+pub const OPERATOR_CREDENTIAL_SECS: u64 = 30 * 24 * 3600;
+/// A worker's credential sits on its owner's machine unattended; nats-server drops the
+/// connection when it expires (the job in hand is resumed elsewhere), so the owner renews it
+/// ahead.
+pub const WORKER_CREDENTIAL_SECS: u64 = 90 * 24 * 3600;
+// The broker's credential does not expire by default: its expiry would stop the grid, and it
+// lives next to the keys that could issue another.
+
 /// Micro-credits as credits, for people to read (never for arithmetic: amounts stay integers).
 pub fn credits(micro: u64) -> f64 {
     micro as f64 / MICRO_PER_CREDIT as f64

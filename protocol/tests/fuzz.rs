@@ -439,8 +439,8 @@ fn fuzz_credentials() {
     let other = nkeys::KeyPair::new_account();
     let user = nkeys::KeyPair::new_user();
     let role = AuthRole::Worker { owner: "gpu-owner-1".into() };
-    let token = jwt::user(&account, &user.public_key(), "w1", &role, &permissions(&role, "w1"), 1_700_000_000).expect("sign");
-    let foreign = jwt::user(&other, &user.public_key(), "w1", &role, &permissions(&role, "w1"), 1_700_000_000).expect("sign");
+    let token = jwt::user(&account, &user.public_key(), "w1", &role, &permissions(&role, "w1"), 1_700_000_000, None).expect("sign");
+    let foreign = jwt::user(&other, &user.public_key(), "w1", &role, &permissions(&role, "w1"), 1_700_000_000, None).expect("sign");
     let seed = user.seed().expect("seed");
     let creds_text = creds::render(&token, &seed);
     let account_key = account.public_key();
@@ -458,7 +458,7 @@ fn fuzz_credentials() {
         let _ = auth::identity(&text);
         let _ = jwt::read_own_user(&text);
         let _ = jwt::issuer(&text);
-        match jwt::verify_user(&text, &account_key) {
+        match jwt::verify_user(&text, &account_key, 1_700_000_000) {
             Ok(_) if text.trim() != token => Err(format!("a tampered token verified: {text:?}")),
             Err(e) if text.trim() == token => Err(format!("the real token did not verify: {e}")),
             _ => Ok(()),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +15,15 @@ import pytest
 
 import helium_grid as hg
 
+from conftest import helium_bin
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def helium(nats_server: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """``helium creds ARGS --keys <the grid's keys>``, whatever its exit status."""
+    argv = [str(helium_bin("helium")), "creds", *args, "--keys", str(nats_server.keys)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
 def test_the_principal_is_the_credentials(nats_server: Any, broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,6 +96,52 @@ def test_a_revoked_credential_stops_working_at_once(nats_server: Any, broker: An
     # A new credential for the same principal works.
     with hg.Grid(nats_server.url, creds=nats_server.creds("researcher", "revokee", fresh=True)) as again:
         assert again.balance().micro == 0
+
+
+def test_a_worker_id_stays_with_its_first_owner(nats_server: Any) -> None:
+    assert helium(nats_server, "issue", "worker", "w-owned", "--owner", "alice").returncode == 0
+    taken = helium(nats_server, "issue", "worker", "w-owned", "--owner", "bob")
+    assert taken.returncode != 0 and taken.stdout == ""
+    assert "worker w-owned was issued to alice; it cannot be issued to bob" in taken.stderr
+    # Revoking alice's worker does not free the id for bob; alice may have it again (rotation).
+    assert helium(nats_server, "revoke", "w-owned", "--nats", nats_server.url).returncode == 0
+    assert helium(nats_server, "issue", "worker", "w-owned", "--owner", "bob").returncode != 0
+    again = helium(nats_server, "issue", "worker", "w-owned", "--owner", "alice")
+    assert again.returncode == 0 and "BEGIN NATS USER JWT" in again.stdout
+
+
+def test_a_revocation_not_pushed_says_so(nats_server: Any, broker: Any) -> None:
+    creds = nats_server.creds("researcher", "offline-revokee", fresh=True)
+    # Neither --nats nor --offline: refused, nothing revoked.
+    bare = helium(nats_server, "revoke", "offline-revokee")
+    assert bare.returncode != 0 and "--offline" in bare.stderr and "--nats" in bare.stderr
+    mine = [line for line in helium(nats_server, "list").stdout.splitlines() if " offline-revokee " in line]
+    assert mine and not any(line.endswith(" revoked") for line in mine), mine
+    # --offline: done, loudly, and true to its word: the running server still takes it.
+    offline = helium(nats_server, "revoke", "offline-revokee", "--offline")
+    assert offline.returncode == 0, offline.stderr
+    assert "WARNING" in offline.stderr and "keeps accepting" in offline.stderr
+    with hg.Grid(nats_server.url, creds=creds, timeout=5) as grid:
+        assert grid.balance().micro == 0
+    # Pushed, it takes effect.
+    assert helium(nats_server, "revoke", "offline-revokee", "--nats", nats_server.url).returncode == 0
+    with pytest.raises(hg.Unauthorized, match="refused the connection"):
+        hg.Grid(nats_server.url, creds=creds, connect_timeout=5)
+
+
+def test_an_expired_credential_cannot_connect(nats_server: Any, broker: Any, tmp_path: Path) -> None:
+    brief = helium(nats_server, "issue", "researcher", "short-lived", "--expires", "1s")
+    assert brief.returncode == 0, brief.stderr
+    creds = tmp_path / "short-lived.creds"
+    creds.write_text(brief.stdout)
+    time.sleep(2.5)
+    with pytest.raises(hg.Unauthorized, match="refused the connection"):
+        hg.Grid(nats_server.url, creds=creds, connect_timeout=5)
+    listed = [line for line in helium(nats_server, "list").stdout.splitlines() if " short-lived " in line]
+    assert listed and listed[-1].endswith(" expired"), listed
+    for bad in ("0d", "12", "x", "1w", "99999999999999999d"):
+        refused = helium(nats_server, "issue", "researcher", "short-lived", "--expires", bad)
+        assert refused.returncode != 0 and "is not a lifetime" in refused.stderr, (bad, refused.stderr)
 
 
 def nats_cli() -> Path:

@@ -52,10 +52,19 @@ pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nat
 }
 
 /// A worker's owner comes from its credential: the JWT must be signed by the grid's account,
-/// name this worker (the subject's id, which nats-server let only this credential publish
-/// under) and carry the worker role with its owner.
+/// not expired, name this worker (the subject's id, which nats-server let only this
+/// credential publish under) and carry the worker role with its owner; and while the id is
+/// live under one owner, another's registration is refused (the registry).
+///
+/// Revocation is not checked here: nats-server refuses a revoked credential at connect and
+/// drops its connections, so the connection asking holds a live credential for this id. The
+/// JWT it presents may be another (say, a revoked one of the same id): `helium creds issue`
+/// never gives an id to two owners, so any JWT naming this id names its owner.
 async fn register(c: Ctx, worker_id: String, mut register: Register) -> Result<Registered, WireError> {
-    let user = auth::jwt::verify_user(&register.credential, &c.account)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let user = auth::jwt::verify_user(&register.credential, &c.account, now)
         .map_err(|e| WireError::new(ErrorCode::Unauthorized, format!("worker credential refused: {e}")))?;
     let owner = match user.role {
         Some(Role::Worker { owner }) if user.name == worker_id => owner,
@@ -89,7 +98,8 @@ async fn register(c: Ctx, worker_id: String, mut register: Register) -> Result<R
         },
         CALL_MS
     )
-    .map_err(unavailable)
+    .map_err(unavailable)?
+    .map_err(|e| WireError::new(ErrorCode::Unauthorized, e.to_string()))
 }
 
 /// A worker uploads only `result` or `checkpoints/<step>` of a job awarded to it; the job's

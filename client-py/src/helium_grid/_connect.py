@@ -144,7 +144,7 @@ async def connect_nats(
         if denied or "authorization violation" in str(e).lower():
             held = f"the credential {path}" if path else "no credential"
             raise Unauthorized(
-                f"the grid at {url} refused the connection with {held} (revoked, or another grid's?)"
+                f"the grid at {url} refused the connection with {held} (revoked, expired, or another grid's?)"
             ) from e
         raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
     if "max_reconnect_attempts" not in nats_options:

@@ -17,7 +17,12 @@ pub mod authority;
 pub mod creds;
 pub mod jwt;
 
-use crate::subjects::{self, api};
+use std::time::Duration;
+
+use crate::{
+    limits,
+    subjects::{self, api},
+};
 
 /// What a credential may do. The role and, for a worker, its owner are written into the JWT's
 /// tags (`role:<role>`, `owner:<principal>`), signed by the account key, so the broker can read
@@ -43,6 +48,17 @@ impl Role {
             Role::Operator => "operator",
             Role::Researcher => "researcher",
             Role::Worker { .. } => "worker",
+        }
+    }
+
+    /// How long a credential of this role lives unless its issuer says otherwise (the figures
+    /// and their reasons are in [`limits`]); `None`: it does not expire.
+    pub fn default_lifetime(&self) -> Option<Duration> {
+        match self {
+            Role::Broker => None,
+            Role::Operator => Some(Duration::from_secs(limits::OPERATOR_CREDENTIAL_SECS)),
+            Role::Researcher => Some(Duration::from_secs(limits::RESEARCHER_CREDENTIAL_SECS)),
+            Role::Worker { .. } => Some(Duration::from_secs(limits::WORKER_CREDENTIAL_SECS)),
         }
     }
 
@@ -86,17 +102,36 @@ impl Role {
 pub const ROLE_TAG: &str = "role:";
 pub const OWNER_TAG: &str = "owner:";
 
-/// Subjects a credential may publish to and subscribe to; nats-server refuses everything else.
+/// What a credential may do, as written into its JWT: subjects it may publish to and subscribe
+/// to (nats-server refuses everything else), and what one of its connections may spend.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions {
     pub publish: Vec<String>,
     pub deny_publish: Vec<String>,
     pub subscribe: Vec<String>,
     /// May answer requests it received (and JetStream flow control) on their reply subjects,
-    /// once each, without a publish permission for them.
-    pub responses: bool,
-    /// No restriction at all (the broker).
+    /// without a publish permission for them: so many answers each, within so long.
+    pub responses: Option<Responses>,
+    /// No restriction on subjects at all (the broker).
     pub all: bool,
+    /// Subscriptions one connection may hold (`None`: no limit of its own).
+    pub max_subs: Option<u64>,
+    /// Largest message one connection may publish, headers included (`None`: the server's).
+    pub max_payload: Option<u64>,
+}
+
+/// The JWT's response permission: answers per request received, and for how long after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Responses {
+    pub max: u32,
+    pub ttl: Duration,
+}
+
+impl Responses {
+    /// What every role that answers gets ([`limits::RESPONSE_TTL_SECS`]).
+    pub fn bounded() -> Responses {
+        Responses { max: limits::RESPONSE_MAX_MESSAGES as u32, ttl: Duration::from_secs(limits::RESPONSE_TTL_SECS) }
+    }
 }
 
 /// The inbox prefix a credential's connection must use: replies to its requests arrive under
@@ -145,7 +180,8 @@ pub fn reply_allowed(subject: &str, reply: &str) -> bool {
 pub fn permissions(role: &Role, name: &str) -> Permissions {
     let inbox = format!("{}.>", inbox_prefix(role, name));
     match role {
-        Role::Broker => Permissions { all: true, responses: true, ..Permissions::default() },
+        // Unlimited but for the account's own caps (`limits::ACCOUNT_MAX_SUBS_PER_CONNECTION`).
+        Role::Broker => Permissions { all: true, ..Permissions::default() },
         Role::Researcher | Role::Operator => {
             let mut p = Permissions {
                 // No JetStream API: a consumer's deliver subject is not bound by permissions,
@@ -154,13 +190,17 @@ pub fn permissions(role: &Role, name: &str) -> Permissions {
                 publish: vec![subjects::api(name, ">")],
                 deny_publish: vec![subjects::api(name, api::ACCOUNT_GRANT)],
                 subscribe: vec![inbox],
-                responses: true,
+                // Flow control of its followed events.
+                responses: Some(Responses::bounded()),
                 all: false,
+                max_subs: Some(limits::RESEARCHER_MAX_SUBS as u64),
+                max_payload: Some(limits::PRINCIPAL_MAX_PAYLOAD_BYTES as u64),
             };
             if *role == Role::Operator {
                 p.deny_publish.clear();
                 // Read-only operations with the nats CLI: services, streams, consumers, KV.
                 p.publish.extend(OPERATOR_READS.iter().map(|s| s.to_string()));
+                p.publish.push(format!("$JS.API.CONSUMER.INFO.{}.{}", subjects::streams::RUNS, subjects::streams::RUNS_CONSUMER));
             }
             p
         }
@@ -168,8 +208,11 @@ pub fn permissions(role: &Role, name: &str) -> Permissions {
             publish: vec![subjects::worker(name, ">")],
             deny_publish: vec![],
             subscribe: vec![subjects::dispatch(name, ">"), inbox],
-            responses: true,
+            // The broker's invitations, awards and cancels.
+            responses: Some(Responses::bounded()),
             all: false,
+            max_subs: Some(limits::WORKER_MAX_SUBS as u64),
+            max_payload: Some(limits::PRINCIPAL_MAX_PAYLOAD_BYTES as u64),
         },
     }
 }
@@ -177,7 +220,10 @@ pub fn permissions(role: &Role, name: &str) -> Permissions {
 /// What an operator's nats CLI may ask JetStream and the micro services, all of it reads. No
 /// consumer creation: a consumer's deliver subject is not bound by permissions, so creating
 /// one would let its holder have JetStream write anywhere (read messages with `stream get`).
-const OPERATOR_READS: [&str; 10] = [
+/// Consumer details only of the broker's run-event consumer (its lag is worth watching): the
+/// consumers on `HELIUM_EVENTS` are researchers' `job.follow`s, whose info names their inbox
+/// subjects, and `CONSUMER.LIST` would show every consumer's; their names stay listable.
+const OPERATOR_READS: [&str; 8] = [
     "$SRV.>",
     "$JS.API.INFO",
     "$JS.API.STREAM.NAMES",
@@ -186,8 +232,6 @@ const OPERATOR_READS: [&str; 10] = [
     "$JS.API.STREAM.MSG.GET.*",
     "$JS.API.DIRECT.GET.>",
     "$JS.API.CONSUMER.NAMES.*",
-    "$JS.API.CONSUMER.LIST.*",
-    "$JS.API.CONSUMER.INFO.*.*",
 ];
 
 #[cfg(test)]
@@ -240,5 +284,39 @@ mod tests {
         assert!(permissions(&Role::Operator, "ops").deny_publish.is_empty());
         let w = permissions(&Role::Worker { owner: "o".into() }, "w1");
         assert_eq!(w.subscribe, ["helium.v1.dispatch.w1.>", "_INBOX.w.w1.>"]);
+    }
+
+    /// Every role but the broker is capped per connection, and answers once, within a bound.
+    #[test]
+    fn every_principal_is_capped_and_answers_once_within_a_bound() {
+        for (role, subs) in [
+            (Role::Researcher, limits::RESEARCHER_MAX_SUBS),
+            (Role::Operator, limits::RESEARCHER_MAX_SUBS),
+            (Role::Worker { owner: "o".into() }, limits::WORKER_MAX_SUBS),
+        ] {
+            let p = permissions(&role, "x");
+            assert_eq!(p.max_subs, Some(subs as u64), "{role:?}");
+            assert_eq!(p.max_payload, Some(limits::PRINCIPAL_MAX_PAYLOAD_BYTES as u64), "{role:?}");
+            let r = p.responses.expect("answers requests");
+            assert_eq!((r.max, r.ttl), (1, Duration::from_secs(limits::RESPONSE_TTL_SECS)), "{role:?}");
+            assert!(role.default_lifetime().is_some(), "{role:?} never expires");
+        }
+        // A chunk at its largest, with its envelope, fits a principal's payload cap.
+        assert!(limits::chunk_for_payload(u64::MAX) + limits::CHUNK_HEADROOM_BYTES <= limits::PRINCIPAL_MAX_PAYLOAD_BYTES as u64);
+        let broker = permissions(&Role::Broker, "broker");
+        assert_eq!((broker.max_subs, broker.max_payload), (None, None));
+        assert_eq!(Role::Broker.default_lifetime(), None);
+    }
+
+    /// An operator reads the broker's run-event consumer, not researchers' `job.follow`
+    /// consumers (their info names the researchers' inbox subjects).
+    #[test]
+    fn an_operator_reads_no_researchers_consumer_info() {
+        let ops = permissions(&Role::Operator, "ops");
+        assert!(ops.publish.iter().any(|s| s == "$JS.API.CONSUMER.INFO.HELIUM_RUNS.helium-broker-runs"));
+        for s in &ops.publish {
+            assert!(!s.starts_with("$JS.API.CONSUMER.LIST"), "{s}");
+            assert!(!s.starts_with("$JS.API.CONSUMER.INFO") || !s.contains('*'), "{s}");
+        }
     }
 }

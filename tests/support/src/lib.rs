@@ -35,6 +35,8 @@ pub struct NatsServer {
     store: PathBuf,
     /// `sync_interval: always` (fsync before ack) instead of nats-server's default.
     synced: bool,
+    /// The server's `max_payload`, if not its default (1 MiB).
+    max_payload: Option<u64>,
     /// The keys the server trusts: issue any principal's credential with it.
     pub authority: Authority,
     dir: tempfile::TempDir,
@@ -64,27 +66,33 @@ pub fn free_port() -> Result<u16> {
 impl NatsServer {
     /// Starts a JetStream-enabled server and returns once it logs that it is ready.
     pub fn start() -> Result<Self> {
-        Self::start_with(false)
+        Self::start_with(false, None)
     }
 
     /// As [`NatsServer::start`], with fsync before every ack (the ledger's journal needs it).
     pub fn start_synced() -> Result<Self> {
-        Self::start_with(true)
+        Self::start_with(true, None)
     }
 
-    fn start_with(synced: bool) -> Result<Self> {
+    /// As [`NatsServer::start`], taking messages of up to `bytes` (the local grid's 8 MiB).
+    pub fn start_with_max_payload(bytes: u64) -> Result<Self> {
+        Self::start_with(false, Some(bytes))
+    }
+
+    fn start_with(synced: bool, max_payload: Option<u64>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = dir.path().join("jetstream");
         let port = free_port()?;
         let authority = Authority::generate();
         write_auth(dir.path(), &authority)?;
-        let child = spawn(port, &store, synced)?;
+        let child = spawn(port, &store, synced, max_payload)?;
         Ok(Self {
             child,
             port,
             url: format!("nats://127.0.0.1:{port}"),
             store,
             synced,
+            max_payload,
             authority,
             dir,
         })
@@ -99,7 +107,7 @@ impl NatsServer {
     /// Kills the server and starts it again on the same port and store (data survives).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        self.child = spawn(self.port, &self.store, self.synced)?;
+        self.child = spawn(self.port, &self.store, self.synced, self.max_payload)?;
         Ok(())
     }
 
@@ -135,7 +143,16 @@ impl NatsServer {
     /// As [`NatsServer::connect_as`], plus the errors the server sends this connection (its
     /// permission refusals), to await in a test.
     pub async fn connect_watched(&self, role: &Role, name: &str) -> Result<(async_nats::Client, ServerErrors)> {
-        let issued = self.authority.issue(role, name, now())?;
+        self.connect_issued_watched(&self.authority.issue(role, name, now())?, role, name).await
+    }
+
+    /// As [`NatsServer::connect_watched`], with a credential issued by [`NatsServer::authority`].
+    pub async fn connect_issued_watched(
+        &self,
+        issued: &Issued,
+        role: &Role,
+        name: &str,
+    ) -> Result<(async_nats::Client, ServerErrors)> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let client = async_nats::ConnectOptions::with_credentials(&issued.creds)?
             .custom_inbox_prefix(inbox_prefix(role, name))
@@ -172,16 +189,17 @@ fn write_auth(dir: &std::path::Path, authority: &Authority) -> Result<()> {
     Ok(())
 }
 
-fn spawn(port: u16, store: &std::path::Path, synced: bool) -> Result<Child> {
+fn spawn(port: u16, store: &std::path::Path, synced: bool, max_payload: Option<u64>) -> Result<Child> {
     let binary = nats_server_binary();
     let mut command = Command::new(&binary);
     // `sync_interval` has no command-line flag; the auth include sits next to the store.
     let conf = store.with_extension("conf");
     let sync = if synced { ", sync_interval: always" } else { "" };
+    let payload = max_payload.map(|b| format!("max_payload: {b}\n")).unwrap_or_default();
     std::fs::write(
         &conf,
         format!(
-            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\"{sync} }}\ninclude \"auth.conf\"\n",
+            "listen: 127.0.0.1:{port}\n{payload}jetstream {{ store_dir: \"{}\"{sync} }}\ninclude \"auth.conf\"\n",
             store.display()
         ),
     )?;
@@ -222,6 +240,11 @@ fn spawn(port: u16, store: &std::path::Path, synced: bool) -> Result<Child> {
 pub struct ServerErrors(tokio::sync::mpsc::UnboundedReceiver<String>);
 
 impl ServerErrors {
+    /// The events received so far, without waiting.
+    pub fn received(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.0.try_recv().ok()).collect()
+    }
+
     /// The next event whose text contains `needle` (others are skipped); fails after 10 s.
     pub async fn expect(&mut self, needle: &str) -> Result<String> {
         let needle = needle.to_lowercase();
