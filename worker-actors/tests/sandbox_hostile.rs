@@ -49,10 +49,15 @@ fn stderr_on_a_terminal() -> (std::fs::File, libc::c_int, bool) {
 fn hostile_native_code_in_the_trainer_reaches_nothing_of_the_worker() {
     // Before any thread: the owner's secret in the worker's environment.
     std::env::set_var(SECRET, "owner-cloud-key");
+    // The terminal hangs up once its last reader is gone; this test is its controlling
+    // process and must not die of that.
+    // SAFETY: sets a signal's disposition.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     let (master, own_stderr, controlling) = stderr_on_a_terminal();
     // Nobody reads the terminal: drain it so a write to stderr never blocks.
+    let drain = master.try_clone().expect("a second handle on the terminal");
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut &master, &mut std::io::sink());
+        let _ = std::io::copy(&mut &drain, &mut std::io::sink());
     });
     // SAFETY: isatty on fd 2.
     assert_eq!(unsafe { libc::isatty(2) }, 1, "the test's stderr is a terminal");
@@ -92,4 +97,5 @@ fn hostile_native_code_in_the_trainer_reaches_nothing_of_the_worker() {
         );
     }
     assert!(report.complete(), "{:?}", report.shortfalls());
+    drop(master);
 }

@@ -27,15 +27,15 @@
 //! ask says which layers it has.
 //!
 //! # Layout
-//! - [`spawn`]: pre-exec setup, a spare's per-job rlimits, process-group kill.
-//! - [`pidns`]: the fork into the pid namespace, and the keeper that waits outside it.
-//! - [`env`]: the environment's allowlist.
-//! - [`stderr`]: the bounded reader of the trainer's stderr.
-//! - [`limits`]: the numbers, from the job, and why a trainer ended, in words.
-//! - [`jobdir`]: the bounded measurement of a job directory.
-//! - [`confine`]: Landlock.
-//! - [`seccomp`]: the seccomp deny list.
-//! - [`probe`]: the start-up probe, both sides.
+//! - [`spawn`] — pre-exec setup, a spare's per-job rlimits, process-group kill.
+//! - [`pidns`] — the fork into the pid namespace, and the keeper that waits outside it.
+//! - [`env`] — the environment's allowlist.
+//! - [`stderr`] — the bounded reader of the trainer's stderr.
+//! - [`limits`] — the numbers, from the job, and why a trainer ended, in words.
+//! - [`jobdir`] — the bounded measurement of a job directory.
+//! - [`confine`] — Landlock.
+//! - [`seccomp`] — the seccomp deny list.
+//! - [`probe`] — the start-up probe, both sides; [`probe_checks`] — what it tries.
 
 pub mod confine;
 pub mod env;

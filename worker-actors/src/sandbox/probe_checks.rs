@@ -132,7 +132,7 @@ pub fn seccomp_holds(outside: &Outside) -> Result<(), String> {
     let stolen: u8 = b'x';
     // SAFETY (every call): constant or valid pointer arguments; a socket or segment that is
     // made anyway is closed or removed below.
-    let attempts: [(&str, Made, Box<dyn FnOnce() -> i64>); 6] = [
+    let attempts: [Attempt; 6] = [
         ("open a socket", Made::Fd, Box::new(|| unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) }.into())),
         (
             "read the agent's rlimits (prlimit64)",
@@ -182,6 +182,9 @@ pub fn seccomp_holds(outside: &Outside) -> Result<(), String> {
     }
 }
 
+/// What to try, what it makes if it gets through, and the call.
+type Attempt = (&'static str, Made, Box<dyn FnOnce() -> i64>);
+
 /// What an attempt that got through made, to undo.
 enum Made {
     Nothing,
@@ -217,7 +220,7 @@ pub fn rlimits_hold() -> Result<(), String> {
         };
         // SAFETY: a valid out-pointer.
         unsafe { libc::getrlimit(resource, &mut limit) };
-        limit.rlim_cur as u64
+        limit.rlim_cur
     };
     match (get(libc::RLIMIT_CORE), get(libc::RLIMIT_NOFILE)) {
         (0, n) if n == OPEN_FILES => Ok(()),

@@ -89,7 +89,7 @@ fn denied(own_pid: libc::pid_t) -> Result<BTreeMap<i64, Vec<SeccompRule>>, Strin
         rules.insert(*nr, vec![when(vec![not(0, 0)])?]);
     }
     // (which, who): PRIO_PROCESS 0 and IOPRIO_WHO_PROCESS 0 are the caller.
-    let prio_process = u64::try_from(libc::PRIO_PROCESS).map_err(|e| e.to_string())?;
+    let prio_process = u64::from(libc::PRIO_PROCESS);
     for nr in [libc::SYS_setpriority, libc::SYS_getpriority] {
         rules.insert(nr, vec![when(vec![not(0, prio_process)])?, when(vec![not(1, 0)])?]);
     }
