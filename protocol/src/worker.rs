@@ -31,6 +31,12 @@ pub enum SandboxLayer {
     UserNamespace,
     /// Its own network namespace: no network at all.
     NetworkNamespace,
+    /// Its own pid namespace, the trainer its pid 1: no other process on the machine is
+    /// visible or addressable (signals, `prlimit`, `setpriority`, scheduling).
+    PidNamespace,
+    /// Its own IPC namespace: SysV shared memory, semaphores and message queues, and POSIX
+    /// message queues, of its own only (and the seccomp filter denies them besides).
+    IpcNamespace,
     /// Landlock: the job directory read-write, libtorch and the binary read-only, nothing else.
     Landlock,
     /// A seccomp filter denying what a trainer never needs (sockets, ptrace, mounts, exec, …).
@@ -42,9 +48,11 @@ pub enum SandboxLayer {
 
 impl SandboxLayer {
     /// Every layer: a worker with all of them is fully sandboxed.
-    pub const ALL: [SandboxLayer; 5] = [
+    pub const ALL: [SandboxLayer; 7] = [
         SandboxLayer::UserNamespace,
         SandboxLayer::NetworkNamespace,
+        SandboxLayer::PidNamespace,
+        SandboxLayer::IpcNamespace,
         SandboxLayer::Landlock,
         SandboxLayer::Seccomp,
         SandboxLayer::Rlimits,
@@ -54,6 +62,8 @@ impl SandboxLayer {
         match self {
             SandboxLayer::UserNamespace => "user_namespace",
             SandboxLayer::NetworkNamespace => "network_namespace",
+            SandboxLayer::PidNamespace => "pid_namespace",
+            SandboxLayer::IpcNamespace => "ipc_namespace",
             SandboxLayer::Landlock => "landlock",
             SandboxLayer::Seccomp => "seccomp",
             SandboxLayer::Rlimits => "rlimits",

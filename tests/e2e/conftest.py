@@ -369,3 +369,70 @@ def connect(nats_server: NatsServer, broker: Proc, workers: dict[str, Proc]) -> 
 def operator(connect: Callable[[str], object]):  # -> helium_grid.Grid
     """The operator's client (an operator credential: it may mint)."""
     return connect(OPERATOR)
+
+
+# -- hostile-job helpers -----------------------------------------------------------------------
+#
+# Tests that send the grid a hostile job (test_sandbox, test_sandbox_fill, test_bounds) check
+# the same two things around it: the hostile bytes reach the worker as the client would send
+# them but past its preflight, and the worker then still completes a good job.
+
+#: The hyper-parameters of every good (and hostile) job of these tests.
+GOOD_JOB: dict[str, object] = dict(epochs=1, batch_size=32, lr=1e-2, max_price=5.0, budget=1.0)
+
+
+def small_data(n: int = 128):  # -> tuple[Tensor, Tensor]
+    """``n`` samples of 64 features and 10 classes, the same for every ``n``."""
+    import torch
+
+    g = torch.Generator().manual_seed(n)
+    return torch.randn(n, 64, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def good_job_completes(grid) -> None:  # grid: helium_grid.Grid
+    """Submits a plain ``Linear(64, 10)`` job and checks it completes with a usable result; a
+    job still running at the timeout is cancelled, so the module's grid stays usable."""
+    import helium_grid as hg
+    import torch
+
+    torch.manual_seed(0)
+    job = grid.submit(torch.nn.Linear(64, 10), train=small_data(), **GOOD_JOB, name="good")
+    try:
+        final = job.wait(timeout=120, progress=False)
+    finally:
+        if not job.status().is_terminal:
+            job.cancel()
+    assert final.state is hg.JobState.COMPLETED, final
+    assert job.result()(torch.randn(3, 64)).shape == (3, 10)
+
+
+def submit_unchecked(grid, module, name: str = "hostile", **kwargs):  # -> helium_grid._sync.Job
+    """Submits ``module`` as TorchScript without running it here (no client preflight): the
+    submission is prepared with a harmless model of the same shape, then its model bytes are
+    replaced. ``kwargs`` override :data:`GOOD_JOB`."""
+    import dataclasses
+    import io
+
+    import torch
+    from helium_grid._submission import prepare_submission, quiet_torchscript
+    from helium_grid._sync import Job
+
+    torch.manual_seed(0)
+    sub = prepare_submission(torch.nn.Linear(64, 10), train=small_data(), **{**GOOD_JOB, **kwargs})
+    buf = io.BytesIO()
+    with quiet_torchscript():
+        torch.jit.save(torch.jit.script(module), buf)
+    sub = dataclasses.replace(sub, model_bytes=buf.getvalue(), name=name)
+    return Job(grid, grid._run(grid._async.submit_prepared(sub)))
+
+
+@pytest.fixture(scope="session")
+def a_good_job_completes() -> Callable[[object], None]:
+    """``a_good_job_completes(grid)``: see :func:`good_job_completes`."""
+    return good_job_completes
+
+
+@pytest.fixture(scope="session")
+def submit_hostile() -> Callable[..., object]:
+    """``submit_hostile(grid, module, name="hostile", **overrides)``: see :func:`submit_unchecked`."""
+    return submit_unchecked

@@ -7,8 +7,6 @@ quotas, streams) are tested in ``broker-actors/tests/bounds.rs``."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,14 +16,11 @@ import msgpack
 import nats
 import pytest
 import torch
-from helium_grid._submission import prepare_submission, quiet_torchscript
-from helium_grid._sync import Job
 from torch import Tensor
 
 pytestmark = pytest.mark.timeout(300)
 
 WORKER = "w-bounds"
-GOOD: dict[str, Any] = dict(epochs=1, batch_size=32, lr=1e-2, max_price=5.0, budget=1.0)
 MAX_REASON_BYTES = 4096
 
 
@@ -40,18 +35,6 @@ def researcher(connect: Callable[[str], Any], operator: Any) -> Any:
     return connect("researcher")
 
 
-def data(n: int = 128) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(n)
-    return torch.randn(n, 64, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
-def a_good_job_completes(grid: Any) -> None:
-    torch.manual_seed(0)
-    job = grid.submit(torch.nn.Linear(64, 10), train=data(), **GOOD, name="good")
-    final = job.wait(timeout=120, progress=False)
-    assert final.state is hg.JobState.COMPLETED, final
-
-
 class LoudFailure(torch.nn.Module):
     """Raises with a 2 MiB message on the first batch."""
 
@@ -64,17 +47,6 @@ class LoudFailure(torch.nn.Module):
         if x.shape[0] > 0:
             raise RuntimeError(self.message)
         return self.lin(x)
-
-
-def submit_unchecked(grid: Any, module: torch.nn.Module) -> Job:
-    """Submits ``module`` as TorchScript without running it here (no preflight)."""
-    torch.manual_seed(0)
-    sub = prepare_submission(torch.nn.Linear(64, 10), train=data(), **GOOD)
-    buf = io.BytesIO()
-    with quiet_torchscript():
-        torch.jit.save(torch.jit.script(module), buf)
-    sub = dataclasses.replace(sub, model_bytes=buf.getvalue(), name="loud")
-    return Job(grid, grid._run(grid._async.submit_prepared(sub)))
 
 
 def award(award_id: str) -> dict[str, Any]:
@@ -92,7 +64,7 @@ def award(award_id: str) -> dict[str, Any]:
 
 
 def test_path_like_award_ids_are_refused_before_the_worker_touches_its_files(
-    nats_server: Any, researcher: Any, grid_dir: Path
+    nats_server: Any, researcher: Any, grid_dir: Path, a_good_job_completes: Callable[[Any], None]
 ) -> None:
     work_dir = grid_dir / "workers" / WORKER
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -124,9 +96,11 @@ def test_path_like_award_ids_are_refused_before_the_worker_touches_its_files(
     a_good_job_completes(researcher)
 
 
-def test_a_2_mib_failure_reason_fails_the_job_with_the_reason_truncated(researcher: Any) -> None:
+def test_a_2_mib_failure_reason_fails_the_job_with_the_reason_truncated(
+    researcher: Any, submit_hostile: Callable[..., Any], a_good_job_completes: Callable[[Any], None]
+) -> None:
     before = researcher.balance()
-    job = submit_unchecked(researcher, LoudFailure())
+    job = submit_hostile(researcher, LoudFailure(), name="loud")
     final = job.wait(timeout=120, progress=False, raise_on_failure=False)
     assert final.state is hg.JobState.FAILED, final
     reason = final.reason or ""

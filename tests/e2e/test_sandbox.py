@@ -5,14 +5,14 @@ directory, never returns from ``forward``, or allocates without bound. Each fail
 a clear reason, leaves the files as they were, and the same worker then completes a good job.
 
 The hostile bytes go to the grid as the client would send them, but past the client's
-preflight (which would run the model here): the submission is prepared with a harmless model
-of the same shape and its model bytes replaced.
+preflight (which would run the model here): ``submit_hostile`` and ``a_good_job_completes``
+come from conftest.py. Hostile native code (the trainer's pid and IPC namespaces, its
+environment, its terminal, the seccomp filter's argument rules) is tried by the sandbox probe
+(``worker-actors/tests/sandbox_hostile.rs``): TorchScript cannot make system calls.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +21,6 @@ from typing import Any, List, Tuple
 import helium_grid as hg
 import pytest
 import torch
-from helium_grid._submission import prepare_submission, quiet_torchscript
 from helium_grid._sync import Job
 from torch import Tensor
 
@@ -30,7 +29,6 @@ pytestmark = pytest.mark.timeout(300)
 WORKER = "w-sandbox"
 #: Advertised memory; the trainer's address-space limit follows from it (sandbox::limits).
 MEMORY_GB = 1
-GOOD: dict[str, Any] = dict(epochs=1, batch_size=32, lr=1e-2, max_price=5.0, budget=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +54,7 @@ def secret(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stored(researcher: Any, grid_dir: Path) -> Path:
+def stored(researcher: Any, grid_dir: Path, a_good_job_completes: Callable[[Any], None]) -> Path:
     """Another job's artifact in the broker's store, after a good job ran."""
     a_good_job_completes(researcher)
     files = sorted(p for p in (grid_dir / "store").rglob("*") if p.is_file() and p.stat().st_size >= 64)
@@ -172,30 +170,6 @@ class MemoryBomb(torch.nn.Module):
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def data(n: int = 128) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(n)
-    return torch.randn(n, 64, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
-def a_good_job_completes(grid: Any) -> None:
-    torch.manual_seed(0)
-    job = grid.submit(torch.nn.Linear(64, 10), train=data(), **GOOD, name="good")
-    final = job.wait(timeout=120, progress=False)
-    assert final.state is hg.JobState.COMPLETED, final
-    assert job.result()(torch.randn(3, 64)).shape == (3, 10)
-
-
-def submit_hostile(grid: Any, module: torch.nn.Module, **kwargs: Any) -> Job:
-    """Submits ``module`` as TorchScript without running it here (no preflight)."""
-    torch.manual_seed(0)
-    sub = prepare_submission(torch.nn.Linear(64, 10), train=data(), **{**GOOD, **kwargs})
-    buf = io.BytesIO()
-    with quiet_torchscript():
-        torch.jit.save(torch.jit.script(module), buf)
-    sub = dataclasses.replace(sub, model_bytes=buf.getvalue(), name="hostile")
-    return Job(grid, grid._run(grid._async.submit_prepared(sub)))
-
-
 def fails(job: Job, timeout: float = 120) -> str:
     """The reason the job failed with; fails the test if it did not fail."""
     final = job.wait(timeout=timeout, progress=False, raise_on_failure=False)
@@ -207,6 +181,8 @@ def fails(job: Job, timeout: float = 120) -> str:
 
 
 MODULES = {"forward": TouchesInForward, "setstate": TouchesAtLoad}
+Submit = Callable[..., Job]
+GoodJob = Callable[[Any], None]
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -214,12 +190,22 @@ MODULES = {"forward": TouchesInForward, "setstate": TouchesAtLoad}
 
 def test_the_worker_advertises_its_sandbox(researcher: Any) -> None:
     [worker] = [w for w in researcher.workers() if w.worker_id == WORKER]
-    assert set(worker.sandbox) == {"user_namespace", "network_namespace", "landlock", "seccomp", "rlimits"}
+    assert set(worker.sandbox) == {
+        "user_namespace",
+        "network_namespace",
+        "pid_namespace",
+        "ipc_namespace",
+        "landlock",
+        "seccomp",
+        "rlimits",
+    }
 
 
 @pytest.mark.parametrize("target", ["secret", "stored", "sibling"], indirect=True)
 @pytest.mark.parametrize("where", sorted(MODULES))
-def test_reading_outside_the_job_directory_fails_the_job(researcher: Any, where: str, target: Path) -> None:
+def test_reading_outside_the_job_directory_fails_the_job(
+    researcher: Any, where: str, target: Path, submit_hostile: Submit, a_good_job_completes: GoodJob
+) -> None:
     before = target.read_bytes()
     job = submit_hostile(researcher, MODULES[where](str(target), 64, False))
     reason = fails(job)
@@ -230,7 +216,7 @@ def test_reading_outside_the_job_directory_fails_the_job(researcher: Any, where:
 
 @pytest.mark.parametrize("where", sorted(MODULES))
 def test_overwriting_a_file_outside_the_job_directory_fails_the_job(
-    researcher: Any, where: str, secret: Path, stored: Path
+    researcher: Any, where: str, secret: Path, stored: Path, submit_hostile: Submit, a_good_job_completes: GoodJob
 ) -> None:
     for target in (secret, stored):
         before = target.read_bytes()
@@ -242,7 +228,7 @@ def test_overwriting_a_file_outside_the_job_directory_fails_the_job(
 
 @pytest.mark.parametrize("where", sorted(MODULES))
 def test_creating_a_file_outside_the_job_directory_fails_the_job(
-    researcher: Any, where: str, tmp_path: Path, grid_dir: Path
+    researcher: Any, where: str, tmp_path: Path, grid_dir: Path, submit_hostile: Submit, a_good_job_completes: GoodJob
 ) -> None:
     for created in (tmp_path / "planted.bin", grid_dir / "workers" / WORKER / "planted.bin"):
         reason = fails(submit_hostile(researcher, MODULES[where](str(created), 64, True)))
@@ -251,7 +237,9 @@ def test_creating_a_file_outside_the_job_directory_fails_the_job(
     a_good_job_completes(researcher)
 
 
-def test_an_endless_forward_is_killed_at_its_wall_clock_limit(researcher: Any) -> None:
+def test_an_endless_forward_is_killed_at_its_wall_clock_limit(
+    researcher: Any, submit_hostile: Submit, a_good_job_completes: GoodJob
+) -> None:
     # The deadline bounds the run: the worker kills the trainer when it passes.
     job = submit_hostile(researcher, Endless(), deadline=20)
     reason = fails(job, timeout=90)
@@ -259,8 +247,100 @@ def test_an_endless_forward_is_killed_at_its_wall_clock_limit(researcher: Any) -
     a_good_job_completes(researcher)
 
 
-def test_a_memory_bomb_fails_the_job_not_the_machine(researcher: Any) -> None:
+def test_a_memory_bomb_fails_the_job_not_the_machine(
+    researcher: Any, submit_hostile: Submit, a_good_job_completes: GoodJob
+) -> None:
     job = submit_hostile(researcher, MemoryBomb())
     reason = fails(job)
     assert "allocate" in reason.lower() and "memory" in reason.lower()
+    a_good_job_completes(researcher)
+
+
+class LinearLike(torch.nn.Module):
+    """A ``Linear(64, 10)`` by its state's names (``weight``, ``bias``), so its result fits the
+    manifest the submission was prepared with, and the job can complete."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        lin = torch.nn.Linear(64, 10)
+        self.weight = lin.weight
+        self.bias = lin.bias
+
+
+class FillsItsDirectory(LinearLike):
+    """Creates ``count`` files of ``size`` bytes in its job directory (the trainer's working
+    directory) on the first batch: ``torch.from_file(shared=True)`` creates and sizes each."""
+
+    def __init__(self, count: int, size: int) -> None:
+        super().__init__()
+        self.count = count
+        self.size = size
+        self.done = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        kept = torch.zeros(1)
+        if not self.done:
+            self.done = True
+            for i in range(self.count):
+                made = torch.from_file("fill-" + str(i), True, self.size, dtype=torch.uint8)
+                kept = kept + made[0].float()  # used, so the call is not optimized away
+        return torch.nn.functional.linear(x, self.weight, self.bias) + kept * 0.0
+
+
+class Loud(LinearLike):
+    """Prints ``megabytes`` MB (lines of 64 KiB) on the first batch, then trains normally."""
+
+    def __init__(self, megabytes: int) -> None:
+        super().__init__()
+        self.megabytes = megabytes
+        self.line = "flood " * (64 * 1024 // 6)
+        self.done = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.done:
+            self.done = True
+            for _ in range(self.megabytes * 16):
+                print(self.line)
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+def test_many_files_are_stopped_at_the_job_directory_bound(
+    researcher: Any, submit_hostile: Submit, a_good_job_completes: GoodJob
+) -> None:
+    # 200,000 files would take the trainer a while; the agent stops it within a second of the
+    # 1,025th (sandbox::limits::JOB_DIR_ENTRIES), or at the end of the run, whichever first.
+    reason = fails(submit_hostile(researcher, FillsItsDirectory(200_000, 1)))
+    assert "more than 1024 files in its job directory" in reason
+    a_good_job_completes(researcher)
+
+
+def test_many_large_files_are_stopped_at_the_job_directory_bytes(
+    researcher: Any, submit_hostile: Submit, a_good_job_completes: GoodJob
+) -> None:
+    # Each file is at most RLIMIT_FSIZE (1 GiB and a little), sparse: the bound counts sizes.
+    reason = fails(submit_hostile(researcher, FillsItsDirectory(8, 1 << 30)))
+    assert "filled its job directory past its limit of" in reason
+    a_good_job_completes(researcher)
+
+
+def vm_peak_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    [kib] = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(kib) * 1024
+
+
+def test_a_100_mb_stderr_flood_is_bounded_in_the_workers_log_and_memory(
+    researcher: Any, workers: dict[str, Any], submit_hostile: Submit, a_good_job_completes: GoodJob
+) -> None:
+    worker = workers[WORKER]
+    log_before = worker.log_path.stat().st_size
+    peak_before = vm_peak_bytes(worker.popen.pid)
+    job = submit_hostile(researcher, Loud(100))
+    final = job.wait(timeout=180, progress=False, raise_on_failure=False)
+    assert final.state is hg.JobState.COMPLETED, final
+    grown = worker.log_path.stat().st_size - log_before
+    # 1 MiB of the trainer's output (sandbox::stderr::TOTAL_BYTES), plus the log's own framing.
+    assert grown < 3 << 20, f"the worker's log grew by {grown} bytes"
+    assert vm_peak_bytes(worker.popen.pid) - peak_before < 64 << 20
+    assert any("the rest is dropped" in line for line in worker.lines["stderr"])
     a_good_job_completes(researcher)

@@ -211,8 +211,13 @@ impl AgentState {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let input_bytes = [Some(&award.model), Some(&award.data), award.resume.as_ref()]
+            .into_iter()
+            .flatten()
+            .fold(0u64, |sum, a| sum.saturating_add(a.size));
         let limits = job_limits(
             &award.work,
+            input_bytes,
             award.deadline_ms,
             now_ms,
             self.args.ask.throughput,

@@ -6,9 +6,11 @@
 //! the directory and training starts at once. A spare is the same program with the same
 //! limits as a child started for the job; it takes nothing from the job until it is handed one.
 //!
-//! Every child is sandboxed ([`crate::sandbox`]): namespaces and the job-independent rlimits
-//! at spawn, the job's own limits at spawn or (a spare) by `prlimit` before it is handed the
-//! job, Landlock and seccomp by the child itself once it has its job directory.
+//! Every child is sandboxed ([`crate::sandbox`]): an allowlisted environment, its own session,
+//! namespaces and the job-independent rlimits at spawn, the job's own limits at spawn or (a
+//! spare) set on itself from its job line before any of the job's code runs, Landlock and
+//! seccomp by the child itself once it has its job directory. Its stderr is a pipe: whoever
+//! takes the child reads it with [`crate::sandbox::stderr::forward`].
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,7 +18,7 @@ use std::process::Stdio;
 use tokio::{io::AsyncWriteExt, process::Child, process::Command};
 
 use crate::sandbox::{self, limits::JobLimits, Mode};
-use crate::trainer::DeviceChoice;
+use crate::trainer::{DeviceChoice, JobLine};
 
 /// How every training child of this worker is started.
 #[derive(Debug, Clone)]
@@ -33,7 +35,8 @@ pub struct ChildSpec {
 }
 
 impl ChildSpec {
-    /// `helium-worker train …` with stdout piped for the events and stderr to the worker's log.
+    /// `helium-worker train …` with stdout piped for the events and stderr piped for the
+    /// worker's log (read with bounds by whoever takes the child).
     fn command(&self, job: Option<&JobLimits>) -> Command {
         self.command_in(self.sandbox, job)
     }
@@ -49,16 +52,18 @@ impl ChildSpec {
             .arg(self.threads.to_string())
             .arg("--sandbox")
             .arg(mode.flag());
+        // Nothing of the worker's environment but the allowlist (the owner's secrets stay out).
+        command.env_clear().envs(sandbox::env::trainer_env(std::env::vars_os()));
         // OpenMP keeps libgomp's default wait policy (spin briefly, then sleep), which the
         // owner may change in the worker's environment (OMP_WAIT_POLICY, GOMP_SPINCOUNT are
-        // inherited). Measured (docs/BENCHMARKS.md): a passive policy made two threads slower
+        // passed). Measured (docs/BENCHMARKS.md): a passive policy made two threads slower
         // than one at libtorch's op granularity, and spinning collapses only when another
         // process wants the same cores, which the agent and broker no longer do during
         // training (checkpoints are rare and hashed off the trainer), but a second worker on
         // the same cores does: give each worker its share with --threads.
         command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         sandbox::spawn::prepare(&mut command, mode, self.memory_bytes, self.threads, job);
         command
@@ -112,8 +117,8 @@ impl Spare {
     }
 }
 
-/// A child training `job_dir` under `limits`: `spare` if it takes the limits and the
-/// directory, else a new one.
+/// A child training `job_dir` under `limits`: `spare` if it takes its job line (the limits
+/// and the directory), else a new one.
 pub async fn begin(
     spare: Option<Child>,
     spec: &ChildSpec,
@@ -121,19 +126,19 @@ pub async fn begin(
     limits: &JobLimits,
 ) -> std::io::Result<Child> {
     if let Some(mut child) = spare {
-        if let Err(e) = sandbox::spawn::apply_job_limits(&child, limits) {
-            tracing::warn!(error = %e, "cannot give the spare trainer its job's limits; starting a new one");
-            sandbox::spawn::kill_group(&mut child).await;
-            return spec.start(job_dir, limits);
-        }
         if let Some(mut stdin) = child.stdin.take() {
-            let mut line = job_dir.as_os_str().as_encoded_bytes().to_vec();
-            line.push(b'\n');
+            let line = JobLine {
+                cpu_secs: limits.cpu_secs,
+                file_bytes: limits.file_bytes,
+                dir: job_dir.to_path_buf(),
+            }
+            .encode();
             if stdin.write_all(&line).await.is_ok() && stdin.flush().await.is_ok() {
                 return Ok(child);
             }
         }
         tracing::warn!("the spare trainer did not take its job; starting a new one");
+        sandbox::spawn::kill_group(&mut child).await;
     }
     spec.start(job_dir, limits)
 }

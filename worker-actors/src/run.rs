@@ -1,9 +1,11 @@
 //! The TrainingRun actor: one awarded job on this worker. It fetches the model, data (and a
 //! checkpoint to resume from) through the broker, starts `helium-worker train` as a child
 //! process (TorchScript is untrusted code: the child is sandboxed, see [`crate::sandbox`], and
-//! its process group is killed at cancel or when the job's wall-clock limit passes), turns the child's JSON lines into durable run events, hands each checkpoint to the
-//! run's [`Uploader`] (in the background: progress is reported at once), and uploads the
-//! result. Cancel kills the child. Files are named by this side from the step the child
+//! its process group is killed at cancel, when the job's wall-clock limit passes, or when its
+//! job directory passes its bounds, measured on a tick, at every checkpoint and before the
+//! result is uploaded), turns the child's JSON lines into durable run events, logs its stderr
+//! within bounds, hands each checkpoint to the run's [`Uploader`] (in the background:
+//! progress is reported at once), and uploads the result. Cancel kills the child. Files are named by this side from the step the child
 //! reports, never taken from the child's output.
 
 use std::path::{Path, PathBuf};
@@ -25,8 +27,10 @@ use crate::{
     child::{self, ChildSpec},
     jobfs,
     sandbox::{
-        limits::{exit_reason, Ended, JobLimits},
+        jobdir,
+        limits::{exit_reason, DirExceeded, Ended, JobLimits, JOB_DIR_CHECK_PERIOD},
         spawn::kill_group,
+        stderr,
     },
     trainer::{
         checkpoint,
@@ -86,6 +90,8 @@ pub struct RunState {
     finished: bool,
     cancelled: bool,
     uploader: Option<Uploader>,
+    /// Wakes the job directory's check at once (a checkpoint was reported).
+    check_dir: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Actor for TrainingRun {
@@ -104,6 +110,7 @@ impl Actor for TrainingRun {
             finished: false,
             cancelled: false,
             uploader: None,
+            check_dir: std::sync::Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -231,6 +238,13 @@ impl RunState {
             .await
             .map_err(|e| format!("cannot start the trainer: {e}"))?;
         let stdout = child.stdout.take().ok_or("trainer has no stdout")?;
+        if let Some(err) = child.stderr.take() {
+            let source = stderr::Source {
+                job: award.job_id.clone(),
+                award: award.award_id.clone(),
+            };
+            tokio::spawn(stderr::forward(err, source));
+        }
         let lines_to = me.clone();
         let job_id = award.job_id.clone();
         let reader = tokio::spawn(async move {
@@ -251,6 +265,7 @@ impl RunState {
         self.kill = Some(kill);
         let mut cancelled = self.args.cancel.clone();
         let exit_to = me.clone();
+        let (check_dir, watched) = (self.check_dir.clone(), dir.clone());
         tokio::spawn(async move {
             // The agent's cancel flag kills the child at once, even while this actor is busy
             // uploading: the GPU time stops now, not after the transfer. So does the job's
@@ -260,6 +275,7 @@ impl RunState {
                 _ = killed => Ended::Killed,
                 Ok(()) = async { cancelled.wait_for(|c| *c).await.map(|_| ()) } => Ended::Cancelled,
                 () = tokio::time::sleep(limits.wall) => Ended::WallClock,
+                exceeded = watch_job_dir(watched, limits, check_dir) => Ended::JobDir(exceeded),
             };
             if !matches!(ended, Ended::Exited(_)) {
                 kill_group(&mut child).await;
@@ -344,12 +360,20 @@ impl RunState {
                 .await;
             }
             TrainerEvent::Checkpoint { step, epoch } => {
+                self.check_dir.notify_one();
                 if let Some(uploader) = &self.uploader {
                     let path = checkpoint::relative_path(step);
                     uploader.offer(Pending { step, epoch, path });
                 }
             }
             TrainerEvent::Completed {} => {
+                // The last measurement: a run that filled its directory and finished before a
+                // tick caught it fails all the same.
+                if let Some(exceeded) = measure(self.args.job_dir.clone(), self.args.limits).await {
+                    let why = exit_reason(Ended::JobDir(exceeded), &self.args.limits);
+                    self.failure = Some(Failure::Training(why.reason));
+                    return;
+                }
                 // The result supersedes a checkpoint still waiting; one in flight ends first.
                 if let Some(uploader) = self.uploader.take() {
                     uploader.finish().await;
@@ -415,6 +439,30 @@ impl RunState {
             }
         }
         tracing::error!(job = %self.job_id(), "run event lost after 5 attempts");
+    }
+}
+
+/// Measures `dir` against `limits` off the runtime's threads (a bounded walk).
+async fn measure(dir: PathBuf, limits: JobLimits) -> Option<DirExceeded> {
+    tokio::task::spawn_blocking(move || jobdir::exceeded(&dir, &limits))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Returns once `dir` passes a bound of `limits`, measured every [`JOB_DIR_CHECK_PERIOD`] and
+/// whenever `now` is notified; never returns while it stays within them.
+async fn watch_job_dir(dir: PathBuf, limits: JobLimits, now: std::sync::Arc<tokio::sync::Notify>) -> DirExceeded {
+    let mut tick = tokio::time::interval(JOB_DIR_CHECK_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = now.notified() => {}
+        }
+        if let Some(exceeded) = measure(dir.clone(), limits).await {
+            return exceeded;
+        }
     }
 }
 

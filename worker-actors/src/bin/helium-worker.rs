@@ -107,18 +107,19 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         .unwrap_or_else(|e| sandbox::probe::ProbeReport {
             layers: Vec::new(),
             missing: vec![e],
+            exposed: Vec::new(),
         });
     let layers: Vec<&str> = report.layers.iter().map(|l| l.name()).collect();
     if report.complete() {
         tracing::info!(worker = %worker_id, ?layers, child_memory_bytes = memory_bytes, "the trainer is sandboxed");
     } else if config.allow_unsandboxed {
-        tracing::warn!(worker = %worker_id, ?layers, missing = ?report.missing, "the trainer is NOT fully sandboxed; taking jobs anyway (--allow-unsandboxed)");
+        tracing::warn!(worker = %worker_id, ?layers, missing = ?report.shortfalls(), "the trainer is NOT fully sandboxed; taking jobs anyway (--allow-unsandboxed)");
         child.sandbox = sandbox::Mode::BestEffort;
     } else {
         anyhow::bail!(
             "this machine cannot sandbox the trainer ({}); a job's TorchScript could then read and write \
              this user's files. Pass --allow-unsandboxed (HELIUM_ALLOW_UNSANDBOXED=1) to take jobs anyway",
-            report.missing.join("; ")
+            report.shortfalls().join("; ")
         );
     }
     ask.sandbox = report.layers;

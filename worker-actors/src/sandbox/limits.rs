@@ -24,6 +24,16 @@ pub const FILE_FLOOR_BYTES: u64 = 1 << 30;
 /// …plus this many bytes per declared parameter (a checkpoint holds parameters, buffers and
 /// two optimizer moments, in at most 8-byte dtypes).
 pub const FILE_BYTES_PER_PARAMETER: u64 = 32;
+/// A job directory may hold the job's inputs (model, data, a checkpoint to resume from) plus
+/// this many files of the largest size a trainer may write: at most two checkpoints (one
+/// uploading, one waiting, `uploader.rs`), the one being written, and the result.
+pub const JOB_DIR_FILE_SLOTS: u64 = 4;
+/// Entries (files, directories, links…) a job directory may hold. A run needs about ten:
+/// its inputs, `spec.json`, `checkpoints/` and its few files, the result.
+pub const JOB_DIR_ENTRIES: u64 = 1024;
+/// How often the agent measures a running trainer's job directory (besides at every
+/// checkpoint and at the end). A bounded walk: at most [`JOB_DIR_ENTRIES`] + 1 entries.
+pub const JOB_DIR_CHECK_PERIOD: Duration = Duration::from_secs(1);
 /// Open files of a trainer (libtorch opens a few dozen libraries and files at most).
 pub const OPEN_FILES: u64 = 1024;
 /// Address space a CPU trainer needs besides the job's own memory: libtorch maps about
@@ -51,11 +61,24 @@ pub struct JobLimits {
     pub cpu_secs: u64,
     /// RLIMIT_FSIZE: the largest file the trainer may write.
     pub file_bytes: u64,
+    /// The job directory's total bytes (each entry's size or allocated bytes, the larger);
+    /// the agent kills the trainer past it.
+    pub dir_bytes: u64,
+    /// Entries in the job directory, likewise.
+    pub dir_entries: u64,
 }
 
 /// The limits of a job declaring `work`, due by `deadline_ms` (unix ms, 0 = none), on a
-/// worker measuring `throughput` parameter-samples/s with `threads` trainer threads.
-pub fn job_limits(work: &DeclaredWork, deadline_ms: u64, now_ms: u64, throughput: f64, threads: i32) -> JobLimits {
+/// worker measuring `throughput` parameter-samples/s with `threads` trainer threads, whose
+/// inputs (model, data, resume checkpoint) are `input_bytes` long.
+pub fn job_limits(
+    work: &DeclaredWork,
+    input_bytes: u64,
+    deadline_ms: u64,
+    now_ms: u64,
+    throughput: f64,
+    threads: i32,
+) -> JobLimits {
     let by_work = work.eta_secs(throughput) * WALL_FACTOR + WALL_SLACK_SECS;
     let by_work = if by_work.is_finite() {
         by_work.min(MAX_WALL_SECS)
@@ -78,7 +101,18 @@ pub fn job_limits(work: &DeclaredWork, deadline_ms: u64, now_ms: u64, throughput
         wall_bound,
         cpu_secs,
         file_bytes,
+        dir_bytes: input_bytes.saturating_add(file_bytes.saturating_mul(JOB_DIR_FILE_SLOTS)),
+        dir_entries: JOB_DIR_ENTRIES,
     }
+}
+
+/// Which bound of its job directory a trainer passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirExceeded {
+    /// At least `used` bytes, over `limit`.
+    Bytes { used: u64, limit: u64 },
+    /// More than `limit` entries.
+    Entries { limit: u64 },
 }
 
 /// RLIMIT_AS of a CPU trainer: the memory this worker offers a job (`--memory-gb`, or the
@@ -108,6 +142,8 @@ pub enum Ended {
     WallClock,
     /// Waiting for the child failed (the agent lost track of it).
     WaitFailed,
+    /// The job directory passed a bound and the agent killed the trainer's process group.
+    JobDir(DirExceeded),
 }
 
 /// Why a run that did not finish failed, when the trainer gave no reason itself.
@@ -138,6 +174,12 @@ pub fn exit_reason(ended: Ended, limits: &JobLimits) -> ExitReason {
                 WallBound::DeclaredWork => format!("{WALL_FACTOR}× this worker's estimate for the declared work"),
             }
         )),
+        Ended::JobDir(DirExceeded::Bytes { used, limit }) => job(format!(
+            "the trainer filled its job directory past its limit of {limit} bytes (at least {used}) and was killed"
+        )),
+        Ended::JobDir(DirExceeded::Entries { limit }) => job(format!(
+            "the trainer created more than {limit} files in its job directory and was killed"
+        )),
         Ended::Killed => worker("the run was stopped and its trainer killed".into()),
         Ended::Cancelled => worker("the run was cancelled".into()),
         Ended::WaitFailed => worker("the worker lost track of its trainer process".into()),
@@ -149,6 +191,8 @@ pub fn exit_reason(ended: Ended, limits: &JobLimits) -> ExitReason {
                 "the trainer exceeded its CPU-time limit of {} s and was killed",
                 limits.cpu_secs
             )),
+            // As pid 1 of its namespace the trainer ignores the soft limit's SIGXCPU, so the
+            // hard limit's SIGKILL is what a CPU-time limit looks like.
             (_, Some(libc::SIGKILL)) => job(
                 "the trainer was killed (SIGKILL): it reached its CPU-time limit or the machine ran out of memory"
                     .into(),
@@ -187,20 +231,22 @@ mod tests {
     #[test]
     fn the_declared_work_bounds_a_run_without_deadline() {
         // 1e7 parameter-samples at 1e6/s = 10 s, plus the 5 s overhead of every estimate.
-        let l = job_limits(&WORK, 0, 1_000, 1e6, 2);
+        let l = job_limits(&WORK, 5_000, 0, 1_000, 1e6, 2);
         assert_eq!(l.wall_bound, WallBound::DeclaredWork);
         assert_eq!(l.wall, Duration::from_secs_f64(15.0 * WALL_FACTOR + WALL_SLACK_SECS));
         assert_eq!(l.cpu_secs, 210 * 3 + CPU_SLACK_SECS);
         assert_eq!(l.file_bytes, FILE_FLOOR_BYTES + 32_000);
+        assert_eq!(l.dir_bytes, 5_000 + JOB_DIR_FILE_SLOTS * l.file_bytes);
+        assert_eq!(l.dir_entries, JOB_DIR_ENTRIES);
     }
 
     #[test]
     fn a_nearer_deadline_wins_and_a_passed_one_still_lets_it_start() {
-        let l = job_limits(&WORK, 21_000, 1_000, 1e6, 1);
+        let l = job_limits(&WORK, 0, 21_000, 1_000, 1e6, 1);
         assert_eq!((l.wall, l.wall_bound), (Duration::from_secs(20), WallBound::Deadline));
-        let l = job_limits(&WORK, 500, 1_000, 1e6, 1);
+        let l = job_limits(&WORK, 0, 500, 1_000, 1e6, 1);
         assert_eq!(l.wall, Duration::from_secs_f64(MIN_WALL_SECS));
-        let l = job_limits(&WORK, 10_000_000_000, 1_000, 1e6, 1);
+        let l = job_limits(&WORK, 0, 10_000_000_000, 1_000, 1e6, 1);
         assert_eq!(l.wall_bound, WallBound::DeclaredWork, "a far deadline is no bound");
     }
 
@@ -211,9 +257,10 @@ mod tests {
             samples: u64::MAX,
             epochs: u32::MAX,
         };
-        let l = job_limits(&huge, 0, 0, 0.0, i32::MAX);
+        let l = job_limits(&huge, u64::MAX, 0, 0, 0.0, i32::MAX);
         assert_eq!(l.wall, Duration::from_secs_f64(MAX_WALL_SECS));
         assert_eq!(l.file_bytes, u64::MAX);
+        assert_eq!(l.dir_bytes, u64::MAX);
         assert!(l.cpu_secs > 0);
         assert_eq!(address_space_bytes(u64::MAX, 8, 0), u64::MAX);
         assert_eq!(
@@ -227,7 +274,7 @@ mod tests {
 
     #[test]
     fn limits_blame_the_job_and_crashes_blame_the_worker() {
-        let l = job_limits(&WORK, 21_000, 1_000, 1e6, 1);
+        let l = job_limits(&WORK, 0, 21_000, 1_000, 1e6, 1);
         let wall = exit_reason(Ended::WallClock, &l);
         assert!(!wall.worker_fault);
         assert!(
@@ -244,5 +291,9 @@ mod tests {
             &l,
         );
         assert!(no_sandbox.worker_fault && no_sandbox.reason.contains("sandbox"));
+        let files = exit_reason(Ended::JobDir(DirExceeded::Entries { limit: 1024 }), &l);
+        assert!(!files.worker_fault && files.reason.contains("more than 1024 files"));
+        let bytes = exit_reason(Ended::JobDir(DirExceeded::Bytes { used: 9, limit: 8 }), &l);
+        assert!(!bytes.worker_fault && bytes.reason.contains("limit of 8 bytes"));
     }
 }

@@ -2,13 +2,20 @@
 //! it runs with only what training needs.
 //!
 //! # Layers, and where each is applied
-//! - At spawn, between fork and exec ([`spawn`]): its own process group, death with the
-//!   worker, its own user and network namespaces (no network), rlimits on core dumps, open
-//!   files, processes and (CPU workers) address space, SIGXFSZ ignored, the highest OOM score.
-//! - Per job ([`limits`], set at spawn or by `prlimit` on the warm spare when the award
-//!   arrives): RLIMIT_CPU and RLIMIT_FSIZE, and the agent's wall-clock limit, after which it
-//!   kills the trainer's process group (`run.rs`). The limits come from the job's declared
-//!   work at this worker's measured speed, and its deadline.
+//! - At spawn ([`spawn`], [`env`]): an environment of allowed variables only (never the
+//!   owner's secrets); stdin null (a spare's: a pipe carrying its job line), stdout a pipe for
+//!   the events, stderr a pipe the agent reads with bounds ([`stderr`]).
+//! - Between fork and exec ([`spawn`]): its own session (no controlling terminal) and process
+//!   group, death with the worker, its own user, network, IPC and pid namespaces, rlimits on
+//!   core dumps, open files, processes and (CPU workers) address space, SIGXFSZ ignored, the
+//!   highest OOM score.
+//! - First thing after exec ([`pidns`]): the started process forks the trainer as pid 1 of
+//!   its pid namespace and waits for it.
+//! - Per job ([`limits`], set at spawn, or by a spare on itself from its job line before the
+//!   job's code runs): RLIMIT_CPU and RLIMIT_FSIZE; the agent's wall-clock limit, and its
+//!   bounds on the job directory's bytes and entries ([`jobdir`]), past which it kills the
+//!   trainer's process group (`run.rs`). The limits come from the job's declared work at this
+//!   worker's measured speed, its inputs' sizes and its deadline.
 //! - In the child, once it knows its job directory and before it loads the model, while it
 //!   is one thread ([`enter`]): Landlock ([`confine`]), then a seccomp filter ([`seccomp`]).
 //!
@@ -20,17 +27,26 @@
 //! ask says which layers it has.
 //!
 //! # Layout
-//! - [`spawn`]: pre-exec setup, per-job rlimits on a running child, process-group kill.
-//! - [`limits`]: the numbers, from the job, and why a trainer ended, in words.
-//! - [`confine`]: Landlock.
-//! - [`seccomp`]: the seccomp deny list.
-//! - [`probe`]: the start-up probe, both sides.
+//! - [`spawn`] — pre-exec setup, a spare's per-job rlimits, process-group kill.
+//! - [`pidns`] — the fork into the pid namespace, and the keeper that waits outside it.
+//! - [`env`] — the environment's allowlist.
+//! - [`stderr`] — the bounded reader of the trainer's stderr.
+//! - [`limits`] — the numbers, from the job, and why a trainer ended, in words.
+//! - [`jobdir`] — the bounded measurement of a job directory.
+//! - [`confine`] — Landlock.
+//! - [`seccomp`] — the seccomp deny list.
+//! - [`probe`] — the start-up probe, both sides; [`probe_checks`] — what it tries.
 
 pub mod confine;
+pub mod env;
+pub mod jobdir;
 pub mod limits;
+pub mod pidns;
 pub mod probe;
+pub mod probe_checks;
 pub mod seccomp;
 pub mod spawn;
+pub mod stderr;
 
 use std::path::Path;
 

@@ -7,7 +7,18 @@
 //!   `CLONE_THREAD` are refused (threads still start; `clone3` answers ENOSYS, so glibc falls
 //!   back to `clone`, whose flags the filter can see);
 //! - inspect or change another process: `ptrace`, `process_vm_readv/writev`, `kcmp`,
-//!   `pidfd_getfd`, `pidfd_open`;
+//!   `pidfd_getfd`, `pidfd_open`, `pidfd_send_signal`, `process_madvise`; and, a second wall
+//!   behind its pid namespace, address any process but itself: `prlimit64` only on pid 0,
+//!   `setpriority`/`getpriority` and `ioprio_set`/`ioprio_get` only on itself (who 0),
+//!   `sched_setaffinity`/`sched_setscheduler`/`sched_setparam`/`sched_setattr` and
+//!   `migrate_pages`/`move_pages` only on pid 0 (so a thread pinning itself by tid, as
+//!   `OMP_PROC_BIND` does, is refused: libgomp then runs unpinned), `kill`,
+//!   `rt_sigqueueinfo`, `tgkill`, `rt_tgsigqueueinfo` only into its own process (its pid
+//!   when the filter is installed), `tkill` never; nor leave its process group or session
+//!   (`setsid`, `setpgid`), which would take it out of the agent's `killpg`;
+//! - use SysV IPC (`shm*`, `sem*`, `msg*`) or POSIX message queues (`mq_*`): libtorch's CPU
+//!   training uses none (CUDA's inter-process paths are untested here);
+//! - push input into a terminal: `ioctl` `TIOCSTI`, `TIOCLINUX`;
 //! - change namespaces or mounts: `unshare`, `setns`, `mount` and the new mount API,
 //!   `pivot_root`, `chroot`;
 //! - reach kernel facilities with a history of privilege escalation: `bpf`,
@@ -30,7 +41,9 @@ use seccompiler::{
 /// Installs the filters (see the module's guarantee) on every thread of this process.
 pub fn install() -> Result<(), String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("seccomp: {e}"))?;
-    let deny = filter(denied()?, libc::EPERM, arch)?;
+    // SAFETY: getpid cannot fail.
+    let own_pid = unsafe { libc::getpid() };
+    let deny = filter(denied(own_pid)?, libc::EPERM, arch)?;
     let clone3 = filter(
         [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
         libc::ENOSYS,
@@ -49,24 +62,75 @@ fn filter(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32, arch: TargetArch) 
         .map_err(|e| format!("seccomp: {e}"))
 }
 
-/// The deny list: an empty rule list denies the call outright.
-fn denied() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
+/// The deny list: an empty rule list denies the call outright; a call with rules is denied
+/// when any rule matches (the conditions of one rule all hold). `own_pid` is this process's.
+fn denied(own_pid: libc::pid_t) -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALWAYS.iter().map(|&nr| (nr, Vec::new())).collect();
-    let rule = |arg: u8, op: SeccompCmpOp, value: u64| {
-        SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value)
-            .and_then(|c| SeccompRule::new(vec![c]))
+    let when = |conditions: Vec<(u8, SeccompCmpArgLen, SeccompCmpOp, u64)>| {
+        conditions
+            .into_iter()
+            .map(|(arg, len, op, value)| SeccompCondition::new(arg, len, op, value))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(SeccompRule::new)
             .map_err(|e| format!("seccomp: {e}"))
     };
+    // A pid or "who" argument: an int, so only its low 32 bits count.
+    let not = |arg: u8, value: u64| (arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, value);
     // A new process, not a thread.
     let flags = u64::try_from(libc::CLONE_THREAD).map_err(|e| e.to_string())?;
-    rules.insert(libc::SYS_clone, vec![rule(0, SeccompCmpOp::MaskedEq(flags), 0)?]);
+    rules.insert(
+        libc::SYS_clone,
+        vec![when(vec![(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flags), 0)])?],
+    );
     // personality(0xffffffff) only reads the persona.
-    let query = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, 0xffff_ffff)
-        .and_then(|c| SeccompRule::new(vec![c]))
-        .map_err(|e| format!("seccomp: {e}"))?;
-    rules.insert(libc::SYS_personality, vec![query]);
+    rules.insert(libc::SYS_personality, vec![when(vec![not(0, 0xffff_ffff)])?]);
+    // Only on itself: pid 0.
+    for nr in ON_SELF_ONLY {
+        rules.insert(*nr, vec![when(vec![not(0, 0)])?]);
+    }
+    // (which, who): PRIO_PROCESS 0 and IOPRIO_WHO_PROCESS 0 are the caller.
+    let prio_process = u64::from(libc::PRIO_PROCESS);
+    for nr in [libc::SYS_setpriority, libc::SYS_getpriority] {
+        rules.insert(nr, vec![when(vec![not(0, prio_process)])?, when(vec![not(1, 0)])?]);
+    }
+    for nr in [libc::SYS_ioprio_set, libc::SYS_ioprio_get] {
+        rules.insert(nr, vec![when(vec![not(0, IOPRIO_WHO_PROCESS)])?, when(vec![not(1, 0)])?]);
+    }
+    // Signals only into its own process (a thread group id, as the kernel sees it from here).
+    let own = u64::from(own_pid.unsigned_abs());
+    for nr in [
+        libc::SYS_kill,
+        libc::SYS_rt_sigqueueinfo,
+        libc::SYS_tgkill,
+        libc::SYS_rt_tgsigqueueinfo,
+    ] {
+        rules.insert(nr, vec![when(vec![not(0, own)])?]);
+    }
+    // Terminal input injection, whatever the descriptor.
+    rules.insert(
+        libc::SYS_ioctl,
+        [TIOCSTI, TIOCLINUX]
+            .iter()
+            .map(|&request| when(vec![(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)]))
+            .collect::<Result<_, _>>()?,
+    );
     Ok(rules)
 }
+
+const IOPRIO_WHO_PROCESS: u64 = 1;
+const TIOCSTI: u64 = 0x5412;
+const TIOCLINUX: u64 = 0x541C;
+
+/// Calls whose first argument is a pid, allowed on pid 0 (the caller) only.
+const ON_SELF_ONLY: &[i64] = &[
+    libc::SYS_prlimit64,
+    libc::SYS_sched_setaffinity,
+    libc::SYS_sched_setscheduler,
+    libc::SYS_sched_setparam,
+    libc::SYS_sched_setattr,
+    libc::SYS_migrate_pages,
+    libc::SYS_move_pages,
+];
 
 const ALWAYS: &[i64] = &[
     libc::SYS_socket,
@@ -88,6 +152,29 @@ const ALWAYS: &[i64] = &[
     libc::SYS_kcmp,
     libc::SYS_pidfd_getfd,
     libc::SYS_pidfd_open,
+    libc::SYS_pidfd_send_signal,
+    libc::SYS_process_madvise,
+    libc::SYS_tkill,
+    libc::SYS_setsid,
+    libc::SYS_setpgid,
+    libc::SYS_shmget,
+    libc::SYS_shmat,
+    libc::SYS_shmdt,
+    libc::SYS_shmctl,
+    libc::SYS_semget,
+    libc::SYS_semop,
+    libc::SYS_semtimedop,
+    libc::SYS_semctl,
+    libc::SYS_msgget,
+    libc::SYS_msgsnd,
+    libc::SYS_msgrcv,
+    libc::SYS_msgctl,
+    libc::SYS_mq_open,
+    libc::SYS_mq_unlink,
+    libc::SYS_mq_timedsend,
+    libc::SYS_mq_timedreceive,
+    libc::SYS_mq_notify,
+    libc::SYS_mq_getsetattr,
     libc::SYS_unshare,
     libc::SYS_setns,
     libc::SYS_mount,
@@ -144,8 +231,9 @@ mod tests {
     #[test]
     fn the_filters_compile_for_this_architecture() {
         let arch = TargetArch::try_from(std::env::consts::ARCH).unwrap();
-        let rules = denied().unwrap();
+        let rules = denied(1).unwrap();
         assert!(rules.contains_key(&libc::SYS_socket) && rules.contains_key(&libc::SYS_ptrace));
+        assert!(rules.contains_key(&libc::SYS_prlimit64) && rules.contains_key(&libc::SYS_shmget));
         assert!(
             !rules.contains_key(&libc::SYS_clone3),
             "clone3 answers ENOSYS, in its own filter"

@@ -1,15 +1,20 @@
 //! The agent's side of the sandbox: what a trainer gets between `fork` and `exec`, the
-//! per-job limits set on a running (spare) trainer, and killing its process group.
+//! per-job limits, and killing its process group.
 //!
 //! Guarantees, for a trainer spawned through [`prepare`] in [`Mode::Enforce`]:
-//! - it leads its own process group, so [`kill_group`] reaches everything it started;
+//! - it leads its own session (`setsid`): no controlling terminal, so no `TIOCSTI` into the
+//!   owner's terminal even through a descriptor it should never have; its session and
+//!   process group are its own, so [`kill_group`] reaches everything it started;
 //! - it is killed (SIGKILL) when the thread of the agent that spawned it dies;
 //! - it lives in its own user namespace, as uid/gid [`TRAINER_ID`] there (never 0, so it
-//!   holds no capability once it has exec'd), and its own network namespace (a loopback that
-//!   is down: no network at all); the spawn fails if either cannot be created;
+//!   holds no capability once it has exec'd), its own network namespace (a loopback that is
+//!   down: no network at all), its own IPC namespace (no SysV or POSIX IPC object of the
+//!   owner's), and a new pid namespace whose pid 1 it forks ([`super::pidns`]); the spawn
+//!   fails if any cannot be created;
 //! - rlimits: no core dumps, [`OPEN_FILES`] open files, a bounded number of processes (see
 //!   [`nproc_limit`]), and on CPU workers an address-space limit; with a job, its CPU-time
-//!   and file-size limits ([`JobLimits`]);
+//!   and file-size limits ([`JobLimits`]); a spare gets them from its job line and sets them
+//!   on itself ([`limit_self`]) before the job's code runs;
 //! - SIGXFSZ is ignored, so a write over the file-size limit fails with EFBIG, which the
 //!   trainer reports, instead of killing it silently; its OOM score is the highest, so the
 //!   kernel picks it first if the machine runs out of memory.
@@ -72,9 +77,8 @@ pub fn prepare(command: &mut Command, mode: Mode, address_space: Option<u64>, th
         address_space,
         job: job.copied(),
     };
-    command.process_group(0);
-    // SAFETY: the closure makes only async-signal-safe calls (unshare, open, write, close,
-    // prctl, setrlimit, signal) on data prepared before the fork.
+    // SAFETY: the closure makes only async-signal-safe calls (setsid, unshare, open, write,
+    // close, prctl, setrlimit, signal) on data prepared before the fork.
     unsafe {
         command.pre_exec(move || plan.run());
     }
@@ -85,7 +89,24 @@ impl PreExec {
         let required = self.mode == Mode::Enforce;
         // SAFETY: plain system calls on valid pointers (see `prepare`).
         unsafe {
-            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) == 0 {
+            // A fresh fork is never a group leader, so this cannot fail; if it did, the
+            // trainer would share the agent's terminal.
+            if libc::setsid() < 0 && required {
+                return Err(io::Error::last_os_error());
+            }
+            // Enforce takes the first choice (with a user namespace) or fails; best effort
+            // takes what it can, and the probe reports each missing layer.
+            let mut user = false;
+            for flags in NAMESPACES {
+                if libc::unshare(flags) == 0 {
+                    user = flags & libc::CLONE_NEWUSER != 0;
+                    break;
+                }
+                if required {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if user {
                 let mapped = write_file(&self.setgroups, b"deny")
                     .and_then(|()| write_file(&self.uid_map_path, &self.uid_map))
                     .and_then(|()| write_file(&self.gid_map_path, &self.gid_map));
@@ -94,11 +115,6 @@ impl PreExec {
                         return Err(e);
                     }
                 }
-            } else if required {
-                return Err(io::Error::last_os_error());
-            } else {
-                // Root without user namespaces can still leave the network.
-                libc::unshare(libc::CLONE_NEWNET);
             }
             // After the namespace change, which may reset it.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -120,6 +136,15 @@ impl PreExec {
         Ok(())
     }
 }
+
+/// The namespaces a trainer gets, best first: [`Mode::Enforce`] takes only the first; best
+/// effort falls back (root without user namespaces can still leave the network, pids, IPC).
+const NAMESPACES: [libc::c_int; 4] = [
+    libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWPID,
+    libc::CLONE_NEWUSER | libc::CLONE_NEWNET,
+    libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+];
 
 /// The job-independent rlimits, as a fixed array (no allocation between fork and exec).
 fn fixed_limits(plan: &PreExec) -> [Option<(Resource, u64)>; 4] {
@@ -173,22 +198,20 @@ unsafe fn write_file(path: &CString, data: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Gives a running trainer (a spare about to take its job) the job's CPU-time and file-size
-/// limits. Only lowers limits: the spare started without them.
-pub fn apply_job_limits(child: &Child, job: &JobLimits) -> io::Result<()> {
-    let pid = child
-        .id()
-        .and_then(|p| libc::pid_t::try_from(p).ok())
-        .ok_or_else(|| io::Error::other("the trainer has exited"))?;
-    for (resource, soft, hard) in job_rlimits(job) {
-        let limit = libc::rlimit {
-            rlim_cur: soft as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
-        };
-        // SAFETY: a valid rlimit struct; a null old-limit pointer is allowed.
-        if unsafe { libc::prlimit(pid, resource, &limit, std::ptr::null_mut()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+/// Gives this process (a spare trainer that just read its job line, before it runs any of
+/// the job's code) the job's CPU-time and file-size limits. Only lowers limits: the spare
+/// started without them, and an unprivileged process cannot raise a hard limit again.
+pub fn limit_self(cpu_secs: u64, file_bytes: u64) -> io::Result<()> {
+    let job = JobLimits {
+        wall: std::time::Duration::ZERO,
+        wall_bound: super::limits::WallBound::DeclaredWork,
+        cpu_secs,
+        file_bytes,
+        dir_bytes: u64::MAX,
+        dir_entries: u64::MAX,
+    };
+    for (resource, soft, hard) in job_rlimits(&job) {
+        set_limit(resource, soft, hard)?;
     }
     Ok(())
 }
@@ -196,8 +219,8 @@ pub fn apply_job_limits(child: &Child, job: &JobLimits) -> io::Result<()> {
 /// Kills the trainer's whole process group, then the trainer itself, and reaps it.
 pub async fn kill_group(child: &mut Child) {
     if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
-        // SAFETY: signals the group the trainer leads (`process_group(0)`); it has not been
-        // reaped (its id is still known), so the id is not reused.
+        // SAFETY: signals the group the trainer leads (`setsid`); it has not been reaped
+        // (its id is still known), so the id is not reused.
         unsafe {
             libc::killpg(pid, libc::SIGKILL);
         }

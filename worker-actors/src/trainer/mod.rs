@@ -61,8 +61,9 @@ pub struct TrainArgs {
         conflicts_with = "job_dir_from_stdin"
     )]
     pub job_dir: Option<PathBuf>,
-    /// Load libtorch, then read the job directory as one line on stdin (a warm spare child);
-    /// exit quietly if stdin closes first.
+    /// Load libtorch, then read the job as one line on stdin (a warm spare child):
+    /// `<cpu-secs> <file-bytes> <job dir>`, its limits and directory; exit quietly if stdin
+    /// closes first.
     #[arg(long)]
     pub job_dir_from_stdin: bool,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -77,6 +78,45 @@ pub struct TrainArgs {
     /// Enter the sandbox, test it, print what holds as one JSON line, and exit.
     #[arg(long)]
     pub sandbox_probe: bool,
+    /// The probe's target outside the sandbox: the agent's pid…
+    #[arg(long, hide = true, requires = "sandbox_probe")]
+    pub probe_agent_pid: Option<i32>,
+    /// …and its IPC namespace (`ipc:[…]`).
+    #[arg(long, hide = true, requires = "sandbox_probe")]
+    pub probe_agent_ipc: Option<String>,
+}
+
+/// A spare's job line: `<cpu-secs> <file-bytes> <job dir>` (the directory may hold spaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLine {
+    pub cpu_secs: u64,
+    pub file_bytes: u64,
+    pub dir: PathBuf,
+}
+
+impl JobLine {
+    /// The line the agent writes to a spare's stdin, newline included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut line = format!("{} {} ", self.cpu_secs, self.file_bytes).into_bytes();
+        line.extend_from_slice(self.dir.as_os_str().as_encoded_bytes());
+        line.push(b'\n');
+        line
+    }
+
+    /// The line without its newline; `None` if it is not one.
+    pub fn parse(line: &[u8]) -> Option<JobLine> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut parts = line.splitn(3, |&b| b == b' ');
+        let number = |p: Option<&[u8]>| std::str::from_utf8(p?).ok()?.parse::<u64>().ok();
+        let cpu_secs = number(parts.next())?;
+        let file_bytes = number(parts.next())?;
+        let dir = parts.next().filter(|d| !d.is_empty())?;
+        Some(JobLine {
+            cpu_secs,
+            file_bytes,
+            dir: PathBuf::from(std::ffi::OsStr::from_bytes(dir)),
+        })
+    }
 }
 
 /// Trains the job in `args.job_dir`, printing `started`, `progress`… `completed` on stdout.
@@ -99,18 +139,19 @@ pub fn run(args: &TrainArgs, job_dir: &Path) -> Result<(), TrainError> {
     result
 }
 
-/// The job directory of a spare child: one line on stdin, or `None` once stdin closed.
-fn job_dir_from_stdin() -> std::io::Result<Option<PathBuf>> {
+/// The job of a spare child: one line on stdin, or `None` once stdin closed.
+fn job_from_stdin() -> std::io::Result<Option<JobLine>> {
     use std::io::BufRead;
-    use std::os::unix::ffi::OsStringExt;
     // Paths longer than PATH_MAX are refused by the kernel anyway.
-    const MAX_LINE: u64 = 4096;
+    const MAX_LINE: u64 = 4096 + 64;
     let mut line = Vec::new();
     std::io::stdin().lock().take(MAX_LINE).read_until(b'\n', &mut line)?;
     if line.pop() != Some(b'\n') || line.is_empty() {
         return Ok(None);
     }
-    Ok(Some(PathBuf::from(OsString::from_vec(line))))
+    JobLine::parse(&line)
+        .map(Some)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not a job line"))
 }
 
 /// Keeps memory that libtorch frees in the process for its next allocation instead of handing
@@ -173,6 +214,17 @@ where
     T: Into<OsString> + Clone,
 {
     use clap::Parser;
+    use crate::sandbox::{pidns, EXIT_NO_SANDBOX};
+    // First, while this process is one thread: a trainer spawned into a new pid namespace
+    // forks its pid 1 there, and this process waits for it (sandbox::pidns).
+    match pidns::become_pid_one() {
+        Ok(pidns::Role::Trainer) => {}
+        Ok(pidns::Role::KeeperDone(status)) => pidns::mirror(status),
+        Err(e) => {
+            eprintln!("helium-worker train: cannot enter the trainer's pid namespace: {e}");
+            return ExitCode::from(EXIT_NO_SANDBOX);
+        }
+    }
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
@@ -191,22 +243,47 @@ where
     let Command::Train(args) = cli.command;
     let job_dir = match (&args.job_dir, args.job_dir_from_stdin) {
         (Some(dir), _) => dir.clone(),
-        (None, _) => match job_dir_from_stdin() {
-            Ok(Some(dir)) => dir,
+        (None, _) => match job_from_stdin() {
+            Ok(Some(job)) => {
+                // Before any of the job's code runs: the limits the agent would have set.
+                if let Err(e) = crate::sandbox::spawn::limit_self(job.cpu_secs, job.file_bytes) {
+                    eprintln!("helium-worker train: cannot set the job's limits: {e}");
+                    if args.sandbox == crate::sandbox::Mode::Enforce {
+                        return ExitCode::from(EXIT_NO_SANDBOX);
+                    }
+                }
+                job.dir
+            }
             // The agent let its spare go without a job: nothing to report.
             Ok(None) => return ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("helium-worker train: reading the job directory from stdin: {e}");
+                eprintln!("helium-worker train: reading the job from stdin: {e}");
                 return ExitCode::from(2);
             }
         },
     };
+    // Relative paths a model opens land in its job directory, never in the worker's cwd.
+    let job_dir = match job_dir.canonicalize() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("helium-worker train: the job directory {}: {e}", job_dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = std::env::set_current_dir(&job_dir) {
+        eprintln!("helium-worker train: cannot enter the job directory {}: {e}", job_dir.display());
+        return ExitCode::from(2);
+    }
     if args.sandbox_probe {
-        return crate::sandbox::probe::child_main(&job_dir, args.device);
+        let outside = crate::sandbox::probe_checks::Outside {
+            agent_pid: args.probe_agent_pid.unwrap_or(0),
+            agent_ipc: args.probe_agent_ipc.clone().unwrap_or_default(),
+        };
+        return crate::sandbox::probe::child_main(&job_dir, args.device, &outside);
     }
     if let Err(reason) = crate::sandbox::enter(&job_dir, args.device, args.sandbox) {
         eprintln!("helium-worker train: cannot sandbox the trainer: {reason}");
-        return ExitCode::from(crate::sandbox::EXIT_NO_SANDBOX);
+        return ExitCode::from(EXIT_NO_SANDBOX);
     }
     match run(&args, &job_dir) {
         Ok(()) => ExitCode::SUCCESS,
@@ -242,6 +319,8 @@ mod tests {
                 threads: Some(1),
                 sandbox: crate::sandbox::Mode::Enforce,
                 sandbox_probe: false,
+                probe_agent_pid: None,
+                probe_agent_ipc: None,
             }
         );
         let cli = Cli::try_parse_from(["helium-worker", "train", "--job-dir", "/j"]).unwrap();
@@ -255,5 +334,20 @@ mod tests {
             "a job dir is required"
         );
         assert!(Cli::try_parse_from(["helium-worker", "train", "--job-dir", "/j", "--job-dir-from-stdin"]).is_err());
+    }
+
+    #[test]
+    fn a_job_line_round_trips_with_spaces_in_the_directory() {
+        let job = JobLine {
+            cpu_secs: 630,
+            file_bytes: 1 << 30,
+            dir: "/work dir/award 1".into(),
+        };
+        let line = job.encode();
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(JobLine::parse(&line[..line.len() - 1]), Some(job));
+        for bad in [&b"/j"[..], b"1 /j", b"x 1 /j", b"1 2 ", b"-1 2 /j"] {
+            assert_eq!(JobLine::parse(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 }
