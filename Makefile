@@ -24,7 +24,7 @@ STAMP := $(VENV)/.helium-stamp
 NATS_CLI := $(CURDIR)/.helium/bin/nats
 NATS_CLI_VERSION := v0.5.0
 
-.PHONY: help venv nats-cli build test test-rust test-python demo up down jupyter bench clean
+.PHONY: help venv nats-cli build test test-rust test-python demo up down jupyter bench sim clean
 
 help:
 	@echo "make demo   # local grid + notebook training end to end"
@@ -32,6 +32,7 @@ help:
 	@echo "make up / make down   # the local grid alone"
 	@echo "make jupyter          # JupyterLab on notebooks/, against the grid of make up"
 	@echo "make bench            # auctions/s, ledger transfers/s, grid vs plain PyTorch, artifact MB/s"
+	@echo "make sim SEEDS=100000 # the deterministic simulator over many seeds (SEED=n replays one)"
 
 $(STAMP): requirements-dev.txt client-py/pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "need Python 3.11 (python3.11 or python3 on PATH)"; exit 1; }
@@ -57,6 +58,13 @@ test: build
 
 test-rust:
 	$(CARGO_ENV) cargo test $(CARGO_PROFILE) --workspace
+
+# The job core's deterministic simulator (broker-actors/src/sim): SEEDS seeds from FIRST, or
+# replay one failing seed with SEED=n. CI runs 1,000 seeds inside test-rust.
+SEEDS ?= 10000
+FIRST ?= 1
+sim:
+	$(CARGO_ENV) cargo run $(CARGO_PROFILE) -q -p helium-broker-actors --example simulate -- $(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --first $(FIRST))
 
 test-python:
 	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 HELIUM_NATS_CLI=$(NATS_CLI) $(VENV)/bin/python -m pytest -q

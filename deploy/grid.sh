@@ -2,6 +2,8 @@
 # A local Helium grid on this machine: nats-server (JetStream, fsync before ack) with its data
 # under .helium/grid, one helium-broker with a file:// object store, and two CPU workers at
 # different prices. `grid.sh up` prints the NATS URL; `grid.sh down` stops everything.
+# Drills: `grid.sh kill <component>` (SIGKILL) and `grid.sh restart <component>` (SIGKILL if
+# running, then start it again on the same data) for nats, broker, worker-cheap, worker-dear.
 #
 # Auth is on: the first `up` makes the grid's keys (.helium/grid/keys, secret) with
 # `helium creds init`, and a credential per process and demo principal in .helium/grid/creds:
@@ -9,7 +11,7 @@
 # (processes; the workers pay gpu-owner-1 and gpu-owner-2). nats-server refuses anything else.
 set -Eeuo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-grid="$root/.helium/grid"
+grid="${HELIUM_GRID_DIR:-$root/.helium/grid}"
 bin="${HELIUM_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/helium/target}/release}"
 nats_server="$root/.venv/bin/nats-server"
 port="${HELIUM_PORT:-4222}"
@@ -54,19 +56,48 @@ jetstream { store_dir: "$grid/nats", sync_interval: always }
 max_payload: 8MB
 include "keys/nats-auth.conf"
 CONF
-  "$nats_server" -c "$grid/nats.conf" >"$grid/logs/nats.out" 2>"$grid/logs/nats.log" &
-  echo $! >"$grid/pids/nats"
-  for _ in $(seq 600); do grep -q "Server is ready" "$grid/logs/nats.log" && break; sleep 0.1; done
-  grep -q "Server is ready" "$grid/logs/nats.log" || { echo "nats-server failed"; tail "$grid/logs/nats.log"; false; }
-  url="nats://127.0.0.1:$port"
-  local creds="$grid/creds"
-  start broker "$bin/helium-broker" --nats-url "$url" --creds "$creds/broker.creds" --store "file://$grid/store"
-  start worker-cheap "$bin/helium-worker" --grid "$url" --creds "$creds/worker-cheap.creds" --price 1.0 --work-dir "$grid/w1" --device cpu --threads "$threads"
-  start worker-dear "$bin/helium-worker" --grid "$url" --creds "$creds/worker-dear.creds" --price 2.5 --work-dir "$grid/w2" --device cpu --threads "$threads"
+  echo "nats://127.0.0.1:$port" >"$grid/url"
+  for name in nats broker worker-cheap worker-dear; do launch "$name"; done
+  local url creds="$grid/creds"; url=$(cat "$grid/url")
   printf 'HELIUM_NATS_URL=%s\nHELIUM_WORKER_THREADS=%s\nHELIUM_KEYS=%s\nHELIUM_CREDS_DIR=%s\n' \
     "$url" "$threads" "$grid/keys" "$creds" >"$grid/env"
   trap - ERR
   echo "grid up: $url  (logs in .helium/grid/logs; stop with: make down)"
+}
+
+# Starts one component of the grid (`up` and `restart`), on the grid's data and port.
+launch() {
+  local name=$1 url creds="$grid/creds"; url=$(cat "$grid/url")
+  case $name in
+    nats)
+      "$nats_server" -c "$grid/nats.conf" >"$grid/logs/nats.out" 2>"$grid/logs/nats.log" &
+      echo $! >"$grid/pids/nats"
+      for _ in $(seq 600); do grep -q "Server is ready" "$grid/logs/nats.log" && break; sleep 0.1; done
+      grep -q "Server is ready" "$grid/logs/nats.log" || { echo "nats-server failed"; tail "$grid/logs/nats.log"; false; } ;;
+    broker) start broker "$bin/helium-broker" --nats-url "$url" --creds "$creds/broker.creds" --store "file://$grid/store" ;;
+    worker-cheap) start worker-cheap "$bin/helium-worker" --grid "$url" --creds "$creds/worker-cheap.creds" --price 1.0 --work-dir "$grid/w1" --device cpu --threads "$threads" ;;
+    worker-dear) start worker-dear "$bin/helium-worker" --grid "$url" --creds "$creds/worker-dear.creds" --price 2.5 --work-dir "$grid/w2" --device cpu --threads "$threads" ;;
+    *) echo "no component $name (nats, broker, worker-cheap, worker-dear)"; return 2 ;;
+  esac
+}
+
+# SIGKILLs one component (a drill: no chance to clean up) and waits until it is gone.
+kill_component() {
+  local name=$1 f="$grid/pids/$1" pid
+  case $name in nats|broker|worker-cheap|worker-dear) ;; *) echo "no component $name (nats, broker, worker-cheap, worker-dear)"; return 2 ;; esac
+  [ -f "$f" ] || { echo "$name is not running"; return 0; }
+  pid=$(cat "$f")
+  kill -KILL "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  rm -f "$f"
+  echo "$name killed"
+}
+
+restart_component() {
+  [ -f "$grid/env" ] || { echo "grid is not up"; return 1; }
+  kill_component "$1" >/dev/null
+  launch "$1"
+  echo "$1 restarted"
 }
 
 # The grid's keys and the credentials of its processes and demo principals, made once: a grid
@@ -107,5 +138,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down"; exit 2 ;;
+  kill) kill_component "${2:?usage: $0 kill <component>}" ;;
+  restart) restart_component "${2:?usage: $0 restart <component>}" ;;
+  *) echo "usage: $0 up|down|kill <component>|restart <component>"; exit 2 ;;
 esac

@@ -386,6 +386,7 @@ fn record(epochs: u32, price: u64, eta_secs: f64) -> JobRecord {
             owner: "bob".into(),
             price,
             eta_secs,
+            throughput: 1e6,
             start_epoch: 0,
             start_step: 0,
             held: true,

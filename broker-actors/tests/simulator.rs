@@ -1,11 +1,11 @@
 //! The deterministic simulator over a bounded number of seeds (`HELIUM_SIM_SEEDS`, default
-//! 200): every invariant of `helium_broker_actors::sim` holds after every step of every seed,
+//! 1,000: about a minute): every invariant of `helium_broker_actors::sim` holds after every step of every seed,
 //! and every job ends once the faults stop. A failure prints the seed and how to replay it.
 
 use helium_broker_actors::sim::{self, Options};
 
 fn seeds() -> u64 {
-    std::env::var("HELIUM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200)
+    std::env::var("HELIUM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000)
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! reports, never taken from the child's output.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use helium_protocol::{
@@ -378,15 +379,7 @@ impl RunState {
                 if let Some(uploader) = self.uploader.take() {
                     uploader.finish().await;
                 }
-                let uploaded = match jobfs::open(&self.args.job_dir, Path::new(RESULT_FILE)) {
-                    Ok(file) => {
-                        let (nats, worker_id) = (&self.args.nats, &self.args.worker_id);
-                        transfer::upload(nats, worker_id, self.job_id(), artifacts::RESULT, file)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    Err(e) => Err(format!("{RESULT_FILE}: {e}")),
-                };
+                let uploaded = self.upload_result().await;
                 match uploaded {
                     Ok(result) => {
                         tracing::info!(job = %self.job_id(), result_bytes = result.size, "training finished; result uploaded");
@@ -398,6 +391,26 @@ impl RunState {
                 }
             }
             TrainerEvent::Failed { reason } => self.failure = Some(Failure::Training(reason)),
+        }
+    }
+
+    /// Uploads the result, riding out a broker that does not answer (a restart) for up to
+    /// [`RESULT_PATIENCE`]: the training is done and must not be redone elsewhere.
+    async fn upload_result(&self) -> Result<ArtifactInfo, String> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let file = jobfs::open(&self.args.job_dir, Path::new(RESULT_FILE)).map_err(|e| format!("{RESULT_FILE}: {e}"))?;
+            let (nats, worker_id) = (&self.args.nats, &self.args.worker_id);
+            match transfer::upload(nats, worker_id, self.job_id(), artifacts::RESULT, file).await {
+                Ok(info) => return Ok(info),
+                Err(e) if e.is_transient() && started.elapsed() + backoff < RESULT_PATIENCE => {
+                    tracing::warn!(job = %self.job_id(), error = %e, retry_in = ?backoff, "result upload: broker not answering; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
 
@@ -434,7 +447,7 @@ impl RunState {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(job = %self.job_id(), attempt, error = %e, "run event not stored; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
             }
         }
@@ -468,3 +481,5 @@ async fn watch_job_dir(dir: PathBuf, limits: JobLimits, now: std::sync::Arc<toki
 
 /// Where the trainer writes the trained tensors, in the job dir.
 const RESULT_FILE: &str = crate::trainer::session::RESULT_FILE;
+/// How long a finished run keeps offering its result to a broker that does not answer.
+const RESULT_PATIENCE: Duration = Duration::from_secs(600);

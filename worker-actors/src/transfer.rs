@@ -36,6 +36,18 @@ pub enum TransferError {
     },
 }
 
+impl TransferError {
+    /// The broker did not answer, or said it cannot now (it is restarting): the same transfer
+    /// may succeed later. Refusals, file errors and digest mismatches will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Nats(_) => true,
+            Self::Refused(e) => e.code == helium_protocol::ErrorCode::Unavailable,
+            Self::Io(_) | Self::Digest { .. } => false,
+        }
+    }
+}
+
 /// Sends a request on the worker's own subject and unwraps the reply envelope.
 pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
     nats: &async_nats::Client,

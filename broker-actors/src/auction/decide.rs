@@ -54,6 +54,9 @@ pub struct Winner {
     /// The winner's own estimated cost.
     pub cost: u64,
     pub eta_secs: f64,
+    /// The throughput (parameter-samples/s) the winner's ask advertised: the job holds its
+    /// claims of progress to it.
+    pub throughput: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +127,7 @@ pub fn decide(offers: &[Offer], req: &Requirements, work: &DeclaredWork, now_ms:
             price: second.min(req.budget).max(own_cost),
             cost: own_cost,
             eta_secs: best.bid.eta_secs,
+            throughput: best.throughput,
         },
         bids: offers.len() as u32,
     }

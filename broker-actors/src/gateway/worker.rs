@@ -292,6 +292,12 @@ async fn run_events(ctx: Ctx) -> Result<JoinHandle<()>, async_nats::Error> {
                         CALL_MS
                     ) {
                         Ok(Ok(())) => AckKind::Ack,
+                        // Not (yet) known here: another broker's, or one being respawned. Left
+                        // in the stream for later rather than lost.
+                        Ok(Err(e)) if e.code == ErrorCode::NotFound => {
+                            tracing::warn!(worker = %worker_id, job = %job, error = %e, "run event for an unknown job; redelivered later");
+                            AckKind::Nak(Some(Duration::from_secs(5)))
+                        }
                         Ok(Err(e)) => {
                             tracing::warn!(worker = %worker_id, job = %job, event = %kind, error = %e, "run event refused");
                             AckKind::Term

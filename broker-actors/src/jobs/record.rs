@@ -23,6 +23,10 @@ pub struct AwardRecord {
     pub owner: String,
     pub price: u64,
     pub eta_secs: f64,
+    /// The throughput the winner's ask advertised (parameter-samples/s); 0 in records from
+    /// before it was kept, whose claims are then not held to a pace.
+    #[serde(default)]
+    pub throughput: f64,
     /// Epochs already done (and paid) before this award started.
     pub start_epoch: u32,
     /// Optimizer steps already done (and paid) before this award started: where it resumes.

@@ -95,8 +95,7 @@ fn money(w: &World) -> Result<(), String> {
                     // No claim beyond what the true time since the hold allows (whatever the
                     // broker's wall clock did): PLAUSIBLE_SPEEDUP times the winner's own pace.
                     let secs = truth.paid_at.unwrap_or(0).saturating_sub(truth.held_at) as f64 / 1000.0;
-                    let fraction = (PLAUSIBLE_SPEEDUP * secs / truth.eta_secs.max(1e-9)).min(1.0);
-                    let believable = (truth.award_steps as f64 * fraction).ceil() as u64;
+                    let believable = ((PLAUSIBLE_SPEEDUP * truth.pace * secs).ceil() as u64).min(truth.award_steps);
                     let (most, _) = settlement(truth.price, truth.award_steps, believable);
                     if t.amount > most && !truth.result_stored {
                         return Err(format!(

@@ -150,7 +150,8 @@ pub(super) struct AwardTruth {
     pub trained: u64,
     /// True time the hold was asked for, the winner's ETA, and when the pay was applied.
     pub held_at: u64,
-    pub eta_secs: f64,
+    /// Steps per second at the winner's advertised throughput.
+    pub pace: f64,
     pub paid_at: Option<u64>,
 }
 
@@ -169,6 +170,8 @@ pub struct World {
     pub(super) journal: Vec<Transfer>,
     pub(super) awards: BTreeMap<(usize, u32), AwardTruth>,
     pub(super) budgets: Vec<u64>,
+    /// Jobs whose model fails training (honest workers report it, not their fault).
+    broken: Vec<bool>,
     /// What an effect showed to be wrong, reported by the next check.
     pub(super) violations: Vec<String>,
     crashes: u64,
@@ -213,7 +216,9 @@ impl World {
             .collect();
         let mut jobs = Vec::new();
         let mut budgets = Vec::new();
+        let mut broken = Vec::new();
         for j in 0..opts.jobs {
+            broken.push(rng.chance(0.1));
             let principal = format!("researcher{}", j % 3);
             let budget = 50_000 + rng.below(2_000_000);
             let deadline = if rng.chance(0.2) { 20_000 + rng.below(200_000) } else { 0 };
@@ -251,6 +256,7 @@ impl World {
             journal,
             awards: BTreeMap::new(),
             budgets,
+            broken,
             violations: Vec::new(),
             crashes: 0,
             restarting: false,
@@ -509,13 +515,14 @@ impl World {
                         worker_id: w.id.clone(),
                         owner: w.owner.clone(),
                         reputation: 0.0,
+                        throughput: w.throughput,
                         bid: Bid {
                             price_per_hour: w.price_per_hour,
                             eta_secs: if w.lie == Lie::EtaZero { 0.0 } else { work.eta_secs(w.throughput) },
                         },
                     })
                     .collect();
-                let outcome = decide(&offers, &requirements, now);
+                let outcome = decide(&offers, &requirements, &work, now);
                 self.send(1_000, Msg::ToJob(j, Input::AuctionClosed(outcome)));
             }
             Effect::Hold { n, transfer } => {
@@ -525,7 +532,7 @@ impl World {
                         price: a.price,
                         start_step: a.start_step,
                         held_at: self.now,
-                        eta_secs: a.eta_secs,
+                        pace: a.throughput / (self.jobs[j].job.record.work.parameters as f64 * f64::from(self.jobs[j].job.record.training.batch_size)),
                         award_steps: self.jobs[j].job.record.training.total_steps(self.jobs[j].job.record.work.samples).saturating_sub(a.start_step),
                         ..Default::default()
                     };
@@ -679,6 +686,12 @@ impl World {
         run.step = (run.step + run.steps_per_ms * ms as f64).min(run.total as f64);
         self.workers[w].run = Some(run.clone());
         let j = run.job;
+        if self.broken[j] && run.step >= 1.0 {
+            let reason = "RuntimeError: shapes cannot be multiplied".to_string();
+            self.run_event(w, RunEventKind::Failed { reason, worker_fault: false });
+            self.workers[w].run = None;
+            return;
+        }
         if let Some(n) = run.award_id.rsplit('-').next().and_then(|n| n.parse::<u32>().ok()) {
             let truth = self.awards.entry((j, n)).or_default();
             truth.trained = truth.trained.max((run.step as u64).saturating_sub(run.start));

@@ -29,7 +29,7 @@ import io
 import logging
 import os
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import nats
@@ -68,6 +68,8 @@ log = logging.getLogger("helium_grid")
 DEFAULT_URL = "nats://127.0.0.1:4222"
 #: Seconds a request waits for the broker's reply.
 DEFAULT_TIMEOUT = 30.0
+#: Seconds a read rides out a broker that does not answer (a restart takes a few).
+DEFAULT_OUTAGE_TIMEOUT = 120.0
 #: While following a job, how long a silence lasts before the job record is polled.
 _POLL_SECONDS = 5.0
 
@@ -121,11 +123,18 @@ class AsyncGrid:
         principal: str,
         timeout: float = DEFAULT_TIMEOUT,
         refusals: Refusals | None = None,
+        outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
     ) -> None:
         self._nc = nc
         self.url = url
         self.principal = check_principal(principal)
         self.timeout = timeout
+        #: How long reads (status, follow, downloads, lists) ride out a broker that is not
+        #: answering (restarting) before they raise :class:`Unavailable`.
+        self.outage_timeout = outage_timeout
+        #: Called with a message while a read waits for the broker to come back (the progress
+        #: bar shows it), and with ``None`` once it answers again.
+        self.on_outage: Callable[[str | None], None] | None = None
         self._refusals = refusals or Refusals()
 
     @classmethod
@@ -138,13 +147,15 @@ class AsyncGrid:
         tls_ca: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 5.0,
+        outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
         **nats_options: Any,
     ) -> AsyncGrid:
         """Connect to the grid's NATS server with the credential ``creds`` (a ``.creds`` file
         the grid's operator issued; default ``$HELIUM_CREDS``): the principal is the
         credential's. ``principal``, if given, must match it. ``tls_ca`` (default
         ``$HELIUM_TLS_CA``): a CA certificate (PEM) to trust for a ``tls://`` grid whose
-        certificate a private CA signed (``deploy/tls.sh``). ``nats_options`` go to
+        certificate a private CA signed (``deploy/tls.sh``). ``outage_timeout``: how long reads
+        (status, wait, result) ride out a broker that is restarting. ``nats_options`` go to
         ``nats.connect``.
 
         Example::
@@ -154,7 +165,7 @@ class AsyncGrid:
         nc, principal, refusals = await connect_nats(
             url, creds=creds, principal=principal, tls_ca=tls_ca, connect_timeout=connect_timeout, **nats_options
         )
-        return cls(nc, url=url, principal=principal, timeout=timeout, refusals=refusals)
+        return cls(nc, url=url, principal=principal, timeout=timeout, refusals=refusals, outage_timeout=outage_timeout)
 
     async def close(self) -> None:
         """Close the connection (idempotent).
@@ -198,6 +209,32 @@ class AsyncGrid:
         except nats.errors.ConnectionClosedError as e:
             raise Unavailable(f"the connection to {self.url} is closed") from e
         return unwrap_reply(msg.data)
+
+    async def _read(self, verb: str, fields: dict[str, Any], *, timeout: float | None = None) -> Any:
+        """A request that changes nothing (status, follow, list, balance, artifact reads): while
+        the broker does not answer (it is restarting, or NATS is reconnecting) it is asked again,
+        backing off to 2 s, for up to :attr:`outage_timeout`; then :class:`Unavailable`."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.outage_timeout
+        delay = 0.1
+        outage = False
+        try:
+            while True:
+                try:
+                    return await self._request(verb, fields, timeout=timeout)
+                except Unavailable as e:
+                    if self._nc.is_closed or loop.time() + delay > give_up:
+                        raise
+                    if not outage:
+                        outage = True
+                        log.warning("%s; retrying for up to %gs", e, self.outage_timeout)
+                    if self.on_outage is not None:
+                        self.on_outage(f"reconnecting to the broker ({e})")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            if outage and self.on_outage is not None:
+                self.on_outage(None)
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -289,7 +326,7 @@ class AsyncGrid:
         return AsyncJob(self, job_id)
 
     async def _status(self, job_id: str) -> JobStatus:
-        return JobStatus.from_wire(await self._request(subjects.JOB_STATUS, {"job_id": job_id}))
+        return JobStatus.from_wire(await self._read(subjects.JOB_STATUS, {"job_id": job_id}))
 
     async def _cancel(self, job_id: str) -> JobStatus:
         return JobStatus.from_wire(await self._request(subjects.JOB_CANCEL, {"job_id": job_id}))
@@ -343,7 +380,7 @@ class AsyncGrid:
             await follower.close()
 
     async def _download(self, job_id: str, name: str, expected: Any = None) -> bytes:
-        return await download(self._request, job_id, name, expected=expected, preferred_chunk=self._chunk)
+        return await download(self._read, job_id, name, expected=expected, preferred_chunk=self._chunk)
 
     # -- accounts and workers -------------------------------------------------------------
 
@@ -354,7 +391,7 @@ class AsyncGrid:
 
             print((await grid.balance()).credits)
         """
-        return Balance.from_wire(await self._request(subjects.ACCOUNT_BALANCE, {}))
+        return Balance.from_wire(await self._read(subjects.ACCOUNT_BALANCE, {}))
 
     async def jobs(self) -> list[JobStatus]:
         """This principal's jobs, oldest first; see :meth:`helium_grid.Grid.jobs`.
@@ -363,7 +400,7 @@ class AsyncGrid:
 
             running = [j for j in await grid.jobs() if j.state is JobState.RUNNING]
         """
-        reply = await self._request(subjects.JOB_LIST, {})
+        reply = await self._read(subjects.JOB_LIST, {})
         if not isinstance(reply, dict) or not isinstance(reply.get("jobs"), list):
             raise ProtocolError(f"job.list reply is malformed: {reply!r}")
         return [JobStatus.from_wire(j) for j in reply["jobs"]]
@@ -375,7 +412,7 @@ class AsyncGrid:
 
             for w in await grid.workers(): print(w.worker_id, w.price_per_hour)
         """
-        reply = await self._request(subjects.WORKER_LIST, {})
+        reply = await self._read(subjects.WORKER_LIST, {})
         if not isinstance(reply, dict) or not isinstance(reply.get("workers"), list):
             raise ProtocolError(f"worker.list reply is malformed: {reply!r}")
         return [WorkerInfo.from_wire(w) for w in reply["workers"]]
@@ -507,12 +544,14 @@ class AsyncJob:
         first = await self.status()
         tracker = Tracker(bar_label(self.id, self.name), enabled=progress, total=first.epochs)
         live = LiveCurve(self.name or self.id[:8]) if plot else None
+        previous, self.grid.on_outage = self.grid.on_outage, tracker.outage_changed
         try:
             async for event in self.follow(timeout):
                 tracker.feed(event)
                 if live is not None:
                     live.feed(event)
         finally:
+            self.grid.on_outage = previous
             tracker.close()
             if live is not None:
                 live.close()

@@ -44,7 +44,7 @@ class Follower:
         nc = self._grid._nc
         inbox = nc.new_inbox()
         self._sub = await nc.subscribe(inbox)
-        reply = await self._grid._request(
+        reply = await self._grid._read(
             subjects.JOB_FOLLOW,
             {"job_id": self._job_id, "deliver": inbox, "start_seq": self.last_seq + 1 if self.last_seq else 0},
         )

@@ -77,6 +77,8 @@ class Tracker:
         self.total = total
         self.state: JobState | None = None
         self.reason: str | None = None
+        #: Shown instead of the reason while the broker does not answer.
+        self.outage: str | None = None
         self.worker: str | None = None
         self.price_micro: int | None = None
         self._bar: Any = None
@@ -110,7 +112,7 @@ class Tracker:
             if self.price_micro is not None:
                 where += f" at {credits_text(self.price_micro)} credits"
         shown = f"{self.label} {state}{where}"
-        waiting = self.reason if self.reason and not self.finished else None
+        waiting = self.outage or (self.reason if self.reason and not self.finished else None)
         if (shown, waiting) == self._shown:
             return
         self._shown = (shown, waiting)
@@ -119,6 +121,11 @@ class Tracker:
             bar.set_postfix_str(waiting[:60], refresh=False)
         if not self.finished:  # close() draws the last state
             bar.refresh()
+
+    def outage_changed(self, message: str | None) -> None:
+        """The broker stopped answering (``message`` says so on the bar) or answers again."""
+        self.outage = message
+        self._describe()
 
     def feed(self, event: JobEvent) -> None:
         """Take one event into account."""

@@ -164,6 +164,9 @@ class JobStatus:
     name: str | None = None
     #: Why the job waits or failed, in words.
     reason: str | None = None
+    #: The same reason as a stable code (``no_worker``, ``worker_lost``, ``cancelled``, …;
+    #: docs/PROTOCOL.md): match this, not the words.
+    reason_code: str | None = None
     #: The worker that won the auction.
     worker: str | None = None
     #: Contract price held at award (second price, capped by the budget), micro-credits.
@@ -211,6 +214,7 @@ class JobStatus:
             epochs_done=wire_int(m.get("epochs_done") or 0),
             name=m.get("name"),
             reason=m.get("reason"),
+            reason_code=m.get("reason_code") if isinstance(m.get("reason_code"), str) else None,
             worker=m.get("worker"),
             price_micro=_opt_int(m.get("price")),
             paid_micro=wire_int(m.get("paid") or 0),

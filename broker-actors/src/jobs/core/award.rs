@@ -90,6 +90,7 @@ impl Job {
             owner: winner.owner,
             price: winner.price,
             eta_secs: winner.eta_secs,
+            throughput: winner.throughput,
             start_epoch: self.record.view.epochs_done,
             start_step: self.record.checkpoint.as_ref().map_or(0, |c| c.step),
             held: false,

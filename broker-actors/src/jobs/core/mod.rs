@@ -46,8 +46,8 @@ pub const REAUCTION_EVERY_MS: u64 = 5_000;
 pub const REFUSAL_BACKOFF_MS: u64 = 1_000;
 /// After a restart, how long a running job's worker has to show up again before it is lost.
 pub const REJOIN_GRACE_MS: u64 = 30_000;
-/// How much faster than its own ETA a worker may plausibly train; checkpoints and results
-/// claiming more are not believed.
+/// How much faster than the throughput its own ask advertises a worker may plausibly train;
+/// checkpoints and results claiming more are not believed.
 pub const PLAUSIBLE_SPEEDUP: f64 = 10.0;
 
 /// What the grid's configuration says about every job.

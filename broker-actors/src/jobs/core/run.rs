@@ -36,15 +36,22 @@ impl Job {
         self.elapsed_ms(a) as f64 / 1000.0
     }
 
-    /// The most steps of `a` a worker can plausibly have done by `now`: all of them once
-    /// `1 / PLAUSIBLE_SPEEDUP` of its own ETA has passed, proportionally before.
+    /// The most steps of `a` its worker can plausibly have trained by now: at
+    /// `PLAUSIBLE_SPEEDUP` times the pace its own ask advertised (parameter-samples per second
+    /// over the declared parameters and the batch), all of them at most.
     fn plausible_steps(&self, a: &AwardRecord) -> u64 {
         let steps = self.award_steps(a);
-        if !(a.eta_secs.is_finite() && a.eta_secs > 0.0) {
+        let per_step = self.record.work.parameters as f64 * f64::from(self.record.training.batch_size);
+        if !(a.throughput.is_finite() && a.throughput > 0.0 && per_step > 0.0) {
             return steps;
         }
-        let fraction = (PLAUSIBLE_SPEEDUP * self.elapsed_secs(a) / a.eta_secs).min(1.0);
-        (steps as f64 * fraction).ceil() as u64
+        let pace = PLAUSIBLE_SPEEDUP * a.throughput / per_step; // steps per second
+        let plausible = (pace * self.elapsed_secs(a)).ceil();
+        if plausible >= steps as f64 {
+            steps
+        } else {
+            plausible as u64
+        }
     }
 
     pub(super) fn run_event(
@@ -128,12 +135,12 @@ impl Job {
                 }
                 let plausible = self.plausible_steps(&award) >= self.award_steps(&award);
                 if !plausible {
-                    // Done in less than a tenth of its own estimate: not believed. The result
-                    // is not taken; the worker is paid its checkpoints and not invited again.
+                    // Faster than its own ask's pace allows: not believed. The result is not
+                    // taken; the worker is paid its checkpoints and not invited again.
                     let why = format!(
-                        "claimed to finish in {:.1} s, under a tenth of its own estimate of {:.1} s",
+                        "claimed to finish {} steps in {:.1} s, over {PLAUSIBLE_SPEEDUP} times the pace its ask advertises",
+                        self.award_steps(&award),
                         self.elapsed_secs(&award),
-                        award.eta_secs
                     );
                     self.worker_failed(fx, worker_id, why, now);
                     return Ok(());
