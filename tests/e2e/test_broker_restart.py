@@ -17,7 +17,8 @@ from typing import Any
 import helium_grid as hg
 import pytest
 import torch
-from sklearn.datasets import load_digits
+
+from faultjobs import digits, first_event, wide_mlp
 
 from conftest import NatsServer, start_broker
 
@@ -29,7 +30,7 @@ BATCH = 32
 
 @pytest.fixture(scope="module")
 def worker_specs() -> list[dict[str, object]]:
-    return [{"worker_id": "w-steady", "owner": "owner-steady", "price": 1.0, "throughput": 1e8}]
+    return [{"worker_id": "w-steady", "owner": "owner-steady", "price": 1.0, "throughput": 1e9}]
 
 
 class Broker:
@@ -56,27 +57,6 @@ def broker(grid_dir: Path, nats_server: NatsServer, broker_args: list[str]) -> I
     b = Broker(grid_dir, nats_server, broker_args)
     yield b
     b.stop()
-
-
-def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_digits(return_X_y=True)
-    xt = torch.tensor(x, dtype=torch.float32)
-    return (xt - xt.mean(0)) / (xt.std(0) + 1e-6), torch.tensor(y)
-
-
-def wide_mlp() -> torch.nn.Module:
-    """About a second an epoch on one thread: long enough to kill the broker mid-run."""
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Linear(64, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 10)
-    )
-
-
-async def first_event(grid: Any, job_id: str, match: Callable[[hg.JobEvent], bool]) -> hg.JobEvent:
-    async for event in grid._async._event_feed(job_id, live=True, timeout=300):
-        if match(event):
-            return event
-    raise AssertionError(f"job {job_id} ended before the awaited event")
 
 
 def test_a_broker_restart_mid_run_loses_nothing_and_pays_once(

@@ -15,7 +15,8 @@ from typing import Any
 import helium_grid as hg
 import pytest
 import torch
-from sklearn.datasets import load_digits
+
+from faultjobs import digits, first_event, wide_mlp
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -28,35 +29,14 @@ EVERY = 20
 @pytest.fixture(scope="module")
 def worker_specs() -> list[dict[str, object]]:
     return [
-        {"worker_id": "w-first", "owner": "owner-first", "price": 1.0, "throughput": 1e8},
-        {"worker_id": "w-second", "owner": "owner-second", "price": 3.0, "throughput": 1e8},
+        {"worker_id": "w-first", "owner": "owner-first", "price": 1.0, "throughput": 1e9},
+        {"worker_id": "w-second", "owner": "owner-second", "price": 3.0, "throughput": 1e9},
     ]
-
-
-def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_digits(return_X_y=True)
-    xt = torch.tensor(x, dtype=torch.float32)
-    return (xt - xt.mean(0)) / (xt.std(0) + 1e-6), torch.tensor(y)
-
-
-def wide_mlp() -> torch.nn.Module:
-    """Slow enough on one thread (about a second an epoch) to be killed mid-run."""
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Linear(64, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 10)
-    )
 
 
 def submit(grid: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
     return grid.submit(wide_mlp(), train=(x, y), epochs=EPOCHS, batch_size=BATCH, lr=1e-3,
                        max_price=10, budget=5, checkpoint_every=EVERY)
-
-
-async def first_event(grid: Any, job_id: str, match: Callable[[hg.JobEvent], bool]) -> hg.JobEvent:
-    async for event in grid._async._event_feed(job_id, live=True, timeout=300):
-        if match(event):
-            return event
-    raise AssertionError(f"job {job_id} ended before the awaited event")
 
 
 def test_pay_and_resume_follow_the_last_verified_checkpoint(

@@ -13,6 +13,7 @@ import io
 import json
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -393,9 +394,15 @@ def test_wire_errors_arrive_as_exceptions(grid: hg.Grid, nats_server: Any) -> No
 
 
 def test_no_broker_and_no_server_are_unavailable(nats_server: Any, fake: FakeBroker) -> None:
-    with hg.Grid(nats_server.url, creds=nats_server.principal_creds("lonely"), timeout=2) as lonely:
+    with hg.Grid(nats_server.url, creds=nats_server.principal_creds("lonely"), timeout=2, outage_timeout=3) as lonely:
+        # A read keeps asking through an outage, then gives up with Unavailable.
+        started = time.monotonic()
         with pytest.raises(hg.Unavailable, match="no broker is answering on nats://"):
             lonely.balance()
+        assert time.monotonic() - started >= 1.0, "gave up without riding out the outage"
+        # A submit is not retried: it might have been taken.
+        with pytest.raises(hg.Unavailable, match="no broker is answering on nats://"):
+            lonely.submit(small_model(), train=(torch.randn(16, 4), torch.randint(0, 3, (16,))), epochs=1, batch_size=8, lr=0.1, max_price=1, budget=1)
     with pytest.raises(hg.Unavailable, match="cannot connect"):
         hg.Grid("nats://127.0.0.1:1", creds=nats_server.principal_creds("x"), connect_timeout=1)
     with pytest.raises(hg.BadRequest, match="principal"):

@@ -635,6 +635,9 @@ impl World {
         self.send(d, Msg::ToJob(j, Input::AwardAnswered { award_id: award.award_id.clone(), answer }));
         let started = RunEventKind::Started { device: "cpu".into(), parameters: Some(parameters) };
         self.run_event(w, started);
+        if self.workers[w].lie == Lie::CheckpointAhead {
+            self.train(w, 0); // claims the end before it trained anything
+        }
     }
 
     fn run_event(&mut self, w: usize, kind: RunEventKind) {
@@ -698,7 +701,9 @@ impl World {
         }
         let every = 5;
         let claimed = |truth: u64| if lie == Lie::CheckpointAhead { run.total.saturating_sub(1) } else { truth };
-        while run.last_checkpoint + every <= run.step as u64 && run.last_checkpoint + every < run.total && lie != Lie::EarlyComplete {
+        // The liar claims the end at its first chance, before it has trained a checkpoint's worth.
+        let due = |r: &Run| if lie == Lie::CheckpointAhead { r.last_checkpoint == r.start } else { r.last_checkpoint + every <= r.step as u64 };
+        while due(&run) && run.last_checkpoint + every < run.total && lie != Lie::EarlyComplete {
             run.last_checkpoint += every;
             let step = claimed(run.last_checkpoint);
             if let Some(r) = self.workers[w].run.as_mut() {

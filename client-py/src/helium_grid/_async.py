@@ -60,7 +60,7 @@ from .errors import (
 
 from .records import Balance, JobEvent, JobState, JobStatus, StateChanged, WorkerInfo, parse_event
 
-__all__ = ["AsyncGrid", "AsyncJob", "DEFAULT_URL", "DEFAULT_TIMEOUT"]
+__all__ = ["AsyncGrid", "AsyncJob", "DEFAULT_URL", "DEFAULT_TIMEOUT", "DEFAULT_OUTAGE_TIMEOUT"]
 
 log = logging.getLogger("helium_grid")
 

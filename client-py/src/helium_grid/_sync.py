@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ._async import DEFAULT_TIMEOUT, DEFAULT_URL, AsyncGrid, AsyncJob, finish, trained_module
+from ._async import DEFAULT_OUTAGE_TIMEOUT, DEFAULT_TIMEOUT, DEFAULT_URL, AsyncGrid, AsyncJob, finish, trained_module
 from ._history import LiveCurve
 from ._progress import Tracker, bar_label
 from ._submission import prepare_submission
@@ -132,8 +132,10 @@ class Grid:
     issued you (default ``$HELIUM_CREDS``; the local grid's are in ``.helium/grid/creds/``):
     you act as the principal it names, and nats-server lets you do nothing else. ``principal``,
     if given, must match it. ``tls_ca`` (default ``$HELIUM_TLS_CA``) is a CA certificate to
-    trust for a ``tls://`` grid (deploy/tls.sh makes one). ``timeout`` bounds each request; with no broker answering, calls
-    raise :class:`~helium_grid.Unavailable`.
+    trust for a ``tls://`` grid (deploy/tls.sh makes one). ``timeout`` bounds each request.
+    With no broker answering (it is restarting), reads — ``status``, ``wait``, ``result``,
+    ``jobs``, ``balance`` — keep asking for ``outage_timeout`` seconds (default 120) before they
+    raise :class:`~helium_grid.Unavailable`; submits and cancels raise at once.
 
     Example::
 
@@ -151,6 +153,7 @@ class Grid:
         tls_ca: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 5.0,
+        outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
         **nats_options: Any,
     ) -> None:
         self._runner = _LoopThread(name="helium-grid")
@@ -164,6 +167,7 @@ class Grid:
                     tls_ca=tls_ca,
                     timeout=timeout,
                     connect_timeout=connect_timeout,
+                    outage_timeout=outage_timeout,
                     **nats_options,
                 )
             )

@@ -47,8 +47,11 @@ pub const REFUSAL_BACKOFF_MS: u64 = 1_000;
 /// After a restart, how long a running job's worker has to show up again before it is lost.
 pub const REJOIN_GRACE_MS: u64 = 30_000;
 /// How much faster than the throughput its own ask advertises a worker may plausibly train;
-/// checkpoints and results claiming more are not believed.
-pub const PLAUSIBLE_SPEEDUP: f64 = 10.0;
+/// checkpoints and results claiming more are not believed. Generous: a start-up benchmark on a
+/// small model underrates large matrix products by tens of times (a wide MLP trained 53× the
+/// pace a test worker's ask claimed). It stops the incoherent lie (an ask that prices the work
+/// as hours, then a claim of the end at once), not a worker that lies consistently.
+pub const PLAUSIBLE_SPEEDUP: f64 = 100.0;
 
 /// What the grid's configuration says about every job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

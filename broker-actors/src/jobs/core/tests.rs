@@ -25,8 +25,8 @@ fn won(eta_secs: f64) -> Input {
             price: PRICE,
             cost: PRICE,
             eta_secs,
-            // 1,000 parameters × batch 10 per step: its 20 steps take `eta_secs / 2` at this pace.
-            throughput: 400_000.0 / eta_secs,
+            // 1,000 parameters × batch 10 per step: its 20 steps take `5 × eta_secs` at this pace.
+            throughput: 40_000.0 / eta_secs,
         },
         bids: 1,
     })
@@ -175,7 +175,7 @@ fn a_terminal_job_never_moves() {
 
 #[test]
 fn a_checkpoint_ahead_of_what_the_time_allows_is_refused() {
-    // The ask's pace is 20 steps in 50 s: after 1 s a worker may plausibly have done 10 × 0.4.
+    // The ask's pace is 20 steps in 500 s: after 1 s a worker may plausibly have done 100 × 0.04.
     let mut job = running(100.0);
     let ahead = checkpoint(&mut job, 15, 1_000);
     assert!(matches!(&ahead.answer, Answer::Ack(Err(e)) if e.message.contains("ahead")), "{ahead:?}");
