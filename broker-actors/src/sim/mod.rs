@@ -8,8 +8,10 @@
 //! simulate -- --seed <n>`.
 
 mod check;
+mod effects;
 pub mod fixture;
 mod rng;
+mod workers;
 mod world;
 
 pub use rng::Rng;
