@@ -278,7 +278,9 @@ impl Job {
             }
         };
         let persist = self.record != before;
-        if persist {
+        // The researcher's view changes time only when it changes (confirming money already
+        // decided, or the sweep, is bookkeeping).
+        if self.record.view != before.view {
             self.record.view.updated_ms = now;
         }
         Step {
