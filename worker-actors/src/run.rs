@@ -90,6 +90,8 @@ pub struct RunState {
     failure: Option<Failure>,
     finished: bool,
     cancelled: bool,
+    /// When the cancel arrived: the log says how long the trainer took to stop.
+    cancelled_at: Option<std::time::Instant>,
     uploader: Option<Uploader>,
     /// Wakes the job directory's check at once (a checkpoint was reported).
     check_dir: std::sync::Arc<tokio::sync::Notify>,
@@ -110,6 +112,7 @@ impl Actor for TrainingRun {
             failure: None,
             finished: false,
             cancelled: false,
+            cancelled_at: None,
             uploader: None,
             check_dir: std::sync::Arc::new(tokio::sync::Notify::new()),
         })
@@ -161,6 +164,8 @@ impl Actor for TrainingRun {
                 }
             },
             RunMsg::Exited(ended) => {
+                // The agent's flag may kill the child before its Cancel message is handled.
+                state.cancelled |= matches!(ended, Ended::Cancelled);
                 if !state.finished && !state.cancelled {
                     // The trainer's own `failed` line blames the model or data; a limit it hit
                     // blames the job; anything else (an upload that failed, a process that
@@ -176,11 +181,15 @@ impl Actor for TrainingRun {
                     tracing::info!(job = %state.job_id(), ?ended, reason, worker_fault, "trainer ended without finishing");
                     state.release().await;
                     state.report(RunEventKind::Failed { reason, worker_fault }).await;
+                } else if state.cancelled {
+                    let stopped_ms = state.cancelled_at.map(|at| at.elapsed().as_millis() as u64);
+                    tracing::info!(job = %state.job_id(), ?stopped_ms, "award cancelled; trainer stopped");
                 }
                 me.stop(None);
             }
             RunMsg::Cancel => {
                 state.cancelled = true;
+                state.cancelled_at.get_or_insert_with(std::time::Instant::now);
                 if let Some(kill) = state.kill.take() {
                     let _ = kill.send(());
                 }

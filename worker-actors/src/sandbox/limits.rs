@@ -14,6 +14,9 @@ pub const WALL_FACTOR: f64 = 10.0;
 pub const WALL_SLACK_SECS: f64 = 60.0;
 /// No run is limited to less than this (a deadline a second away still gets to start).
 pub const MIN_WALL_SECS: f64 = 5.0;
+/// The broker expires a running job at its deadline and cancels the award; the trainer's own
+/// deadline limit is a backstop for a broker that cannot say so, and fires this much later.
+pub const DEADLINE_GRACE_SECS: f64 = 15.0;
 /// Nor runs longer than this without its deadline saying so.
 pub const MAX_WALL_SECS: f64 = 7.0 * 24.0 * 3600.0;
 /// CPU seconds allowed on top of `threads × wall-clock`, so RLIMIT_CPU is a backstop that
@@ -85,7 +88,8 @@ pub fn job_limits(
     } else {
         MAX_WALL_SECS
     };
-    let by_deadline = (deadline_ms != 0).then(|| deadline_ms.saturating_sub(now_ms) as f64 / 1000.0);
+    let by_deadline =
+        (deadline_ms != 0).then(|| deadline_ms.saturating_sub(now_ms) as f64 / 1000.0 + DEADLINE_GRACE_SECS);
     let (secs, wall_bound) = match by_deadline {
         Some(d) if d < by_work => (d, WallBound::Deadline),
         _ => (by_work, WallBound::DeclaredWork),
@@ -243,9 +247,10 @@ mod tests {
     #[test]
     fn a_nearer_deadline_wins_and_a_passed_one_still_lets_it_start() {
         let l = job_limits(&WORK, 0, 21_000, 1_000, 1e6, 1);
-        assert_eq!((l.wall, l.wall_bound), (Duration::from_secs(20), WallBound::Deadline));
+        let by_deadline = Duration::from_secs_f64(20.0 + DEADLINE_GRACE_SECS);
+        assert_eq!((l.wall, l.wall_bound), (by_deadline, WallBound::Deadline));
         let l = job_limits(&WORK, 0, 500, 1_000, 1e6, 1);
-        assert_eq!(l.wall, Duration::from_secs_f64(MIN_WALL_SECS));
+        assert_eq!(l.wall, Duration::from_secs_f64(DEADLINE_GRACE_SECS.max(MIN_WALL_SECS)));
         let l = job_limits(&WORK, 0, 10_000_000_000, 1_000, 1e6, 1);
         assert_eq!(l.wall_bound, WallBound::DeclaredWork, "a far deadline is no bound");
     }
@@ -278,7 +283,7 @@ mod tests {
         let wall = exit_reason(Ended::WallClock, &l);
         assert!(!wall.worker_fault);
         assert!(
-            wall.reason.contains("wall-clock limit of 20 s (the job's deadline)"),
+            wall.reason.contains("wall-clock limit of 35 s (the job's deadline)"),
             "{}",
             wall.reason
         );

@@ -161,7 +161,18 @@ impl Job {
             } => {
                 self.accepted_by_run();
                 self.decide_settlement(fx, self.checkpointed_steps_of(&award));
-                self.move_to(fx, JobState::Failed, Some(Reason::RunFailed { why: reason }));
+                // A trainer stopped at its deadline (the worker's own backstop, when the broker
+                // did not expire it first) ended because the deadline passed, not by failing.
+                let deadline = self.record.requirements.deadline_ms;
+                if deadline != 0 && now >= deadline {
+                    let reason = Reason::DeadlinePassed {
+                        waiting: None,
+                        running: true,
+                    };
+                    self.move_to(fx, JobState::Expired, Some(reason));
+                } else {
+                    self.move_to(fx, JobState::Failed, Some(Reason::RunFailed { why: reason }));
+                }
                 self.finish_if_done(fx);
             }
             RunEventKind::Failed {

@@ -238,3 +238,29 @@ fn a_running_job_past_its_deadline_expires_and_settles_its_checkpoints() {
     assert!(tick.effects.iter().any(|e| matches!(e, Effect::SendCancel { worker_id, .. } if worker_id == "w1")));
     assert_eq!(settle_transfers(&tick).first().map(|t| t.amount), Some(PRICE / 2));
 }
+
+#[test]
+fn a_run_its_worker_stopped_at_the_deadline_expires_rather_than_fails() {
+    let failed = |job: &mut Job, now: u64| {
+        job.step(
+            event(RunEventKind::Failed {
+                reason: "the trainer exceeded its wall-clock limit (the job's deadline)".into(),
+                worker_fault: false,
+            }),
+            Now::at(now),
+        )
+    };
+    let mut job = running(10.0);
+    job.record.requirements.deadline_ms = 9_000;
+    checkpoint(&mut job, 10, 5_000);
+    let step = failed(&mut job, 9_000);
+    assert_eq!(job.state(), JobState::Expired);
+    assert_eq!(job.record.reason.as_ref().map(Reason::code), Some("deadline_passed"));
+    assert_eq!(settle_transfers(&step).first().map(|t| t.amount), Some(PRICE / 2));
+
+    // Before the deadline the same event is the job's failure.
+    let mut early = running(10.0);
+    early.record.requirements.deadline_ms = 9_000;
+    failed(&mut early, 8_999);
+    assert_eq!(early.state(), JobState::Failed);
+}
