@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import helium_bin
+from faultjobs import digits, first_event, wide_mlp
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -100,3 +101,35 @@ def test_kill_and_restart_the_broker_and_a_worker(local_grid: LocalGrid) -> None
         assert again.wait(progress=False, timeout=300).state is hg.JobState.COMPLETED
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run([str(GRID_SH), "kill", "scheduler"], env=local_grid.env, check=True, capture_output=True)
+
+
+def test_restart_nats_mid_run_loses_nothing(local_grid: LocalGrid) -> None:
+    """nats-server SIGKILLed and started again on its data while a job trains: the broker, the
+    workers and the researcher's ``wait()`` reconnect, the job completes where it was (checkpoints
+    never move back), and what the researcher paid is what the owners earned."""
+    with local_grid.grid("operator") as operator:
+        operator.grant("researcher", 10)
+    x, y = digits()
+    with local_grid.grid("researcher") as researcher:
+        before = researcher.balance().micro
+        job = researcher.submit(wide_mlp(), train=(x, y), epochs=10, batch_size=32, lr=1e-3,
+                                max_price=10, budget=5, checkpoint_every=20)  # fmt: skip
+        researcher._run(first_event(researcher, job.id, lambda e: e.kind == "checkpointed"))
+        nats = local_grid.pid("nats")
+        assert "nats restarted" in local_grid.sh("restart", "nats")
+        assert nats is not None and not alive(nats)
+        final = job.wait(progress=False, timeout=300)
+        assert final.state is hg.JobState.COMPLETED, final
+        events = job.events()
+        assert len([e for e in events if isinstance(e, hg.Awarded)]) == 1, "the job was trained again"
+        steps = [e.raw["step"] for e in events if e.kind == "checkpointed"]
+        assert steps == sorted(set(steps)), f"checkpoints moved back: {steps}"
+        assert researcher.balance().micro == before - final.paid_micro
+        earned = 0
+        for owner in ("gpu-owner-1", "gpu-owner-2"):
+            with local_grid.grid(owner) as g:
+                earned += g.balance().micro
+        assert earned == final.paid_micro
+        trained = job.result()
+        with torch.no_grad():
+            assert (trained(x).argmax(1) == y).float().mean().item() > 0.9
