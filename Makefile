@@ -24,7 +24,7 @@ STAMP := $(VENV)/.helium-stamp
 NATS_CLI := $(CURDIR)/.helium/bin/nats
 NATS_CLI_VERSION := v0.5.0
 
-.PHONY: help venv nats-cli build test test-rust test-python demo up down jupyter bench sim clean
+.PHONY: help venv nats-cli build test test-rust test-python demo up down jupyter bench sim soak clean
 
 help:
 	@echo "make demo   # local grid + notebook training end to end"
@@ -33,6 +33,7 @@ help:
 	@echo "make jupyter          # JupyterLab on notebooks/, against the grid of make up"
 	@echo "make bench            # auctions/s, ledger transfers/s, grid vs plain PyTorch, artifact MB/s"
 	@echo "make sim SEEDS=100000 # the deterministic simulator over many seeds (SEED=n replays one)"
+	@echo "make soak JOBS=50 FAULTS=20 # random kills over real processes (SEED=n replays a schedule)"
 
 $(STAMP): requirements-dev.txt client-py/pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "need Python 3.11 (python3.11 or python3 on PATH)"; exit 1; }
@@ -65,6 +66,15 @@ SEEDS ?= 10000
 FIRST ?= 1
 sim:
 	$(CARGO_ENV) cargo run $(CARGO_PROFILE) -q -p helium-broker-actors --example simulate -- $(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --first $(FIRST))
+
+# The randomized soak over real processes (tests/e2e/test_soak.py) at a chosen size; CI runs
+# it at 10 jobs and 5 faults inside test-python.
+JOBS ?= 50
+FAULTS ?= 20
+soak: build
+	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 HELIUM_SOAK_JOBS=$(JOBS) HELIUM_SOAK_FAULTS=$(FAULTS) \
+	  HELIUM_SOAK_SECONDS=$$(( 60 + 20 * $(JOBS) )) $(if $(SEED),HELIUM_SOAK_SEED=$(SEED)) \
+	  $(VENV)/bin/python -m pytest -q -s tests/e2e/test_soak.py
 
 test-python:
 	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 HELIUM_NATS_CLI=$(NATS_CLI) $(VENV)/bin/python -m pytest -q
