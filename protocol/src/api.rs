@@ -138,6 +138,41 @@ pub struct WorkerList {
     pub workers: Vec<WorkerView>,
 }
 
+/// `job.quote`: what a job would cost and take on the grid's current asks, without submitting
+/// anything (no upload, no hold, no auction).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuoteJob {
+    pub v: u32,
+    pub requirements: Requirements,
+    pub work: DeclaredWork,
+}
+
+/// The answer to `job.quote`. The workers an auction would invite now are taken to bid what
+/// their asks say (price/hour × their own ETA for the work); `price` is what the auction would
+/// then charge. While the asks do not change, the price charged for the same job lies in
+/// `[low, high]` whichever of those workers are free to bid by then: at least the cheapest
+/// qualifying cost, at most the dearest one (capped by the budget), since the second price
+/// is always one of them. `reason` says why no worker could take the job (then the numbers
+/// are 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quote {
+    pub v: u32,
+    /// Micro-credits the auction would charge now.
+    pub price: u64,
+    pub low: u64,
+    pub high: u64,
+    /// The expected winner and its ETA for the work, seconds.
+    pub worker: Option<String>,
+    pub eta_secs: f64,
+    /// The fastest and slowest ETA among the qualifying workers.
+    pub eta_low_secs: f64,
+    pub eta_high_secs: f64,
+    /// Workers an auction would invite now, and how many of them meet every constraint.
+    pub invited: u32,
+    pub qualifying: u32,
+    pub reason: Option<String>,
+}
+
 /// One entry of a job's event stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobEvent {

@@ -29,6 +29,7 @@ pub mod api {
     pub const JOB_CANCEL: &str = "job.cancel";
     pub const JOB_LIST: &str = "job.list";
     pub const JOB_FOLLOW: &str = "job.follow";
+    pub const JOB_QUOTE: &str = "job.quote";
     pub const ACCOUNT_BALANCE: &str = "account.balance";
     pub const ACCOUNT_GRANT: &str = "account.grant";
     pub const WORKER_LIST: &str = "worker.list";
@@ -37,12 +38,13 @@ pub mod api {
     pub const ARTIFACT_COMMIT: &str = "artifact.commit";
     pub const ARTIFACT_READ: &str = "artifact.read";
     /// Every verb above, for the service and the docs.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         JOB_SUBMIT,
         JOB_STATUS,
         JOB_CANCEL,
         JOB_LIST,
         JOB_FOLLOW,
+        JOB_QUOTE,
         ACCOUNT_BALANCE,
         ACCOUNT_GRANT,
         WORKER_LIST,

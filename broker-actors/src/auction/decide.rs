@@ -14,9 +14,11 @@
 
 mod bids;
 mod invite;
+mod quote;
 
 pub use bids::{check, check_bid, min_eta_secs, Refused};
 pub use invite::{invitees, invitees_indexed, merge_ranked, rate_key, Search};
+pub use quote::{no_quote, quote, truthful_offers};
 
 use helium_protocol::{
     job::{cost, DeclaredWork, Requirements},
@@ -71,6 +73,27 @@ pub enum Outcome {
     },
 }
 
+/// A bid's estimated cost and whether it meets the job's constraints.
+pub(crate) struct Terms {
+    pub cost: u64,
+    /// Done by the deadline (or there is none).
+    pub in_time: bool,
+    /// Price ≤ the maximum, in time, and cost ≤ the budget.
+    pub qualifies: bool,
+}
+
+/// What `offer` would cost under `req` at `now_ms` (wall-clock unix ms), and if it qualifies.
+pub(crate) fn terms(offer: &Offer, req: &Requirements, now_ms: u64) -> Terms {
+    let c = cost(offer.bid.price_per_hour, offer.bid.eta_secs);
+    let finish_ms = now_ms as f64 + offer.bid.eta_secs * 1000.0;
+    let in_time = req.deadline_ms == 0 || finish_ms <= req.deadline_ms as f64;
+    Terms {
+        cost: c,
+        in_time,
+        qualifies: offer.bid.price_per_hour <= req.max_price_per_hour && in_time && c <= req.budget,
+    }
+}
+
 /// Closes the auction for `work` (the work the invitation declared). `now_ms` is wall-clock
 /// unix milliseconds, for the deadline.
 pub fn decide(offers: &[Offer], req: &Requirements, work: &DeclaredWork, now_ms: u64) -> Outcome {
@@ -86,15 +109,13 @@ pub fn decide(offers: &[Offer], req: &Requirements, work: &DeclaredWork, now_ms:
     let mut lowest_cost = u64::MAX;
     let mut late = 0;
     for (order, &offer) in offers.iter().enumerate() {
-        let c = cost(offer.bid.price_per_hour, offer.bid.eta_secs);
-        lowest_cost = lowest_cost.min(c);
-        let finish_ms = now_ms as f64 + offer.bid.eta_secs * 1000.0;
-        let in_time = req.deadline_ms == 0 || finish_ms <= req.deadline_ms as f64;
-        if !in_time {
+        let t = terms(offer, req, now_ms);
+        lowest_cost = lowest_cost.min(t.cost);
+        if !t.in_time {
             late += 1;
         }
-        if offer.bid.price_per_hour <= req.max_price_per_hour && in_time && c <= req.budget {
-            qualifying.push((order, c, offer));
+        if t.qualifies {
+            qualifying.push((order, t.cost, offer));
         }
     }
     if qualifying.is_empty() {

@@ -12,6 +12,7 @@ use helium_protocol::{
     decode, encode,
     job::{DeclaredWork, Requirements},
     subjects,
+    api::Quote,
     worker::{BidReply, Invite},
     Reply, PROTOCOL_VERSION,
 };
@@ -28,6 +29,13 @@ pub enum AuctioneerMsg {
         /// Workers this job no longer invites (they failed it before).
         exclude: Vec<String>,
         reply: RpcReplyPort<Outcome>,
+    },
+    /// What an auction for this job would charge now, if the workers it would invite bid
+    /// what their asks say ([`decide::quote`]); nothing is sent to any worker.
+    Quote {
+        requirements: Requirements,
+        work: DeclaredWork,
+        reply: RpcReplyPort<Quote>,
     },
 }
 
@@ -94,6 +102,33 @@ impl Actor for Auctioneer {
                 tokio::spawn(async move {
                     let outcome = collect_and_decide(&args, job_id, requirements, work, invited).await;
                     let _ = reply.send(outcome);
+                });
+            }
+            AuctioneerMsg::Quote {
+                requirements,
+                work,
+                reply,
+            } => {
+                let (registry, k) = (state.registry.clone(), state.invite_k);
+                tokio::spawn(async move {
+                    let now_ms = crate::now_ms();
+                    let invitees = ractor::call_t!(
+                        registry,
+                        |reply| RegistryMsg::Invitees {
+                            requirements: requirements.clone(),
+                            work,
+                            exclude: Vec::new(),
+                            k,
+                            reply,
+                        },
+                        2_000
+                    )
+                    .unwrap_or_else(|_| Err("no idle worker is online".into()));
+                    let quote = match invitees {
+                        Ok(invited) => decide::quote(&invited, &requirements, &work, now_ms),
+                        Err(reason) => decide::no_quote(reason),
+                    };
+                    let _ = reply.send(quote);
                 });
             }
         }

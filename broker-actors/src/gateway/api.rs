@@ -3,7 +3,7 @@
 
 use async_nats::service::Service;
 use helium_protocol::{
-    api::{Balance, Empty, FollowJob, Following, Grant, JobList, JobRef, JobView, SubmitJob, WorkerList},
+    api::{Balance, Empty, FollowJob, Following, Grant, JobList, JobRef, JobView, Quote, QuoteJob, SubmitJob, WorkerList},
     artifacts::{
         ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
     },
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use super::{read_artifact, unavailable, upload_chunk, upload_commit, Endpoints, CALL_MS};
 use crate::{
     artifacts::{ArtifactsMsg, Caller, Target},
+    auction::AuctioneerMsg,
     jobs::ManagerMsg,
     ledger::LedgerMsg,
     registry::RegistryMsg,
@@ -30,6 +31,7 @@ pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nat
     e.add(api::JOB_CANCEL, cancel).await?;
     e.add(api::JOB_LIST, list).await?;
     e.add(api::JOB_FOLLOW, follow).await?;
+    e.add(api::JOB_QUOTE, quote).await?;
     e.add(api::ACCOUNT_BALANCE, balance).await?;
     e.add(api::ACCOUNT_GRANT, grant).await?;
     e.add(api::WORKER_LIST, workers).await?;
@@ -79,6 +81,25 @@ async fn cancel(c: Ctx, principal: String, r: JobRef) -> Result<JobView, WireErr
         CALL_MS
     )
     .map_err(unavailable)?
+}
+
+/// The auction's price for a job on the current asks; nothing is submitted, held or sent.
+async fn quote(c: Ctx, _principal: String, q: QuoteJob) -> Result<Quote, WireError> {
+    crate::jobs::record::validate_requirements(&q.requirements, crate::now_ms())?;
+    if q.work.epochs == 0 || q.work.epochs > 100_000 {
+        return Err(WireError::bad_request("epochs must be between 1 and 100000"));
+    }
+    let (requirements, work) = (q.requirements, q.work);
+    ractor::call_t!(
+        c.deps.auctioneer,
+        |reply| AuctioneerMsg::Quote {
+            requirements,
+            work,
+            reply
+        },
+        CALL_MS
+    )
+    .map_err(unavailable)
 }
 
 async fn list(c: Ctx, principal: String, _: Empty) -> Result<JobList, WireError> {

@@ -148,15 +148,7 @@ pub fn validate(req: &SubmitJob, now_ms: u64) -> Result<(), WireError> {
         CheckpointEvery::Steps(0) => return bad("checkpoint_every must be at least 1 step"),
         _ => {}
     }
-    if req.requirements.budget == 0 {
-        return bad("budget must be positive");
-    }
-    if req.requirements.max_price_per_hour == 0 {
-        return bad("max_price must be positive");
-    }
-    if req.requirements.deadline_ms != 0 && req.requirements.deadline_ms <= now_ms {
-        return bad("deadline is in the past");
-    }
+    validate_requirements(&req.requirements, now_ms)?;
     if req.work.epochs != t.epochs {
         return bad("declared work epochs differ from training epochs");
     }
@@ -173,6 +165,21 @@ pub fn validate(req: &SubmitJob, now_ms: u64) -> Result<(), WireError> {
             ErrorCode::TooLarge,
             format!("the job's description (mostly its state manifest) takes {size} bytes, over the {room} a job record has room for"),
         ));
+    }
+    Ok(())
+}
+
+/// Checks a job's constraints (a submission's, or a quote's).
+pub fn validate_requirements(r: &Requirements, now_ms: u64) -> Result<(), WireError> {
+    let bad = |m: &str| Err(WireError::bad_request(m.to_string()));
+    if r.budget == 0 {
+        return bad("budget must be positive");
+    }
+    if r.max_price_per_hour == 0 {
+        return bad("max_price must be positive");
+    }
+    if r.deadline_ms != 0 && r.deadline_ms <= now_ms {
+        return bad("deadline is in the past");
     }
     Ok(())
 }

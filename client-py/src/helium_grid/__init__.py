@@ -75,6 +75,7 @@ from .records import (
     JobState,
     JobStatus,
     Progress,
+    Quote,
     StateChanged,
     WorkerInfo,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "ArtifactInfo",
     "Balance",
     "WorkerInfo",
+    "Quote",
     "HeliumError",
     "BadRequest",
     "UnsupportedVersion",

@@ -45,7 +45,7 @@ from ._limits import credits_to_micro
 from ._history import LiveCurve, checkpoint_epochs, history_frame, plot_history
 from ._progress import Tracker, bar_label
 from ._state import load_state
-from ._submission import Submission, prepare_submission, quiet_torchscript
+from ._submission import Submission, prepare_quote, prepare_submission, quiet_torchscript
 from ._wire import decode, encode, request_body, unwrap_reply
 from .errors import (
     BadRequest,
@@ -58,7 +58,7 @@ from .errors import (
     WaitTimeout,
 )
 
-from .records import Balance, JobEvent, JobState, JobStatus, StateChanged, WorkerInfo, parse_event
+from .records import Balance, JobEvent, JobState, JobStatus, Quote, StateChanged, WorkerInfo, parse_event
 
 __all__ = ["AsyncGrid", "AsyncJob", "DEFAULT_URL", "DEFAULT_TIMEOUT", "DEFAULT_OUTAGE_TIMEOUT"]
 
@@ -404,6 +404,19 @@ class AsyncGrid:
         if not isinstance(reply, dict) or not isinstance(reply.get("jobs"), list):
             raise ProtocolError(f"job.list reply is malformed: {reply!r}")
         return [JobStatus.from_wire(j) for j in reply["jobs"]]
+
+    async def quote(self, model: torch.nn.Module, **kwargs: Any) -> Quote:
+        """What ``submit(model, **kwargs)`` would cost and take now; see
+        :meth:`helium_grid.Grid.quote`.
+
+        Example::
+
+            q = await grid.quote(model, train=(x, y), epochs=30, batch_size=64, max_price=5, budget=2)
+        """
+        reply = await self._read(subjects.JOB_QUOTE, prepare_quote(model, **kwargs))
+        if not isinstance(reply, dict):
+            raise ProtocolError(f"job.quote reply is malformed: {reply!r}")
+        return Quote.from_wire(reply)
 
     async def workers(self) -> list[WorkerInfo]:
         """The workers on the grid; see :meth:`helium_grid.Grid.workers`.

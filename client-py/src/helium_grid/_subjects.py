@@ -25,6 +25,7 @@ __all__ = [
     "JOB_CANCEL",
     "JOB_LIST",
     "JOB_FOLLOW",
+    "JOB_QUOTE",
     "ACCOUNT_BALANCE",
     "ACCOUNT_GRANT",
     "WORKER_LIST",
@@ -75,6 +76,7 @@ JOB_STATUS = "job.status"
 JOB_CANCEL = "job.cancel"
 JOB_LIST = "job.list"
 JOB_FOLLOW = "job.follow"
+JOB_QUOTE = "job.quote"
 ACCOUNT_BALANCE = "account.balance"
 ACCOUNT_GRANT = "account.grant"
 WORKER_LIST = "worker.list"
@@ -89,6 +91,7 @@ API_ALL: tuple[str, ...] = (
     JOB_CANCEL,
     JOB_LIST,
     JOB_FOLLOW,
+    JOB_QUOTE,
     ACCOUNT_BALANCE,
     ACCOUNT_GRANT,
     WORKER_LIST,

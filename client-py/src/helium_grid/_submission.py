@@ -690,6 +690,57 @@ def checkpoint_policy(every: int | str | _dt.timedelta | None) -> dict[str, floa
     return {"secs": secs}
 
 
+#: ``submit`` arguments that shape the training but not the price: ``quote`` accepts (and
+#: ignores) them, so the same keyword arguments serve both.
+TRAINING_ONLY = frozenset(
+    {"batch_size", "loss", "optimizer", "lr", "momentum", "weight_decay", "nesterov", "betas", "eps", "seed",
+     "shuffle", "validation", "name", "checkpoint_every"}
+)  # fmt: skip
+
+
+def prepare_quote(
+    model: torch.nn.Module,
+    *,
+    train: Any,
+    epochs: Any,
+    max_price: Any,
+    budget: Any,
+    min_memory_gb: Any = 0.0,
+    device: Any = "any",
+    deadline: Any = None,
+    **training: Any,
+) -> dict[str, Any]:
+    """The ``job.quote`` request for what ``submit`` with the same arguments would ask: the
+    job's constraints and its declared work (parameters × samples × epochs). Nothing is
+    scripted, run or uploaded.
+
+    Example::
+
+        >>> import torch
+        >>> q = prepare_quote(torch.nn.Linear(4, 2), train=(torch.zeros(8, 4), torch.zeros(8)),
+        ...                   epochs=3, max_price=1, budget=1, batch_size=4)
+        >>> q["work"]
+        {'parameters': 10, 'samples': 8, 'epochs': 3}
+    """
+    unknown = sorted(set(training) - TRAINING_ONLY)
+    if unknown:
+        raise BadRequest(f"quote() got unknown arguments: {', '.join(unknown)}")
+    if not isinstance(model, torch.nn.Module):
+        raise InvalidModel(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    epochs = _positive_int(epochs, "epochs")
+    requirements = _requirements(
+        device=device, min_memory_gb=min_memory_gb, max_price=max_price, budget=budget, deadline=deadline
+    )
+    x, _ = _check_pair(train, "train")
+    parameters = sum(p.numel() for p in model.parameters())
+    if parameters == 0:
+        raise InvalidModel("the model has no parameters to train")
+    return {
+        "requirements": requirements,
+        "work": {"parameters": int(parameters), "samples": int(x.shape[0]), "epochs": epochs},
+    }
+
+
 def prepare_submission(
     model: torch.nn.Module,
     *,

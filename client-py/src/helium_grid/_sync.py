@@ -34,7 +34,7 @@ from ._async import DEFAULT_OUTAGE_TIMEOUT, DEFAULT_TIMEOUT, DEFAULT_URL, AsyncG
 from ._history import LiveCurve
 from ._progress import Tracker, bar_label
 from ._submission import prepare_submission
-from .records import Balance, JobEvent, JobStatus, WorkerInfo
+from .records import Balance, JobEvent, JobStatus, Quote, WorkerInfo
 
 __all__ = ["Grid", "Job"]
 
@@ -301,6 +301,25 @@ class Grid:
             checkpoint_every=checkpoint_every,
         )
         return Job(self, self._run(self._async.submit_prepared(prepared)))
+
+    def quote(self, model: torch.nn.Module, **kwargs: Any) -> Quote:
+        """What ``submit(model, **kwargs)`` would cost and take on the grid's current asks,
+        without submitting anything: no upload, no hold, no auction. Takes the same keyword
+        arguments as :meth:`submit`; those that shape only the training are ignored.
+
+        The expected ``price`` is what the auction would charge if the workers it would
+        invite now bid their asks; while the asks do not change, a job submitted next is
+        charged within ``[low, high]`` whichever of those workers are still free, and
+        ``duration`` is the expected winner's estimate. ``reason`` says why no worker could
+        take the job (its price is then 0).
+
+        Example::
+
+            q = grid.quote(model, train=(x, y), epochs=30, batch_size=64, max_price=5, budget=2)
+            if q.available:
+                print(f"{q.price:.6f} credits ({q.low:.6f}-{q.high:.6f}), about {q.duration}")
+        """
+        return self._run(self._async.quote(model, **kwargs))
 
     def job(self, job_id: str) -> Job:
         """A handle on an existing job of this principal, e.g. after a kernel restart.

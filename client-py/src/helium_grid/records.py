@@ -434,6 +434,81 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class Quote:
+    """What a job would cost and take on the grid's current asks (``grid.quote``); nothing
+    was submitted or held.
+
+    ``price`` is what the auction would charge if the workers it would invite now bid their
+    asks; while the asks do not change, the price charged for the same job submitted next lies
+    in ``[low, high]`` whichever of those workers are still free. ``reason`` says why no
+    worker could take it (then the numbers are 0).
+
+    Example::
+
+        q = grid.quote(model, train=(x, y), epochs=30, batch_size=64, max_price=5, budget=2)
+        print(f"{q.low:.6f}-{q.high:.6f} credits, about {q.duration}")
+    """
+
+    price_micro: int
+    low_micro: int
+    high_micro: int
+    #: The expected winner, and its ETA for the job in seconds.
+    worker: str | None
+    eta_secs: float
+    eta_low_secs: float
+    eta_high_secs: float
+    #: Workers an auction would invite now, and how many of them meet every constraint.
+    invited: int
+    qualifying: int
+    reason: str | None = None
+
+    def __repr__(self) -> str:
+        """Money in credits: ``Quote(price=0.001390 credits, low=..., high=..., ...)``."""
+        return _credit_repr(self)
+
+    @property
+    def available(self) -> bool:
+        """Whether some worker could take the job now."""
+        return self.reason is None
+
+    @property
+    def price(self) -> float:
+        """The expected price in credits."""
+        return micro_to_credits(self.price_micro)
+
+    @property
+    def low(self) -> float:
+        """The lowest price the job can be charged on these asks, in credits."""
+        return micro_to_credits(self.low_micro)
+
+    @property
+    def high(self) -> float:
+        """The highest price the job can be charged on these asks, in credits."""
+        return micro_to_credits(self.high_micro)
+
+    @property
+    def duration(self) -> _dt.timedelta:
+        """The expected winner's estimate of the job's time."""
+        return _dt.timedelta(seconds=self.eta_secs)
+
+    @classmethod
+    def from_wire(cls, m: Mapping[str, Any]) -> Quote:
+        """From a ``Quote`` map."""
+        return cls(
+            price_micro=wire_int(_req(m, "price", "Quote")),
+            low_micro=wire_int(_req(m, "low", "Quote")),
+            high_micro=wire_int(_req(m, "high", "Quote")),
+            worker=m.get("worker") if isinstance(m.get("worker"), str) else None,
+            eta_secs=float(m.get("eta_secs") or 0.0),
+            eta_low_secs=float(m.get("eta_low_secs") or 0.0),
+            eta_high_secs=float(m.get("eta_high_secs") or 0.0),
+            invited=wire_int(m.get("invited") or 0),
+            qualifying=wire_int(m.get("qualifying") or 0),
+            reason=m.get("reason") if isinstance(m.get("reason"), str) else None,
+        )
+
+
+@dataclass(frozen=True)
 class JobEvent:
     """One entry of a job's event stream. Kinds this client does not know arrive as a plain
     ``JobEvent`` with the raw map in ``raw``.
