@@ -33,6 +33,8 @@ Example::
 - ``_subjects``: subject, stream and bucket names (a checked copy of the Rust protocol's).
 - ``_limits``: chunk sizes and unit conversions (credits ↔ micro-credits, deadlines).
 - ``_progress``: the ``tqdm.auto`` progress bar of ``wait``.
+- ``_burst``: many jobs at once: sweep grids, the combined progress bar of ``wait_all`` and
+  its DataFrame of outcomes.
 - ``_history``: ``job.history()`` (a pandas DataFrame of per-epoch metrics from the events) and
   ``job.plot()`` (the matplotlib figure of its curves).
 - ``records``: the public dataclasses; ``errors``: the exception hierarchy.
@@ -44,7 +46,7 @@ from ._async import AsyncGrid, AsyncJob
 from ._creds import CREDS_ENV, CredentialError
 from ._limits import MICRO_PER_CREDIT, credits_to_micro, micro_to_credits
 from ._submission import DEVICES, LOSSES, OPTIMIZER_DEFAULTS, OPTIMIZERS
-from ._sync import Grid, Job
+from ._sync import Grid, Job, wait_all
 from ._wire import PROTOCOL_VERSION
 from .errors import (
     BadRequest,
@@ -85,6 +87,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Grid",
     "Job",
+    "wait_all",
     "AsyncGrid",
     "AsyncJob",
     "JobState",

@@ -39,9 +39,10 @@ from nats.aio.client import Client as NatsClient
 
 from . import _subjects as subjects
 from ._artifacts import chunk_for_payload, download, upload
+from ._burst import BurstTracker
 from ._connect import Refusals, check_principal, connect_nats
 from ._follow import Follower
-from ._limits import credits_to_micro
+from ._limits import credits_to_micro, micro_to_credits
 from ._history import LiveCurve, checkpoint_epochs, history_frame, plot_history
 from ._progress import Tracker, bar_label
 from ._state import load_state
@@ -50,6 +51,8 @@ from ._wire import decode, encode, request_body, unwrap_reply
 from .errors import (
     BadRequest,
     Conflict,
+    HeliumError,
+    InsufficientFunds,
     InvalidModel,
     JobFailed,
     NotFound,
@@ -312,6 +315,73 @@ class AsyncGrid:
         )
         status = JobStatus.from_wire(view)
         return AsyncJob(self, status.job_id, name=status.name, submitted=status, model_bytes=sub.model_bytes)
+
+    async def submit_many_prepared(self, subs: list[Submission], *, parallel: int = 4) -> list[AsyncJob]:
+        """Submit prepared jobs, ``parallel`` uploads at a time, in order. The balance must cover
+        every budget first (each job holds its own); if one submission fails, the jobs already
+        submitted are cancelled (their holds come back) and the error is raised.
+
+        Example::
+
+            jobs = await grid.submit_many_prepared([prepare_submission(m, **kw) for m in models])
+        """
+        need = sum(int(sub.requirements["budget"]) for sub in subs)
+        have = (await self.balance()).micro
+        if have < need:
+            raise InsufficientFunds(
+                f"{self.principal} holds {micro_to_credits(have):.6f} credits, less than the "
+                f"{micro_to_credits(need):.6f} the {len(subs)} budgets add up to"
+            )
+        gate = asyncio.Semaphore(max(1, parallel))
+
+        async def one(sub: Submission) -> AsyncJob:
+            async with gate:
+                return await self.submit_prepared(sub)
+
+        outcomes = await asyncio.gather(*(one(sub) for sub in subs), return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            for job in outcomes:
+                if isinstance(job, AsyncJob):
+                    try:
+                        await job.cancel()
+                    except HeliumError as e:
+                        log.warning("could not cancel job %s after a failed submit_many: %s", job.id, e)
+            raise failed[0]
+        return [o for o in outcomes if isinstance(o, AsyncJob)]
+
+    async def wait_all(
+        self, jobs: list[AsyncJob], timeout: float | None = None, *, progress: bool = True
+    ) -> list[tuple[JobStatus, list[JobEvent]]]:
+        """Follow every job to its end at once, with one combined bar (:class:`BurstTracker`);
+        each job's final status and events, in order. Raises :class:`WaitTimeout` after
+        ``timeout`` seconds (the jobs go on).
+
+        Example::
+
+            ends = await grid.wait_all(jobs)
+        """
+        firsts = await asyncio.gather(*(job.status() for job in jobs))
+        tracker = BurstTracker([j.id for j in jobs], epochs={s.job_id: s.epochs for s in firsts}, enabled=progress)
+        events: dict[str, list[JobEvent]] = {j.id: [] for j in jobs}
+        previous, self.on_outage = self.on_outage, tracker.outage_changed
+
+        async def follow(job: AsyncJob) -> None:
+            async for event in job.follow():
+                events[job.id].append(event)
+                tracker.feed(event)
+
+        try:
+            follows = asyncio.gather(*(follow(job) for job in jobs))
+            try:
+                await asyncio.wait_for(follows, timeout)
+            except asyncio.TimeoutError:
+                raise WaitTimeout(f"{len(jobs)} jobs not all done after {timeout:g} s; they go on") from None
+        finally:
+            self.on_outage = previous
+            tracker.close()
+        finals = await asyncio.gather(*(job.status() for job in jobs))
+        return [(final, events[final.job_id]) for final in finals]
 
     def job(self, job_id: str) -> AsyncJob:
         """A handle on an existing job of this principal (e.g. after a notebook restart).

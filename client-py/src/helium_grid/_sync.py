@@ -25,7 +25,7 @@ import datetime as _dt
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -33,7 +33,9 @@ import torch
 from ._async import DEFAULT_OUTAGE_TIMEOUT, DEFAULT_TIMEOUT, DEFAULT_URL, AsyncGrid, AsyncJob, finish, trained_module
 from ._history import LiveCurve
 from ._progress import Tracker, bar_label
+from ._burst import outcome_frame, sweep_configs, sweep_name
 from ._submission import prepare_submission
+from .errors import BadRequest
 from .records import Balance, JobEvent, JobStatus, Quote, WorkerInfo
 
 __all__ = ["Grid", "Job"]
@@ -302,6 +304,49 @@ class Grid:
         )
         return Job(self, self._run(self._async.submit_prepared(prepared)))
 
+    def submit_many(self, jobs: Sequence[Mapping[str, Any]], *, parallel: int = 4) -> list[Job]:
+        """Submit several jobs at once: each mapping holds ``model`` and the keyword arguments
+        of :meth:`submit`. Every job is checked (and scripted, and its trial step run) before
+        any upload; the balance must cover all the budgets (each job holds its own, and what
+        it does not spend comes back); uploads run ``parallel`` at a time. If a submission
+        fails, those already made are cancelled and the error is raised.
+
+        Example::
+
+            jobs = grid.submit_many([dict(model=m, train=(x, y), epochs=10, batch_size=64,
+                                          max_price=5, budget=1) for m in models])
+            df = helium_grid.wait_all(jobs)
+        """
+        prepared = []
+        for i, spec in enumerate(jobs):
+            if not isinstance(spec, Mapping) or "model" not in spec:
+                raise BadRequest(f"submit_many: job {i} must be a mapping with a 'model' and submit()'s arguments")
+            kwargs = dict(spec)
+            prepared.append(prepare_submission(kwargs.pop("model"), **kwargs))
+        cores = self._run(self._async.submit_many_prepared(prepared, parallel=parallel))
+        return [Job(self, core) for core in cores]
+
+    def sweep(self, model: torch.nn.Module, *, parallel: int = 4, **kwargs: Any) -> list[Job]:
+        """One job per point of the grid spanned by the arguments given as lists, e.g.
+        ``lr=[1e-3, 1e-2], batch_size=[32, 64]`` (4 jobs); every other argument as in
+        :meth:`submit` (a tuple is one value: ``betas=(0.9, 0.99)``). Each job starts from the
+        same ``model``, is named after its point (``mlp[lr=0.001,batch_size=32]``) and keeps
+        it in ``job.params``; they are submitted as by :meth:`submit_many`.
+
+        Example::
+
+            jobs = grid.sweep(model, train=(x, y), epochs=20, lr=[1e-3, 1e-2], batch_size=[32, 64],
+                              max_price=5, budget=0.5, name="mlp")
+            df = helium_grid.wait_all(jobs)        # one row per job, with lr and batch_size
+            best = df.loc[df.loss.idxmin(), "job"].result()
+        """
+        points = sweep_configs(kwargs)
+        specs = [{**args, "model": model, "name": sweep_name(kwargs.get("name"), params)} for params, args in points]
+        made = self.submit_many(specs, parallel=parallel)
+        for job, (params, _) in zip(made, points):
+            job.params = params
+        return made
+
     def quote(self, model: torch.nn.Module, **kwargs: Any) -> Quote:
         """What ``submit(model, **kwargs)`` would cost and take on the grid's current asks,
         without submitting anything: no upload, no hold, no auction. Takes the same keyword
@@ -388,6 +433,8 @@ class Job:
     def __init__(self, grid: Grid, core: AsyncJob) -> None:
         self._grid = grid
         self._core = core
+        #: The swept parameters of a job made by :meth:`Grid.sweep` (else empty).
+        self.params: dict[str, Any] = {}
 
     @property
     def id(self) -> str:
@@ -546,3 +593,32 @@ class Job:
         """
         blob = self.result_bytes()
         return trained_module(self.model_bytes(), blob, map_location)
+
+
+def wait_all(jobs: Sequence[Job], timeout: float | None = None, *, progress: bool = True, results: bool = False) -> Any:
+    """Follow many jobs of one grid to their ends at once, with one combined progress view (jobs
+    by state, the best loss so far), and return a ``pandas.DataFrame`` with one row per job:
+    ``job_id``, ``name``, ``state``, ``reason``, ``worker``, ``price``, ``paid``,
+    ``epochs_done``, ``loss``, ``best_loss``, ``val_loss``, ``val_accuracy``, ``seconds``, the
+    swept parameters of :meth:`Grid.sweep`, and ``job`` (the handle); with ``results=True``
+    also ``model``, the trained module of each completed job. A failed job is a row (its
+    ``state`` and ``reason`` say why), not an exception; raises
+    :class:`~helium_grid.WaitTimeout` after ``timeout`` seconds (the jobs go on).
+
+    Example::
+
+        df = helium_grid.wait_all(jobs)
+        print(df[["name", "state", "loss", "paid"]])
+    """
+    jobs = list(jobs)
+    if not jobs:
+        return outcome_frame([])
+    grids = {id(job._grid) for job in jobs}
+    if len(grids) != 1:
+        raise BadRequest("wait_all: every job must come from the same Grid")
+    grid = jobs[0]._grid
+    ends = grid._run(grid._async.wait_all([job._core for job in jobs], timeout, progress=progress))
+    frame = outcome_frame([(job, final, events, job.params) for job, (final, events) in zip(jobs, ends)])
+    if results:
+        frame["model"] = [job.result() if final.state.value == "completed" else None for job, (final, _) in zip(jobs, ends)]
+    return frame
