@@ -13,11 +13,13 @@
 //! [`MAX_BID_SPEEDUP`]: helium_protocol::limits::MAX_BID_SPEEDUP
 
 mod bids;
+mod clear;
 mod invite;
 mod quote;
 
 pub use bids::{check, check_bid, min_eta_secs, Refused};
 pub use invite::{invitees, invitees_indexed, merge_ranked, rate_key, Search};
+pub use clear::{clear, Lot};
 pub use quote::{no_quote, quote, truthful_offers};
 
 use helium_protocol::{
@@ -94,16 +96,27 @@ pub(crate) fn terms(offer: &Offer, req: &Requirements, now_ms: u64) -> Terms {
     }
 }
 
-/// Closes the auction for `work` (the work the invitation declared). `now_ms` is wall-clock
-/// unix milliseconds, for the deadline.
-pub fn decide(offers: &[Offer], req: &Requirements, work: &DeclaredWork, now_ms: u64) -> Outcome {
+/// The bids of one auction that take part and qualify, best first (cost, then reputation,
+/// then invitation order), with the number that took part.
+pub(crate) struct Ranked<'a> {
+    /// `(cost, offer)`.
+    pub qualifying: Vec<(u64, &'a Offer)>,
+    pub bids: u32,
+}
+
+/// Ranks one auction's `offers` for `work` under `req` at `now_ms` (wall-clock unix ms);
+/// `Err` is why none qualifies.
+pub(crate) fn rank<'a>(
+    offers: &'a [Offer],
+    req: &Requirements,
+    work: &DeclaredWork,
+    now_ms: u64,
+) -> Result<Ranked<'a>, String> {
     // A bid out of bounds, or faster than its own ask allows (an ETA of 0 would cost 0 and
     // win), does not take part.
     let offers: Vec<&Offer> = offers.iter().filter(|o| check(o, work).is_ok()).collect();
     if offers.is_empty() {
-        return Outcome::NoWinner {
-            reason: "no invited worker bid".into(),
-        };
+        return Err("no invited worker bid".into());
     }
     let mut qualifying: Vec<(usize, u64, &Offer)> = Vec::new();
     let mut lowest_cost = u64::MAX;
@@ -119,7 +132,7 @@ pub fn decide(offers: &[Offer], req: &Requirements, work: &DeclaredWork, now_ms:
         }
     }
     if qualifying.is_empty() {
-        let reason = if late == offers.len() {
+        return Err(if late == offers.len() {
             "no bid can finish before the deadline".to_string()
         } else {
             format!(
@@ -127,30 +140,47 @@ pub fn decide(offers: &[Offer], req: &Requirements, work: &DeclaredWork, now_ms:
                 credits(lowest_cost),
                 credits(req.budget)
             )
-        };
-        return Outcome::NoWinner { reason };
+        });
     }
     qualifying.sort_by(|a, b| {
         a.1.cmp(&b.1)
             .then(b.2.reputation.total_cmp(&a.2.reputation))
             .then(a.0.cmp(&b.0))
     });
-    let (_, own_cost, best) = qualifying[0];
-    // The second price is another owner's: the first of them in cost order is their lowest.
-    let second = qualifying
-        .iter()
-        .find(|q| q.2.owner != best.owner)
-        .map_or(own_cost, |q| q.1);
-    Outcome::Won {
-        winner: Winner {
-            worker_id: best.worker_id.clone(),
-            owner: best.owner.clone(),
-            price: second.min(req.budget).max(own_cost),
-            cost: own_cost,
-            eta_secs: best.bid.eta_secs,
-            throughput: best.throughput,
-        },
+    Ok(Ranked {
+        qualifying: qualifying.into_iter().map(|(_, c, o)| (c, o)).collect(),
         bids: offers.len() as u32,
+    })
+}
+
+/// The `pick`-th ranked bid as the winner. It is paid the next qualifying cost of an owner
+/// other than its own (a bid of its own owner never sets its price), capped by the budget, and
+/// never less than its own cost; its own cost when no other owner's bid follows it.
+pub(crate) fn winner_at(ranked: &Ranked<'_>, pick: usize, req: &Requirements) -> Winner {
+    let (own_cost, best) = ranked.qualifying[pick];
+    let second = ranked.qualifying[pick + 1..]
+        .iter()
+        .find(|q| q.1.owner != best.owner)
+        .map_or(own_cost, |q| q.0);
+    Winner {
+        worker_id: best.worker_id.clone(),
+        owner: best.owner.clone(),
+        price: second.min(req.budget).max(own_cost),
+        cost: own_cost,
+        eta_secs: best.bid.eta_secs,
+        throughput: best.throughput,
+    }
+}
+
+/// Closes the auction for `work` (the work the invitation declared). `now_ms` is wall-clock
+/// unix milliseconds, for the deadline.
+pub fn decide(offers: &[Offer], req: &Requirements, work: &DeclaredWork, now_ms: u64) -> Outcome {
+    match rank(offers, req, work, now_ms) {
+        Err(reason) => Outcome::NoWinner { reason },
+        Ok(ranked) => Outcome::Won {
+            winner: winner_at(&ranked, 0, req),
+            bids: ranked.bids,
+        },
     }
 }
 

@@ -1,7 +1,13 @@
-//! The Auctioneer actor: runs one sealed-bid reverse auction per request. It invites the K
-//! cheapest eligible workers (not the whole grid, so the cost of a job does not grow with the
-//! grid), collects their private replies until all answered or the bid window closes, and
-//! decides with the pure rules in [`decide`]. Invitations run in a task so auctions overlap.
+//! The Auctioneer actor: sealed-bid reverse auctions, cleared in rounds. Every job that asks
+//! for an auction while none is in flight starts a round; those that ask during a round go
+//! into the next, which starts as soon as it ends. A round invites, for each of its jobs, the
+//! K cheapest eligible idle workers (not the whole grid, so a job's cost does not grow with
+//! the grid), collects the private replies until all answered or the bid window closes, and
+//! clears all its jobs at once with the pure rules in [`decide::clear`]: each worker wins one
+//! job at most, so a burst of jobs spreads over the workers instead of herding onto the
+//! cheapest. Workers a round awarded are not invited again for [`RECENT_WINNER`] (the job
+//! reserves its winner only once the hold is in escrow). Rounds run in a task; the actor's
+//! handler never awaits.
 
 pub mod decide;
 
@@ -30,6 +36,8 @@ pub enum AuctioneerMsg {
         exclude: Vec<String>,
         reply: RpcReplyPort<Outcome>,
     },
+    /// Internal: a round ended.
+    RoundDone(RoundDone),
     /// What an auction for this job would charge now, if the workers it would invite bid
     /// what their asks say ([`decide::quote`]); nothing is sent to any worker.
     Quote {
@@ -38,6 +46,10 @@ pub enum AuctioneerMsg {
         reply: RpcReplyPort<Quote>,
     },
 }
+
+/// How long a worker a round awarded is left out of later rounds' invitations: the job
+/// reserves it in the registry once its hold is in escrow, normally milliseconds later.
+pub const RECENT_WINNER: Duration = Duration::from_secs(5);
 
 pub struct Auctioneer;
 
@@ -50,24 +62,49 @@ pub struct AuctioneerArgs {
     pub bid_window: Duration,
 }
 
+/// A job waiting for the next round.
+pub struct Pending {
+    job_id: String,
+    requirements: Requirements,
+    work: DeclaredWork,
+    exclude: Vec<String>,
+    reply: RpcReplyPort<Outcome>,
+}
+
+pub struct AuctioneerState {
+    args: AuctioneerArgs,
+    pending: Vec<Pending>,
+    in_flight: bool,
+    /// Workers recent rounds awarded, until when they are not invited.
+    recent: std::collections::HashMap<String, std::time::Instant>,
+}
+
+/// Internal: a round ended and awarded these workers.
+pub struct RoundDone(Vec<String>);
+
 impl Actor for Auctioneer {
     type Msg = AuctioneerMsg;
-    type State = AuctioneerArgs;
+    type State = AuctioneerState;
     type Arguments = AuctioneerArgs;
 
     async fn pre_start(
         &self,
         _me: ActorRef<AuctioneerMsg>,
         args: AuctioneerArgs,
-    ) -> Result<AuctioneerArgs, ActorProcessingErr> {
-        Ok(args)
+    ) -> Result<AuctioneerState, ActorProcessingErr> {
+        Ok(AuctioneerState {
+            args,
+            pending: Vec::new(),
+            in_flight: false,
+            recent: std::collections::HashMap::new(),
+        })
     }
 
     async fn handle(
         &self,
-        _me: ActorRef<AuctioneerMsg>,
+        me: ActorRef<AuctioneerMsg>,
         msg: AuctioneerMsg,
-        state: &mut AuctioneerArgs,
+        state: &mut AuctioneerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AuctioneerMsg::Run {
@@ -77,54 +114,36 @@ impl Actor for Auctioneer {
                 exclude,
                 reply,
             } => {
-                // The registry owns the idle workers and their sorted views; it answers with
-                // the K to invite without copying the grid.
-                let invitees = ractor::call_t!(
-                    state.registry,
-                    |reply| RegistryMsg::Invitees {
-                        requirements: requirements.clone(),
-                        work,
-                        exclude,
-                        k: state.invite_k,
-                        reply,
-                    },
-                    2_000
-                )
-                .unwrap_or_else(|_| Err("no idle worker is online".into()));
-                let invited = match invitees {
-                    Ok(invited) => invited,
-                    Err(reason) => {
-                        let _ = reply.send(Outcome::NoWinner { reason });
-                        return Ok(());
-                    }
-                };
-                let args = state.clone();
-                tokio::spawn(async move {
-                    let outcome = collect_and_decide(&args, job_id, requirements, work, invited).await;
-                    let _ = reply.send(outcome);
+                state.pending.push(Pending {
+                    job_id,
+                    requirements,
+                    work,
+                    exclude,
+                    reply,
                 });
+                if !state.in_flight {
+                    start_round(&me, state);
+                }
+            }
+            AuctioneerMsg::RoundDone(RoundDone(winners)) => {
+                let until = std::time::Instant::now() + RECENT_WINNER;
+                let now = std::time::Instant::now();
+                state.recent.retain(|_, t| *t > now);
+                state.recent.extend(winners.into_iter().map(|w| (w, until)));
+                state.in_flight = false;
+                if !state.pending.is_empty() {
+                    start_round(&me, state);
+                }
             }
             AuctioneerMsg::Quote {
                 requirements,
                 work,
                 reply,
             } => {
-                let (registry, k) = (state.registry.clone(), state.invite_k);
+                let (registry, k) = (state.args.registry.clone(), state.args.invite_k);
                 tokio::spawn(async move {
                     let now_ms = crate::now_ms();
-                    let invitees = ractor::call_t!(
-                        registry,
-                        |reply| RegistryMsg::Invitees {
-                            requirements: requirements.clone(),
-                            work,
-                            exclude: Vec::new(),
-                            k,
-                            reply,
-                        },
-                        2_000
-                    )
-                    .unwrap_or_else(|_| Err("no idle worker is online".into()));
-                    let quote = match invitees {
+                    let quote = match invitees(&registry, &requirements, work, Vec::new(), k).await {
                         Ok(invited) => decide::quote(&invited, &requirements, &work, now_ms),
                         Err(reason) => decide::no_quote(reason),
                     };
@@ -136,26 +155,109 @@ impl Actor for Auctioneer {
     }
 }
 
-async fn collect_and_decide(
-    args: &AuctioneerArgs,
-    job_id: String,
-    requirements: Requirements,
+/// Starts a round with every pending job, in a task; it reports back with `RoundDone`.
+fn start_round(me: &ActorRef<AuctioneerMsg>, state: &mut AuctioneerState) {
+    let lots = std::mem::take(&mut state.pending);
+    state.in_flight = true;
+    let now = std::time::Instant::now();
+    let recent: Vec<String> = state.recent.iter().filter(|(_, t)| **t > now).map(|(w, _)| w.clone()).collect();
+    let (args, me) = (state.args.clone(), me.clone());
+    tokio::spawn(async move {
+        let winners = run_round(&args, lots, recent).await;
+        let _ = me.send_message(AuctioneerMsg::RoundDone(RoundDone(winners)));
+    });
+}
+
+/// The K workers the registry would invite for one job, or why there are none.
+async fn invitees(
+    registry: &ActorRef<RegistryMsg>,
+    requirements: &Requirements,
     work: DeclaredWork,
-    invited: Vec<Candidate>,
-) -> Outcome {
+    exclude: Vec<String>,
+    k: usize,
+) -> Result<Vec<Candidate>, String> {
+    ractor::call_t!(
+        registry,
+        |reply| RegistryMsg::Invitees {
+            requirements: requirements.clone(),
+            work,
+            exclude,
+            k,
+            reply,
+        },
+        2_000
+    )
+    .unwrap_or_else(|_| Err("no idle worker is online".into()))
+}
+
+/// One round: invite for every job at once, clear them together, answer each job; the
+/// workers it awarded.
+async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>, recent: Vec<String>) -> Vec<String> {
+    let collect = lots.iter().map(|p| {
+        let mut exclude = p.exclude.clone();
+        exclude.extend(recent.iter().cloned());
+        async move {
+            match invitees(&args.registry, &p.requirements, p.work, exclude, args.invite_k).await {
+                Ok(invited) => {
+                    let offers = collect_bids(args, &p.job_id, &p.requirements, &p.work, &invited).await;
+                    Ok((invited.len(), offers))
+                }
+                Err(reason) => Err(reason),
+            }
+        }
+    });
+    let collected = join_all(collect).await;
+    let now_ms = crate::now_ms();
+    let no_offers: Vec<Offer> = Vec::new();
+    let round: Vec<decide::Lot<'_>> = lots
+        .iter()
+        .zip(&collected)
+        .map(|(p, c)| decide::Lot {
+            requirements: &p.requirements,
+            work: &p.work,
+            offers: c.as_ref().map_or(&no_offers, |(_, offers)| offers),
+        })
+        .collect();
+    let mut outcomes = decide::clear(&round, now_ms);
+    drop(round);
+    let mut winners = Vec::new();
+    for ((p, c), outcome) in lots.into_iter().zip(collected).zip(outcomes.drain(..)) {
+        let (invited, bids) = c.as_ref().map_or((0, 0), |(n, offers)| (*n, offers.len()));
+        let outcome = match c {
+            // The registry's reason (nobody idle, nobody eligible) says more than "no bid".
+            Err(reason) => Outcome::NoWinner { reason },
+            Ok(_) => outcome,
+        };
+        if let Outcome::Won { winner, .. } = &outcome {
+            winners.push(winner.worker_id.clone());
+        }
+        tracing::info!(job = %p.job_id, invited, bids, ?outcome, "auction closed");
+        let _ = p.reply.send(outcome);
+    }
+    winners
+}
+
+/// Invites `invited` to bid on one job and collects the bids that arrive within the bid
+/// window and pass [`decide::check_bid`].
+async fn collect_bids(
+    args: &AuctioneerArgs,
+    job_id: &str,
+    requirements: &Requirements,
+    work: &DeclaredWork,
+    invited: &[Candidate],
+) -> Vec<Offer> {
     let invite = Invite {
         v: PROTOCOL_VERSION,
-        job_id: job_id.clone(),
+        job_id: job_id.to_string(),
         auction_id: uuid::Uuid::now_v7().simple().to_string(),
         // Never the budget, the maximum price or the deadline: the broker holds bids to those.
-        requirements: (&requirements).into(),
-        work,
+        requirements: requirements.into(),
+        work: *work,
     };
     let payload = bytes::Bytes::from(encode(&invite));
     let asks = invited.iter().map(|c| {
         let subject = subjects::dispatch(&c.worker_id, subjects::dispatch::INVITE);
         let request = args.nats.request(subject, payload.clone());
-        let (job_id, work) = (&job_id, &work);
         async move {
             let answer = tokio::time::timeout(args.bid_window, request).await;
             let reply = match answer {
@@ -197,8 +299,5 @@ async fn collect_and_decide(
             }
         }
     });
-    let offers: Vec<Offer> = join_all(asks).await.into_iter().flatten().collect();
-    let outcome = decide::decide(&offers, &requirements, &work, crate::now_ms());
-    tracing::info!(job = %job_id, invited = invited.len(), bids = offers.len(), ?outcome, "auction closed");
-    outcome
+    join_all(asks).await.into_iter().flatten().collect()
 }
