@@ -48,7 +48,12 @@ fn json(out: &Output) -> Value {
 fn violations(summary: &Value) -> Vec<(String, String)> {
     let list = summary["violations"].as_array().unwrap();
     list.iter()
-        .map(|v| (v["kind"].as_str().unwrap().to_string(), v["id"].as_str().or(v["job"].as_str()).unwrap_or("").to_string()))
+        .map(|v| {
+            (
+                v["kind"].as_str().unwrap().to_string(),
+                v["id"].as_str().or(v["job"].as_str()).unwrap_or("").to_string(),
+            )
+        })
         .collect()
 }
 
@@ -66,7 +71,9 @@ async fn the_operator_audits_the_journal_and_corruption_is_reported() {
         t("refund.j1.1", &j1, &alice, 2_000_000),
         t("hold.j2.1", &alice, &j2, 500_000),
     ] {
-        ractor::call_t!(ledger, LedgerMsg::Transfer, 5_000, transfer).unwrap().unwrap();
+        ractor::call_t!(ledger, LedgerMsg::Transfer, 5_000, transfer)
+            .unwrap()
+            .unwrap();
     }
     ledger.stop(None);
     handle.await.unwrap();
@@ -74,24 +81,50 @@ async fn the_operator_audits_the_journal_and_corruption_is_reported() {
     let check = helium(&server, &Role::Operator, "ops", &["check", "--json"]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let s = json(&check);
-    assert_eq!((s["ok"].as_bool(), s["transfers"].as_u64(), s["sum"].as_i64()), (Some(true), Some(5), Some(0)), "{s}");
-    assert_eq!((s["holds_open"].as_u64(), s["held"].as_i64()), (Some(1), Some(500_000)), "{s}");
+    assert_eq!(
+        (s["ok"].as_bool(), s["transfers"].as_u64(), s["sum"].as_i64()),
+        (Some(true), Some(5), Some(0)),
+        "{s}"
+    );
+    assert_eq!(
+        (s["holds_open"].as_u64(), s["held"].as_i64()),
+        (Some(1), Some(500_000)),
+        "{s}"
+    );
     let human = helium(&server, &Role::Operator, "ops", &["check"]);
     assert!(human.status.success());
     assert!(String::from_utf8_lossy(&human.stdout).contains("holds     1 open, 0.500000 credits"));
 
-    let balance = json(&helium(&server, &Role::Operator, "ops", &["balance", "alice", "--json"]));
-    assert_eq!(balance, serde_json::json!({"account": "user:alice", "micro": 18_500_000}));
+    let balance = json(&helium(
+        &server,
+        &Role::Operator,
+        "ops",
+        &["balance", "alice", "--json"],
+    ));
+    assert_eq!(
+        balance,
+        serde_json::json!({"account": "user:alice", "micro": 18_500_000})
+    );
     let owner = helium(&server, &Role::Operator, "ops", &["balance", "owner"]);
     assert_eq!(String::from_utf8_lossy(&owner.stdout).trim(), "user:owner 1.000000");
-    let statement = json(&helium(&server, &Role::Operator, "ops", &["statement", "alice", "--json"]));
+    let statement = json(&helium(
+        &server,
+        &Role::Operator,
+        "ops",
+        &["statement", "alice", "--json"],
+    ));
     let rows: Vec<(String, String, i64, i64)> = statement
         .as_array()
         .unwrap()
         .iter()
         .map(|l| {
             let text = |k: &str| l[k].as_str().unwrap().to_string();
-            (text("transfer"), text("kind"), l["micro"].as_i64().unwrap(), l["balance"].as_i64().unwrap())
+            (
+                text("transfer"),
+                text("kind"),
+                l["micro"].as_i64().unwrap(),
+                l["balance"].as_i64().unwrap(),
+            )
         })
         .collect();
     let row = |id: &str, kind: &str, micro: i64, balance: i64| (id.to_string(), kind.to_string(), micro, balance);
@@ -108,7 +141,10 @@ async fn the_operator_audits_the_journal_and_corruption_is_reported() {
     // With --jobs: the open hold belongs to no job in the bucket.
     let jobs = helium(&server, &Role::Operator, "ops", &["check", "--jobs", "--json"]);
     assert_eq!(jobs.status.code(), Some(1));
-    assert_eq!(violations(&json(&jobs)), [("unknown_job".to_string(), "j2".to_string())]);
+    assert_eq!(
+        violations(&json(&jobs)),
+        [("unknown_job".to_string(), "j2".to_string())]
+    );
 
     // The operator read without writing: the journal is as the ledger left it.
     let mut stream = js.get_stream(names::LEDGER).await.unwrap();
@@ -119,26 +155,46 @@ async fn the_operator_audits_the_journal_and_corruption_is_reported() {
     // (under a fresh message id, so the stream's dedup does not catch it), and a credit to a
     // principal out of another's account.
     for entry in [
-        vec![t("pay.j1.1", &j1, &user("owner"), 1_000_000), t("grant.g2", MINT, &user("bob"), 10)],
+        vec![
+            t("pay.j1.1", &j1, &user("owner"), 1_000_000),
+            t("grant.g2", MINT, &user("bob"), 10),
+        ],
         vec![t("gift.1", &alice, &user("mallory"), 1_000_000)],
     ] {
         let (payload, msg_id) = encode_entry(&entry);
-        let message = async_nats::jetstream::message::PublishMessage::build().payload(payload.into()).message_id(msg_id);
-        js.send_publish(names::LEDGER_SUBJECT, message).await.unwrap().await.unwrap();
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(msg_id);
+        js.send_publish(names::LEDGER_SUBJECT, message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     let corrupt = helium(&server, &Role::Operator, "ops", &["check", "--json"]);
     assert_eq!(corrupt.status.code(), Some(1));
     let s = json(&corrupt);
     assert_eq!(
         violations(&s),
-        [("repeated".to_string(), "pay.j1.1".to_string()), ("unbacked".to_string(), "gift.1".to_string())],
+        [
+            ("repeated".to_string(), "pay.j1.1".to_string()),
+            ("unbacked".to_string(), "gift.1".to_string())
+        ],
         "{s}"
     );
     assert_eq!(s["sum"].as_i64(), Some(0), "the repeat applied once");
     let human = String::from_utf8_lossy(&helium(&server, &Role::Operator, "ops", &["check"]).stdout).to_string();
-    assert!(human.contains("VIOLATION transfer pay.j1.1 is journaled again in entry 6 (first in entry 3)"), "{human}");
+    assert!(
+        human.contains("VIOLATION transfer pay.j1.1 is journaled again in entry 6 (first in entry 3)"),
+        "{human}"
+    );
 
     // A researcher's credential cannot read the journal: the command says so and exits 2.
     let refused = helium(&server, &Role::Researcher, "alice", &["check"]);
-    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stdout));
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
 }

@@ -118,11 +118,23 @@ pub struct ParsedId<'a> {
 /// `hold.<job>.<n>`, `pay.<job>.<n>`, `refund.<job>.<n>`, `sweep.<job>`, `grant.<id>`; anything
 /// else is [`Kind::Other`].
 pub fn parse_id(id: &str) -> ParsedId<'_> {
-    let other = ParsedId { kind: Kind::Other, job: None, award: None };
+    let other = ParsedId {
+        kind: Kind::Other,
+        job: None,
+        award: None,
+    };
     let parts: Vec<&str> = id.split('.').collect();
     match parts.as_slice() {
-        ["grant", rest] if !rest.is_empty() => ParsedId { kind: Kind::Grant, job: None, award: None },
-        ["sweep", job] if !job.is_empty() => ParsedId { kind: Kind::Sweep, job: Some(job), award: None },
+        ["grant", rest] if !rest.is_empty() => ParsedId {
+            kind: Kind::Grant,
+            job: None,
+            award: None,
+        },
+        ["sweep", job] if !job.is_empty() => ParsedId {
+            kind: Kind::Sweep,
+            job: Some(job),
+            award: None,
+        },
         [kind @ ("hold" | "pay" | "refund"), job, n] if !job.is_empty() => match n.parse() {
             Ok(n) => ParsedId {
                 kind: match *kind {
@@ -231,11 +243,18 @@ impl Audit {
             Content::Missing => return self.violations.push(Violation::Missing { seq }),
         };
         if let Err(e) = self.book.apply_entry(&transfers) {
-            return self.violations.push(Violation::DoesNotApply { seq, error: e.to_string() });
+            return self.violations.push(Violation::DoesNotApply {
+                seq,
+                error: e.to_string(),
+            });
         }
         for t in transfers {
             if let Some(&first_seq) = self.first_seq.get(&t.id) {
-                self.violations.push(Violation::Repeated { seq, id: t.id.clone(), first_seq });
+                self.violations.push(Violation::Repeated {
+                    seq,
+                    id: t.id.clone(),
+                    first_seq,
+                });
                 continue;
             }
             self.first_seq.insert(t.id.clone(), seq);
@@ -248,7 +267,11 @@ impl Audit {
                     why,
                 });
             }
-            self.postings.push(Posting { seq, time_ms: entry.time_ms, transfer: t });
+            self.postings.push(Posting {
+                seq,
+                time_ms: entry.time_ms,
+                transfer: t,
+            });
         }
     }
 
@@ -268,16 +291,26 @@ impl Audit {
                     _ => {}
                 }
                 self.researcher.insert(job.to_string(), t.debit.clone());
-                self.holds.insert((job.to_string(), award), Hold { from: t.debit.clone(), amount: t.amount, out: 0 });
+                self.holds.insert(
+                    (job.to_string(), award),
+                    Hold {
+                        from: t.debit.clone(),
+                        amount: t.amount,
+                        out: 0,
+                    },
+                );
                 Ok(())
             }
             Kind::Hold => Err("a hold moves a principal's credits into the job's escrow".into()),
-            Kind::Pay | Kind::Refund | Kind::Sweep if t.debit != escrow(job) || !is_user(&t.credit) => {
-                Err(format!("a {} moves credits out of the job's escrow to a principal", id.kind.name()))
-            }
+            Kind::Pay | Kind::Refund | Kind::Sweep if t.debit != escrow(job) || !is_user(&t.credit) => Err(format!(
+                "a {} moves credits out of the job's escrow to a principal",
+                id.kind.name()
+            )),
             Kind::Sweep => match self.researcher.get(job) {
                 Some(from) if *from == t.credit => Ok(()),
-                Some(from) => Err(format!("a sweep returns a stray hold to {from}, whom the holds came from")),
+                Some(from) => Err(format!(
+                    "a sweep returns a stray hold to {from}, whom the holds came from"
+                )),
                 None => Err("the job held nothing to sweep".into()),
             },
             Kind::Pay | Kind::Refund => {
@@ -286,7 +319,10 @@ impl Audit {
                 };
                 hold.out += t.amount;
                 if hold.out > hold.amount {
-                    return Err(format!("award {award} paid out {} of a hold of {}", hold.out, hold.amount));
+                    return Err(format!(
+                        "award {award} paid out {} of a hold of {}",
+                        hold.out, hold.amount
+                    ));
                 }
                 if id.kind == Kind::Refund && t.credit != hold.from {
                     return Err(format!("a refund goes back to {}, whom the hold came from", hold.from));
@@ -304,7 +340,10 @@ impl Audit {
         }
         for (account, &balance) in balances {
             if account != MINT && balance < 0 {
-                self.violations.push(Violation::Negative { account: account.clone(), balance });
+                self.violations.push(Violation::Negative {
+                    account: account.clone(),
+                    balance,
+                });
             }
         }
     }
@@ -412,7 +451,12 @@ pub fn utc(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, milli) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1_000 % 60, ms_of_day % 1_000);
+    let (h, m, s, milli) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1_000 % 60,
+        ms_of_day % 1_000,
+    );
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
@@ -433,7 +477,11 @@ mod tests {
     }
 
     fn entry(seq: u64, transfers: Vec<Transfer>) -> JournalEntry {
-        JournalEntry { seq, time_ms: 1_000 * seq as i64, content: Content::Transfers(transfers) }
+        JournalEntry {
+            seq,
+            time_ms: 1_000 * seq as i64,
+            content: Content::Transfers(transfers),
+        }
     }
 
     /// A job's life as the grid journals it: a grant, a hold, an award lost and settled (pay
@@ -443,7 +491,13 @@ mod tests {
         vec![
             entry(1, vec![t("grant.g1", MINT, &alice, 20_000_000)]),
             entry(2, vec![t("hold.j1.1", &alice, &j, 3_000_000)]),
-            entry(3, vec![t("pay.j1.1", &j, &user("o1"), 1_000_000), t("refund.j1.1", &j, &alice, 2_000_000)]),
+            entry(
+                3,
+                vec![
+                    t("pay.j1.1", &j, &user("o1"), 1_000_000),
+                    t("refund.j1.1", &j, &alice, 2_000_000),
+                ],
+            ),
             entry(4, vec![t("hold.j1.2", &alice, &j, 4_000_000)]),
             entry(5, vec![t("pay.j1.2", &j, &user("o2"), 4_000_000)]),
         ]
@@ -455,13 +509,18 @@ mod tests {
         assert_eq!(audit.violations, []);
         let s = audit.summary();
         assert!(s.ok);
-        assert_eq!((s.entries, s.transfers, s.accounts, s.sum, s.minted), (5, 6, 5, 0, 20_000_000));
+        assert_eq!(
+            (s.entries, s.transfers, s.accounts, s.sum, s.minted),
+            (5, 6, 5, 0, 20_000_000)
+        );
         assert_eq!((s.holds_open, s.held), (0, 0));
         assert_eq!(audit.book.balance(&user("alice")), 15_000_000);
         // The same book the Ledger actor replays to.
         let mut book = Book::default();
         for e in a_jobs_life() {
-            let Content::Transfers(ts) = e.content else { unreachable!() };
+            let Content::Transfers(ts) = e.content else {
+                unreachable!()
+            };
             book.apply_entry(&ts).unwrap();
         }
         assert_eq!(audit.book, book);
@@ -473,22 +532,59 @@ mod tests {
         let lines = audit.statement(&account_of("alice"));
         let rows: Vec<_> = lines
             .iter()
-            .map(|l| (l.seq, l.transfer.as_str(), l.job.as_deref(), l.counterparty.as_str(), l.kind, l.micro, l.balance))
+            .map(|l| {
+                (
+                    l.seq,
+                    l.transfer.as_str(),
+                    l.job.as_deref(),
+                    l.counterparty.as_str(),
+                    l.kind,
+                    l.micro,
+                    l.balance,
+                )
+            })
             .collect();
         assert_eq!(
             rows,
             [
                 (1, "grant.g1", None, "mint", Kind::Grant, 20_000_000, 20_000_000),
-                (2, "hold.j1.1", Some("j1"), "escrow:j1", Kind::Hold, -3_000_000, 17_000_000),
-                (3, "refund.j1.1", Some("j1"), "escrow:j1", Kind::Refund, 2_000_000, 19_000_000),
-                (4, "hold.j1.2", Some("j1"), "escrow:j1", Kind::Hold, -4_000_000, 15_000_000),
+                (
+                    2,
+                    "hold.j1.1",
+                    Some("j1"),
+                    "escrow:j1",
+                    Kind::Hold,
+                    -3_000_000,
+                    17_000_000
+                ),
+                (
+                    3,
+                    "refund.j1.1",
+                    Some("j1"),
+                    "escrow:j1",
+                    Kind::Refund,
+                    2_000_000,
+                    19_000_000
+                ),
+                (
+                    4,
+                    "hold.j1.2",
+                    Some("j1"),
+                    "escrow:j1",
+                    Kind::Hold,
+                    -4_000_000,
+                    15_000_000
+                ),
             ]
         );
         assert_eq!(lines.last().unwrap().balance, audit.book.balance(&user("alice")));
         assert_eq!(lines[0].time_ms, 1_000);
         let owner = audit.statement(&account_of("o1"));
         assert_eq!(owner.len(), 1);
-        assert_eq!((owner[0].kind, owner[0].micro, owner[0].counterparty.as_str()), (Kind::Pay, 1_000_000, "escrow:j1"));
+        assert_eq!(
+            (owner[0].kind, owner[0].micro, owner[0].counterparty.as_str()),
+            (Kind::Pay, 1_000_000, "escrow:j1")
+        );
         let escrow_lines = audit.statement(&account_of("escrow:j1"));
         assert_eq!(escrow_lines.iter().map(|l| l.balance).last(), Some(0));
         assert_eq!(audit.statement(&account_of("nobody")), []);
@@ -499,7 +595,14 @@ mod tests {
         let mut journal = a_jobs_life();
         journal.push(entry(6, vec![t("pay.j1.2", &escrow("j1"), &user("o2"), 4_000_000)]));
         let audit = Audit::replay(journal);
-        assert_eq!(audit.violations, [Violation::Repeated { seq: 6, id: "pay.j1.2".into(), first_seq: 5 }]);
+        assert_eq!(
+            audit.violations,
+            [Violation::Repeated {
+                seq: 6,
+                id: "pay.j1.2".into(),
+                first_seq: 5
+            }]
+        );
         assert_eq!(audit.book.balance(&user("o2")), 4_000_000);
     }
 
@@ -510,7 +613,13 @@ mod tests {
             // A differing transfer under a used id.
             entry(6, vec![t("grant.g1", MINT, &user("alice"), 1)]),
             // An overdraft: the escrow is empty.
-            entry(7, vec![t("pay.j1.2", &escrow("j1"), &user("o2"), 1), t("grant.g2", MINT, &user("bob"), 5)]),
+            entry(
+                7,
+                vec![
+                    t("pay.j1.2", &escrow("j1"), &user("o2"), 1),
+                    t("grant.g2", MINT, &user("bob"), 5),
+                ],
+            ),
         ]);
         let audit = Audit::replay(journal);
         let seqs: Vec<u64> = audit
@@ -522,7 +631,11 @@ mod tests {
             })
             .collect();
         assert_eq!(seqs, [6, 7]);
-        assert_eq!(audit.book.balance(&user("bob")), 0, "an entry applies whole or not at all");
+        assert_eq!(
+            audit.book.balance(&user("bob")),
+            0,
+            "an entry applies whole or not at all"
+        );
         assert!(audit.summary().sum == 0);
     }
 
@@ -530,13 +643,27 @@ mod tests {
     fn missing_and_unreadable_entries_are_reported() {
         let mut journal = a_jobs_life();
         journal.remove(3); // seq 4
-        journal.push(JournalEntry { seq: 6, time_ms: 0, content: Content::Undecodable("not msgpack".into()) });
-        journal.push(JournalEntry { seq: 7, time_ms: 0, content: Content::Missing });
+        journal.push(JournalEntry {
+            seq: 6,
+            time_ms: 0,
+            content: Content::Undecodable("not msgpack".into()),
+        });
+        journal.push(JournalEntry {
+            seq: 7,
+            time_ms: 0,
+            content: Content::Missing,
+        });
         let audit = Audit::replay(journal);
         assert_eq!(audit.violations[0], Violation::Missing { seq: 4 });
         // Without hold 2, pay 2 overdraws the escrow.
         assert!(matches!(audit.violations[1], Violation::DoesNotApply { seq: 5, .. }));
-        assert_eq!(audit.violations[2], Violation::Undecodable { seq: 6, error: "not msgpack".into() });
+        assert_eq!(
+            audit.violations[2],
+            Violation::Undecodable {
+                seq: 6,
+                error: "not msgpack".into()
+            }
+        );
         assert_eq!(audit.violations[3], Violation::Missing { seq: 7 });
         assert_eq!(audit.entries, 7);
     }
@@ -545,7 +672,10 @@ mod tests {
     fn credits_come_only_from_the_mint_or_out_of_a_held_escrow() {
         let (alice, bob, j) = (user("alice"), user("bob"), escrow("j1"));
         let unbacked = |journal: Vec<Transfer>| -> Vec<String> {
-            let entries = journal.into_iter().enumerate().map(|(i, t)| entry(i as u64 + 1, vec![t]));
+            let entries = journal
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| entry(i as u64 + 1, vec![t]));
             Audit::replay(entries)
                 .violations
                 .into_iter()
@@ -557,12 +687,25 @@ mod tests {
         };
         let grant = t("grant.g", MINT, &alice, 100);
         assert_eq!(unbacked(vec![grant.clone(), t("gift.1", &alice, &bob, 10)]), ["gift.1"]);
-        assert_eq!(unbacked(vec![grant.clone(), t("pay.j1.1", &alice, &bob, 10)]), ["pay.j1.1"]);
-        assert_eq!(unbacked(vec![grant.clone(), t("grant.x", &alice, &bob, 10)]), ["grant.x"]);
-        // Into the escrow under another job's name, or paid out for an award never held.
-        assert_eq!(unbacked(vec![grant.clone(), t("hold.j2.1", &alice, &j, 10)]), ["hold.j2.1"]);
         assert_eq!(
-            unbacked(vec![grant.clone(), t("hold.j1.1", &alice, &j, 10), t("pay.j1.2", &j, &bob, 5)]),
+            unbacked(vec![grant.clone(), t("pay.j1.1", &alice, &bob, 10)]),
+            ["pay.j1.1"]
+        );
+        assert_eq!(
+            unbacked(vec![grant.clone(), t("grant.x", &alice, &bob, 10)]),
+            ["grant.x"]
+        );
+        // Into the escrow under another job's name, or paid out for an award never held.
+        assert_eq!(
+            unbacked(vec![grant.clone(), t("hold.j2.1", &alice, &j, 10)]),
+            ["hold.j2.1"]
+        );
+        assert_eq!(
+            unbacked(vec![
+                grant.clone(),
+                t("hold.j1.1", &alice, &j, 10),
+                t("pay.j1.2", &j, &bob, 5)
+            ]),
             ["pay.j1.2"]
         );
         // More out of an award than its hold, though the escrow holds enough (two awards).
@@ -578,15 +721,27 @@ mod tests {
         );
         // A refund or sweep to someone the hold did not come from.
         assert_eq!(
-            unbacked(vec![grant.clone(), t("hold.j1.1", &alice, &j, 10), t("refund.j1.1", &j, &bob, 10)]),
+            unbacked(vec![
+                grant.clone(),
+                t("hold.j1.1", &alice, &j, 10),
+                t("refund.j1.1", &j, &bob, 10)
+            ]),
             ["refund.j1.1"]
         );
         assert_eq!(
-            unbacked(vec![grant.clone(), t("hold.j1.1", &alice, &j, 10), t("sweep.j1", &j, &bob, 10)]),
+            unbacked(vec![
+                grant.clone(),
+                t("hold.j1.1", &alice, &j, 10),
+                t("sweep.j1", &j, &bob, 10)
+            ]),
             ["sweep.j1"]
         );
         assert_eq!(
-            unbacked(vec![grant, t("hold.j1.1", &alice, &j, 10), t("sweep.j1", &j, &alice, 10)]),
+            unbacked(vec![
+                grant,
+                t("hold.j1.1", &alice, &j, 10),
+                t("sweep.j1", &j, &alice, 10)
+            ]),
             Vec::<String>::new()
         );
     }
@@ -598,14 +753,24 @@ mod tests {
         journal.push(entry(7, vec![t("hold.j3.1", &user("alice"), &escrow("j3"), 700)]));
         let mut audit = Audit::replay(journal.clone());
         assert!(audit.ok());
-        assert_eq!(audit.open_holds(), BTreeMap::from([("j2".into(), 500), ("j3".into(), 700)]));
+        assert_eq!(
+            audit.open_holds(),
+            BTreeMap::from([("j2".into(), 500), ("j3".into(), 700)])
+        );
         assert_eq!((audit.summary().holds_open, audit.summary().held), (2, 1_200));
         audit.check_jobs(|job| match job {
             "j2" => Some(JobState::Running),
             "j3" => Some(JobState::Completed),
             _ => None,
         });
-        assert_eq!(audit.violations, [Violation::OpenHold { job: "j3".into(), state: JobState::Completed, held: 700 }]);
+        assert_eq!(
+            audit.violations,
+            [Violation::OpenHold {
+                job: "j3".into(),
+                state: JobState::Completed,
+                held: 700
+            }]
+        );
         let mut audit = Audit::replay(journal);
         audit.check_jobs(|_| None);
         assert_eq!(audit.violations.len(), 2);
@@ -614,7 +779,14 @@ mod tests {
 
     #[test]
     fn ids_name_their_kind_job_and_award() {
-        assert_eq!(parse_id("pay.job-1.3"), ParsedId { kind: Kind::Pay, job: Some("job-1"), award: Some(3) });
+        assert_eq!(
+            parse_id("pay.job-1.3"),
+            ParsedId {
+                kind: Kind::Pay,
+                job: Some("job-1"),
+                award: Some(3)
+            }
+        );
         assert_eq!(parse_id("sweep.j").kind, Kind::Sweep);
         assert_eq!(parse_id("grant.abc").kind, Kind::Grant);
         for other in ["pay.j", "pay.j.x", "hold..1", "grant.", "t1", "refund.j.1.2"] {

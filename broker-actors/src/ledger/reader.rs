@@ -65,9 +65,11 @@ pub async fn read_journal(js: &jetstream::Context) -> Result<Vec<JournalEntry>, 
                         Err(e) => Content::Undecodable(e),
                     },
                 }),
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
-                    Ok(JournalEntry { seq, time_ms: 0, content: Content::Missing })
-                }
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(JournalEntry {
+                    seq,
+                    time_ms: 0,
+                    content: Content::Missing,
+                }),
                 Err(e) => Err(error(&format!("entry {seq}: {e}"))),
             }
         })
