@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`broker`]: builds the actor system and the NATS ingress ([`Broker::start`]).
 //! - [`config`]: the binary's flags.
-//! - [`ledger`]: the Ledger actor and its pure [`ledger::Book`].
+//! - [`ledger`]: the Ledger actor and its pure [`ledger::Book`]; the operator's read-only audit
+//!   of the journal (`helium ledger`) in [`ledger::reader`] and [`ledger::audit`].
 //! - [`auction`]: the Auctioneer actor and the pure auction rules in [`auction::decide`].
 //! - [`registry`]: the WorkerRegistry actor (asks, heartbeats, liveness).
 //! - [`jobs`]: the JobManager actor and one [`jobs::JobSupervisor`] per job.

@@ -584,3 +584,36 @@ async fn an_operator_reads_the_brokers_consumer_but_no_researchers() -> Result<(
     }
     Ok(())
 }
+
+/// `helium ledger` reads the journal with an operator's credential: the stream's get API
+/// answers it, but it cannot append to the journal, delete or purge the stream, nor create a
+/// consumer on it (whose deliver subject could point anywhere). A researcher cannot read it.
+#[tokio::test]
+async fn an_operator_reads_the_journal_and_cannot_write_it() -> Result<()> {
+    let grid = Grid::start().await?;
+    grid.grant("alice", 5 * CREDIT).await?;
+    let get = format!("$JS.API.STREAM.MSG.GET.{}", streams::LEDGER);
+    let (ops, mut refused) = grid.nats.connect_watched(&Role::Operator, "ops").await?;
+    let answer: serde_json::Value = serde_json::from_slice(&ops.request(get.clone(), r#"{"seq":1}"#.into()).await?.payload)?;
+    assert_eq!(answer["message"]["subject"], streams::LEDGER_SUBJECT, "{answer}");
+    for subject in [
+        streams::LEDGER_SUBJECT.to_string(),
+        format!("$JS.API.STREAM.PURGE.{}", streams::LEDGER),
+        format!("$JS.API.STREAM.DELETE.{}", streams::LEDGER),
+        format!("$JS.API.STREAM.MSG.DELETE.{}", streams::LEDGER),
+        format!("$JS.API.STREAM.UPDATE.{}", streams::LEDGER),
+        format!("$JS.API.CONSUMER.CREATE.{}", streams::LEDGER),
+        format!("$JS.API.CONSUMER.CREATE.{}.audit.{}", streams::LEDGER, streams::LEDGER_SUBJECT),
+        format!("$JS.API.CONSUMER.DURABLE.CREATE.{}.audit", streams::LEDGER),
+    ] {
+        ops.publish(subject.clone(), "{}".into()).await?;
+        refused.expect(&format!("violation for publish to \"{subject}\"")).await?;
+    }
+    let (alice, mut refused) = grid.nats.connect_watched(&researcher(), "alice").await?;
+    alice.publish(get.clone(), r#"{"seq":1}"#.into()).await?;
+    refused.expect(&format!("violation for publish to \"{get}\"")).await?;
+    let js = async_nats::jetstream::new(grid.client.clone());
+    let state = js.get_stream(streams::LEDGER).await?.info().await?.state.clone();
+    assert_eq!((state.messages, state.consumer_count), (1, 0), "the journal changed");
+    Ok(())
+}

@@ -16,9 +16,9 @@ from typing import Any
 
 import helium_grid as hg
 import pytest
-import torch
 
-from faultjobs import digits, first_event, wide_mlp
+from books import assert_books_balanced
+from faultjobs import assert_accuracy_as_uninterrupted, digits, first_event, reference_accuracy, wide_mlp
 
 from conftest import NatsServer, start_broker
 
@@ -60,7 +60,7 @@ def broker(grid_dir: Path, nats_server: NatsServer, broker_args: list[str]) -> I
 
 
 def test_a_broker_restart_mid_run_loses_nothing_and_pays_once(
-    connect: Callable[[str], Any], operator: Any, broker: Broker, workers: dict[str, Any]
+    connect: Callable[[str], Any], operator: Any, broker: Broker, workers: dict[str, Any], nats_server: NatsServer
 ) -> None:
     operator.grant("alice", 20)
     alice = connect("alice")
@@ -89,7 +89,7 @@ def test_a_broker_restart_mid_run_loses_nothing_and_pays_once(
     assert final.paid_micro == price
     assert connect("owner-steady").balance().micro == price, "the owner was not paid exactly once"
     assert alice.balance().micro == before - price
-    trained = job.result()
-    with torch.no_grad():
-        accuracy = (trained(x).argmax(1) == y).float().mean().item()
-    assert accuracy > 0.9, accuracy
+    reference = reference_accuracy(wide_mlp(), x, y, epochs=EPOCHS, batch_size=BATCH, lr=1e-3)
+    assert reference > 0.9, reference
+    assert_accuracy_as_uninterrupted(job.result(), reference, x, y)
+    assert_books_balanced(nats_server)

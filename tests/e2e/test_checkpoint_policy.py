@@ -3,7 +3,8 @@
 A job checkpoints every N optimizer steps; its worker is SIGKILLed after a few verified
 checkpoints. The owner is paid exactly the fraction of the job's steps up to the last verified
 checkpoint, the job resumes from that (mid-epoch) step on the other worker, and the model that
-comes back equals, bit for bit, the one an uninterrupted run of the same job trains.
+comes back equals, bit for bit, the one an uninterrupted run of the same job trains; the books
+are audited at the end (``helium ledger check``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import helium_grid as hg
 import pytest
 import torch
 
+from books import assert_books_balanced
 from faultjobs import digits, first_event, wide_mlp
+
+from conftest import NatsServer
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -40,7 +44,7 @@ def submit(grid: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
 
 
 def test_pay_and_resume_follow_the_last_verified_checkpoint(
-    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any]
+    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any], nats_server: NatsServer
 ) -> None:
     operator.grant("alice", 20)
     alice = connect("alice")
@@ -84,3 +88,4 @@ def test_pay_and_resume_follow_the_last_verified_checkpoint(
     resumed, whole = job.result(), again.result()
     for (name, a), (_, b) in zip(resumed.state_dict().items(), whole.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+    assert_books_balanced(nats_server)

@@ -5,8 +5,9 @@ DESIGN §7: "trained on the grid must equal trained at home". Each test builds a
 ``result.safetensors`` (tensors only), loaded into the job's own ``model.pt`` as ``job.result()``
 does, with the same training done by torch.optim in this process. No grid is needed.
 
-The batch order is ported below (splitmix64 + Fisher–Yates, as in
-``worker-actors/src/trainer/data.rs``), so shuffled runs can be reproduced exactly at home.
+The batch order, the optimizers and the loop are ported in ``athome.py`` (splitmix64 +
+Fisher–Yates, as in ``worker-actors/src/trainer/data.rs``), so shuffled runs can be reproduced
+exactly at home; the fault tests reuse them for their reference runs.
 
 Environment: ``HELIUM_BIN_DIR`` (default ``<repo>/target/release``); a missing binary skips
 these tests unless ``HELIUM_REQUIRE_BINARIES=1``.
@@ -27,6 +28,8 @@ from helium_grid._state import load_state
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from athome import epoch_order, train_loop
+
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("HELIUM_BIN_DIR", REPO / "target" / "release"))
 RUN_TIMEOUT_S = 300
@@ -36,40 +39,6 @@ pytestmark = [
     # torch.jit is deprecated upstream, but TorchScript is the format the grid carries.
     pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
 ]
-
-
-# -- the grid's batch order, ported ------------------------------------------------------------
-
-MASK = (1 << 64) - 1
-GOLDEN_GAMMA = 0x9E3779B97F4A7C15
-
-
-def mix64(z: int) -> int:
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-    return z ^ (z >> 31)
-
-
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
-    """Row order of ``epoch`` (1-based) for a job seeded with ``seed``."""
-    order = list(range(n))
-    if not shuffle:
-        return order
-    state = seed ^ mix64(((epoch + 1) * GOLDEN_GAMMA) & MASK)
-
-    def below(bound: int) -> int:
-        nonlocal state
-        threshold = ((1 << 64) - bound) % bound
-        while True:
-            state = (state + GOLDEN_GAMMA) & MASK
-            r = mix64(state)
-            if r >= threshold:
-                return r % bound
-
-    for i in range(n - 1, 0, -1):
-        j = below(i + 1)
-        order[i], order[j] = order[j], order[i]
-    return order
 
 
 # -- models and job directories ----------------------------------------------------------------
@@ -200,53 +169,12 @@ def train_ok(job: Path) -> Run:
 
 # -- the same training at home ------------------------------------------------------------------
 
-LOSSES = {
-    "cross_entropy": F.cross_entropy,
-    "mse": F.mse_loss,
-    "l1": F.l1_loss,
-    "bce_with_logits": F.binary_cross_entropy_with_logits,
-    "nll": F.nll_loss,
-}
-
-
-def torch_optimizer(params, spec: dict) -> torch.optim.Optimizer:
-    kind, lr = spec["kind"], spec["lr"]
-    wd = spec.get("weight_decay", 0.0)
-    betas = (spec.get("beta1", 0.9), spec.get("beta2", 0.999))
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=spec.get("momentum", 0.0), weight_decay=wd,
-                               nesterov=spec.get("nesterov", False), foreach=False)
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd, eps=spec.get("eps", 1e-8), foreach=False)
-    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, eps=spec.get("eps", 1e-8), foreach=False)
-
-
 def train_at_home(job: Path, model: nn.Module) -> tuple[nn.Module, list[float]]:
     """A plain PyTorch loop with the job's spec, starting from the weights in model.pt."""
     spec = json.loads((job / "spec.json").read_text())
     data = load_file(str(job / "data.safetensors"))
     model.load_state_dict(torch.jit.load(str(job / "model.pt")).state_dict())
-    model.train()
-    opt = torch_optimizer(model.parameters(), spec["optimizer"])
-    x, y = data["x"], data["y"]
-    n, bs = x.shape[0], spec["batch_size"]
-    losses = []
-    for epoch in range(1, spec["epochs"] + 1):
-        order = torch.tensor(epoch_order(n, spec["seed"], epoch, spec["shuffle"]))
-        total = 0.0
-        for start in range(0, n, bs):
-            idx = order[start : start + bs]
-            xb, yb = x[idx], y[idx]
-            opt.zero_grad()
-            if spec["loss"] == "module":
-                loss = model.training_loss(xb, yb)
-            else:
-                loss = LOSSES[spec["loss"]](model(xb), yb)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        losses.append(total / n)
-    return model, losses
+    return model, train_loop(model, data["x"], data["y"], spec)
 
 
 def trained_module(job: Path) -> torch.jit.ScriptModule:

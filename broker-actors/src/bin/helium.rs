@@ -7,13 +7,25 @@
 //! helium creds revoke alice --keys DIR --nats nats://…   # refused from now on, at once
 //! helium creds revoke alice --keys DIR --offline         # only when the server next restarts
 //! helium creds list   --keys DIR
+//!
+//! helium ledger check     --nats nats://… --creds operator.creds [--jobs] [--json]
+//! helium ledger balance   alice --nats nats://… --creds operator.creds [--json]
+//! helium ledger statement alice --nats nats://… --creds operator.creds [--json]
 //! ```
+//!
+//! `helium ledger` reads the journal read-only and replays it through the broker's own `Book`
+//! (`helium_broker_actors::ledger::{reader, audit}`); `check` exits 0 when every rule holds, 1
+//! with each violation printed, 2 when the journal cannot be read.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use helium_broker_actors::keydir::{now, push_account, KeyDir, Lifetime};
+use helium_broker_actors::ledger::{
+    audit::{account_of, credits, utc, Audit},
+    reader,
+};
 use helium_protocol::auth::Role;
 
 #[derive(Parser)]
@@ -28,6 +40,141 @@ enum Command {
     /// NATS credentials: one per researcher, operator, broker and worker.
     #[command(subcommand)]
     Creds(Creds),
+    /// The books, read from the ledger journal (read-only) and replayed through the broker's
+    /// own rules.
+    #[command(subcommand)]
+    Ledger(Ledger),
+}
+
+#[derive(Subcommand)]
+enum Ledger {
+    /// Check the ledger's invariants over the whole journal: every entry present and applying,
+    /// no transfer twice, balances summing to zero, nobody but the mint negative, every credit
+    /// a grant or out of a held escrow. Exit 0: all hold; 1: violations (each printed); 2: the
+    /// journal could not be read.
+    Check {
+        #[command(flatten)]
+        conn: Conn,
+        /// Also check that no finished job (in the job bucket) still holds credits in escrow.
+        #[arg(long)]
+        jobs: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A principal's balance in credits (micro-credits with --json). `mint` and `escrow:<job>`
+    /// name those accounts.
+    Balance {
+        principal: String,
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A principal's postings, oldest first: time, transfer, job, counterparty, kind, amount,
+    /// balance after.
+    Statement {
+        principal: String,
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the journal is, and whose credential reads it (an operator's, or the broker's).
+#[derive(Args)]
+struct Conn {
+    #[arg(long, env = "HELIUM_NATS_URL")]
+    nats: String,
+    #[arg(long, env = "HELIUM_CREDS")]
+    creds: PathBuf,
+    /// A CA certificate to trust for a `tls://` server.
+    #[arg(long, env = "HELIUM_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+}
+
+/// The journal replayed, and the connection it came over; exits 2 when it cannot be read.
+async fn replay(conn: &Conn) -> (Audit, async_nats::jetstream::Context) {
+    let read = async {
+        let client = reader::connect(&conn.nats, &conn.creds, conn.tls_ca.as_deref()).await?;
+        let js = async_nats::jetstream::new(client);
+        let entries = reader::read_journal(&js).await?;
+        Ok::<_, reader::ReadError>((Audit::replay(entries), js))
+    };
+    match read.await {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("helium ledger: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn ledger(command: Ledger) -> Result<()> {
+    match command {
+        Ledger::Check { conn, jobs, json } => {
+            let (mut audit, js) = replay(&conn).await;
+            if jobs {
+                let states = match reader::job_states(&js, audit.open_holds().into_keys()).await {
+                    Ok(states) => states,
+                    Err(e) => {
+                        eprintln!("helium ledger: {e}");
+                        std::process::exit(2);
+                    }
+                };
+                audit.check_jobs(|job| states.get(job).copied().flatten());
+            }
+            let s = audit.summary();
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!("entries   {}", s.entries);
+                println!("transfers {}", s.transfers);
+                println!("accounts  {}", s.accounts);
+                println!("sum       {} (minted {} credits)", s.sum, credits(s.minted));
+                println!("holds     {} open, {} credits", s.holds_open, credits(s.held));
+                for v in &s.violations {
+                    println!("VIOLATION {v}");
+                }
+                println!("{}", if s.ok { "ok" } else { "the books do NOT balance" });
+            }
+            if !s.ok {
+                std::process::exit(1);
+            }
+        }
+        Ledger::Balance { principal, conn, json } => {
+            let (audit, _) = replay(&conn).await;
+            let account = account_of(&principal);
+            let micro = audit.book.balance(&account);
+            if json {
+                println!("{}", serde_json::json!({ "account": account, "micro": micro }));
+            } else {
+                println!("{account} {}", credits(micro));
+            }
+        }
+        Ledger::Statement { principal, conn, json } => {
+            let (audit, _) = replay(&conn).await;
+            let lines = audit.statement(&account_of(&principal));
+            if json {
+                println!("{}", serde_json::to_string(&lines)?);
+            } else {
+                for l in &lines {
+                    let amount = if l.micro >= 0 { format!("+{}", credits(l.micro)) } else { credits(l.micro) };
+                    println!(
+                        "{}  {:<28} {:<24} {:<28} {:<6} {:>16} {:>16}",
+                        utc(l.time_ms),
+                        l.transfer,
+                        l.job.as_deref().unwrap_or("-"),
+                        l.counterparty,
+                        l.kind.name(),
+                        amount,
+                        credits(l.balance)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -87,6 +234,7 @@ enum Creds {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Ledger(command) => ledger(command).await?,
         Command::Creds(Creds::Init { keys, resolver_dir }) => {
             let resolver = resolver_dir.unwrap_or_else(|| keys.join("jwt"));
             let dir = KeyDir::init(&keys, &resolver)?;

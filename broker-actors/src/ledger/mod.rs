@@ -12,9 +12,14 @@
 //! the book has; the actor applies it, answers every transfer the journal now holds, retries the
 //! ones a second writer's entry fenced off (once), and fails the rest: the book never holds a
 //! transfer the journal does not, and replaying the journal at start gives the same book.
+//!
+//! For the operator (`helium ledger`): [`reader`] reads the journal back read-only, and
+//! [`audit`] replays it through the same [`Book`] and checks the ledger's rules.
 
+pub mod audit;
 pub mod book;
 pub mod journal;
+pub mod reader;
 
 use std::collections::{BTreeMap, VecDeque};
 
