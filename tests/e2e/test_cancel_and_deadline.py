@@ -21,6 +21,7 @@ import helium_grid as hg
 import pytest
 import torch
 
+from books import assert_books_balanced
 from faultjobs import digits, first_event, wide_mlp
 
 pytestmark = pytest.mark.timeout(600)
@@ -81,7 +82,7 @@ def assert_settled_at_last_checkpoint(job: Any, final: hg.JobStatus, owner_gain:
 
 
 def test_cancel_stops_the_trainer_and_pays_its_verified_checkpoints(
-    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any]
+    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any], nats_server: Any
 ) -> None:
     operator.grant("carol", 20)
     carol = connect("carol")
@@ -110,10 +111,11 @@ def test_cancel_stops_the_trainer_and_pays_its_verified_checkpoints(
                          max_price=10, budget=5)  # fmt: skip
     done = again.wait(progress=False, timeout=300)
     assert done.state is hg.JobState.COMPLETED and done.worker == "w-solo"
+    assert_books_balanced(nats_server)
 
 
 def test_a_running_job_past_its_deadline_stops_and_pays_its_verified_checkpoints(
-    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any]
+    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any], nats_server: Any
 ) -> None:
     operator.grant("dave", 20)
     dave = connect("dave")
@@ -135,10 +137,11 @@ def test_a_running_job_past_its_deadline_stops_and_pays_its_verified_checkpoints
     assert final.state is hg.JobState.EXPIRED and final.reason_code == "deadline_passed", final
     assert "training" in (final.reason or "")
     assert_settled_at_last_checkpoint(job, final, owner.balance().micro - owner_before, before - dave.balance().micro)
+    assert_books_balanced(nats_server)
 
 
 def test_a_queued_job_no_worker_can_take_expires_with_its_budget_back(
-    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any]
+    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any], nats_server: Any
 ) -> None:
     operator.grant("erin", 3)
     erin = connect("erin")
@@ -153,3 +156,4 @@ def test_a_queued_job_no_worker_can_take_expires_with_its_budget_back(
     assert final.worker is None and final.paid_micro == 0
     assert not any(isinstance(e, hg.Awarded) for e in job.events())
     assert erin.balance().micro == before
+    assert_books_balanced(nats_server)

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from conftest import helium_bin
-from faultjobs import digits, first_event, wide_mlp
+from books import assert_books_balanced
+from faultjobs import assert_accuracy_as_uninterrupted, digits, first_event, reference_accuracy, wide_mlp
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -51,6 +52,9 @@ class LocalGrid:
 
     def url(self) -> str:
         return (self.root / "url").read_text().strip()
+
+    def books(self) -> None:
+        assert_books_balanced((self.url(), self.root / "creds" / "operator.creds"))
 
     def grid(self, principal: str) -> hg.Grid:
         return hg.Grid(self.url(), creds=self.root / "creds" / f"{principal}.creds", timeout=60)
@@ -99,6 +103,7 @@ def test_kill_and_restart_the_broker_and_a_worker(local_grid: LocalGrid) -> None
         again = researcher.submit(torch.nn.Linear(8, 2), train=(x, y), epochs=5, batch_size=16, lr=0.05,
                                   max_price=10, budget=5)  # fmt: skip
         assert again.wait(progress=False, timeout=300).state is hg.JobState.COMPLETED
+    local_grid.books()
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run([str(GRID_SH), "kill", "scheduler"], env=local_grid.env, check=True, capture_output=True)
 
@@ -130,6 +135,6 @@ def test_restart_nats_mid_run_loses_nothing(local_grid: LocalGrid) -> None:
             with local_grid.grid(owner) as g:
                 earned += g.balance().micro
         assert earned == final.paid_micro
-        trained = job.result()
-        with torch.no_grad():
-            assert (trained(x).argmax(1) == y).float().mean().item() > 0.9
+        reference = reference_accuracy(wide_mlp(), x, y, epochs=10, batch_size=32, lr=1e-3)
+        assert_accuracy_as_uninterrupted(job.result(), reference, x, y)
+    local_grid.books()

@@ -12,6 +12,7 @@ import helium_grid as hg
 import pytest
 import torch
 
+from books import assert_books_balanced
 from faultjobs import digits
 
 pytestmark = pytest.mark.timeout(600)
@@ -42,7 +43,7 @@ def training_interval(job: hg.Job) -> tuple[int, int]:
 
 
 def test_a_sweep_of_8_jobs_runs_on_8_workers_at_once_and_the_money_balances(
-    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any]
+    connect: Callable[[str], Any], operator: Any, workers: dict[str, Any], nats_server: Any
 ) -> None:
     operator.grant("sam", 50)
     sam = connect("sam")
@@ -77,6 +78,7 @@ def test_a_sweep_of_8_jobs_runs_on_8_workers_at_once_and_the_money_balances(
     assert before - sam.balance().micro == paid, "the researcher paid other than the jobs say"
     earned = sum(connect(f"owner-{i}").balance().micro for i in range(WORKERS))
     assert earned == paid, "the owners earned other than the researcher paid"
+    assert_books_balanced(nats_server)
 
 
 def test_submit_many_refuses_what_the_balance_cannot_cover_before_any_upload(
