@@ -92,10 +92,10 @@ up() {
   for i in $(nodes "$dir"); do start "$dir" "$i"; done
   # JetStream is usable once the meta group has a leader: some node logs it.
   for _ in $(seq 300); do
-    cat "$dir"/logs/node-*.log | grep -q "JetStream cluster new metadata leader\|Self is new JetStream cluster metadata leader" && break
+    grep -q "metadata leader" "$dir"/logs/node-*.log && break
     sleep 0.1
   done
-  cat "$dir"/logs/node-*.log | grep -q "metadata leader" || { echo "no JetStream meta leader elected"; return 1; }
+  grep -q "metadata leader" "$dir"/logs/node-*.log || { echo "no JetStream meta leader elected"; return 1; }
   echo "cluster up: $(cat "$dir/urls")"
 }
 
