@@ -53,9 +53,13 @@ impl Broker {
         if let Some(ca) = &config.tls_ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
+        let servers: Vec<async_nats::ServerAddr> = helium_protocol::servers::server_list(&config.nats_url)
+            .map_err(|e| BrokerError::Connect(config.nats_url.clone(), e.to_string()))?;
+        // Reconnects are unlimited (async-nats' default), to any server of the list or that the
+        // cluster announced: a lost node is ridden out, not fatal.
         let nats = options
             .name("helium-broker")
-            .connect(&config.nats_url)
+            .connect(servers)
             .await
             .map_err(|e| BrokerError::Connect(config.nats_url.clone(), e.to_string()))?;
         let js = async_nats::jetstream::new(nats.clone());

@@ -21,7 +21,7 @@ pub const DEFAULT_INVITE_K: usize = 8;
     about = "Helium broker: auctions, ledger, jobs, artifacts"
 )]
 pub struct BrokerConfig {
-    /// NATS server to serve on.
+    /// NATS server to serve on; for a cluster, several URLs separated by commas.
     #[arg(long, env = "HELIUM_NATS_URL", default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
     /// Object store for artifacts: file:///abs/dir (or just /abs/dir), or memory:// for tests.

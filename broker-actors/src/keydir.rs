@@ -236,8 +236,9 @@ pub async fn push_account(url: &str, system_creds: &Path, tls_ca: Option<&Path>,
     if let Some(ca) = tls_ca {
         options = options.add_root_certificates(ca.to_path_buf()).require_tls(true);
     }
+    let servers: Vec<async_nats::ServerAddr> = helium_protocol::servers::server_list(url)?;
     let client = options
-        .connect(url)
+        .connect(servers)
         .await
         .with_context(|| format!("connect to {url} as the system user"))?;
     let reply = client

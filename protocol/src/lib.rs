@@ -12,6 +12,7 @@
 //! - [`worker`]: worker ↔ broker messages (register, heartbeat, invite/bid, award, run events).
 //! - [`ledger`]: journal entries of the double-entry ledger and money units.
 //! - [`limits`]: every bound in one place: chunk sizes, caps on values, quotas, stream limits.
+//! - [`servers`]: the comma-separated list of NATS server URLs every binary and client accepts.
 //! - [`validate`]: pure checks of what a peer sends (ids, asks, bids, awards) and truncation.
 //! - [`state`]: the tensor state files (checkpoints, results) and the model's state manifest.
 
@@ -22,6 +23,7 @@ pub mod envelope;
 pub mod job;
 pub mod ledger;
 pub mod limits;
+pub mod servers;
 pub mod state;
 pub mod subjects;
 pub mod validate;

@@ -25,6 +25,7 @@ Environment:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -221,6 +222,104 @@ def start_nats(root: Path) -> NatsServer:
         proc.stop()
         raise
     return NatsServer(proc, int(m.group(1)), keys)
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports that are free now (for a cluster whose
+    nodes must know each other's ports before they start)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+@dataclass
+class NatsCluster(NatsServer):
+    """A nats-server cluster made by ``deploy/nats-cluster.sh`` (the operators' generator):
+    node ``i`` (1-based) runs ``dir/node-<i>.conf``. ``url`` lists every node, comma-separated
+    (``order`` reorders it); ``proc``/``port`` are node 1's."""
+
+    dir: Path = Path()
+    base: int = 0
+    n: int = 3
+    procs: dict[int, Proc] = field(default_factory=dict)
+    order: tuple[int, ...] = ()
+
+    def node_port(self, i: int) -> int:
+        return self.base + i - 1
+
+    def monitor_port(self, i: int) -> int:
+        return self.base + 2 * self.n + i - 1
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"nats://127.0.0.1:{self.node_port(i)}" for i in self.order or range(1, self.n + 1))
+
+    def ordered(self, *order: int) -> NatsCluster:
+        """The same cluster, its URL listing the nodes in ``order`` (credentials shared)."""
+        return dataclasses.replace(self, order=order)
+
+    def start_node(self, i: int) -> Proc:
+        """Starts node ``i`` on its config and data; returns once it serves clients."""
+        proc = Proc(f"nats-{i}", [str(nats_server_bin()), "-c", str(self.dir / f"node-{i}.conf")], self.dir / "logs")
+        try:
+            proc.wait_for_line("stderr", r"Server is ready")
+        except BaseException:
+            proc.stop()
+            raise
+        self.procs[i] = proc
+        return proc
+
+    def kill_node(self, i: int) -> None:
+        """SIGKILLs node ``i`` (a drill: no clean shutdown) and reaps it."""
+        proc = self.procs.pop(i)
+        proc.popen.kill()
+        proc.popen.wait()
+        proc.stop()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+        self.procs.clear()
+
+
+def start_nats_cluster(root: Path, n: int = 3) -> NatsCluster:
+    """``n`` nodes from ``deploy/nats-cluster.sh conf`` on free loopback ports, under
+    ``root/cluster``, with the grid's keys in ``root/cluster/keys``; returns once JetStream has a
+    meta leader (every node has logged it)."""
+    base = free_port_run(3 * n)
+    cdir = root / "cluster"
+    subprocess.run(
+        [str(REPO / "deploy" / "nats-cluster.sh"), "conf", str(cdir), str(n), str(base)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HELIUM_BIN_DIR": str(BIN_DIR), "NATS_SERVER_BIN": str(nats_server_bin())},
+    )
+    cluster = NatsCluster(proc=None, port=base, keys=cdir / "keys", dir=cdir, base=base, n=n)  # type: ignore[arg-type]
+    try:
+        for i in range(1, n + 1):
+            cluster.start_node(i)
+        cluster.proc = cluster.procs[1]
+        for proc in cluster.procs.values():
+            proc.wait_for_line("stderr", r"metadata leader")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
 
 
 @dataclass(frozen=True)

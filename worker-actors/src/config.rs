@@ -14,7 +14,7 @@ pub const BENCHMARK_SECS: f64 = 1.0;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "helium-worker", version)]
 pub struct WorkerConfig {
-    /// NATS URL of the grid.
+    /// NATS URL of the grid; for a cluster, several URLs separated by commas.
     #[arg(long, env = "HELIUM_GRID", default_value = DEFAULT_GRID)]
     pub grid: String,
     /// Asking price in credits per device-hour.

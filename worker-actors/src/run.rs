@@ -424,6 +424,9 @@ impl RunState {
     }
 
     /// Publishes a run event durably (JetStream ack), with a message id so a retry is deduplicated.
+    /// Retried with backoff for [`RUN_EVENT_PATIENCE`]: a cluster that lost the node leading
+    /// the runs stream answers "no stream" or nothing until it has elected another leader
+    /// (seconds), and the event must not be lost meanwhile.
     async fn report(&self, kind: RunEventKind) {
         // Whatever the trainer or a transfer said, the event fits the runs stream (a huge
         // reason is truncated, not lost with the event).
@@ -446,21 +449,32 @@ impl RunState {
         };
         let subject = subjects::worker(&self.args.worker_id, worker::RUN_EVENT);
         let id = format!("{}.{dedup}", self.args.award.award_id);
-        for attempt in 1..=5u32 {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        for attempt in 1u32.. {
             let publish = PublishMessage::build().payload(encode(&event).into()).message_id(&id);
             let acked = match self.js.send_publish(subject.clone(), publish).await {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match acked {
-                Ok(()) => return,
+                Ok(()) => {
+                    if attempt > 1 {
+                        tracing::info!(job = %self.job_id(), attempt, "run event stored after retrying");
+                    }
+                    return;
+                }
+                Err(e) if started.elapsed() + backoff < RUN_EVENT_PATIENCE => {
+                    tracing::warn!(job = %self.job_id(), attempt, error = %e, retry_in = ?backoff, "run event not stored; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
                 Err(e) => {
-                    tracing::warn!(job = %self.job_id(), attempt, error = %e, "run event not stored; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    tracing::error!(job = %self.job_id(), attempt, error = %e, "run event lost: not stored within {RUN_EVENT_PATIENCE:?}");
+                    return;
                 }
             }
         }
-        tracing::error!(job = %self.job_id(), "run event lost after 5 attempts");
     }
 }
 
@@ -492,3 +506,7 @@ async fn watch_job_dir(dir: PathBuf, limits: JobLimits, now: std::sync::Arc<toki
 const RESULT_FILE: &str = crate::trainer::session::RESULT_FILE;
 /// How long a finished run keeps offering its result to a broker that does not answer.
 const RESULT_PATIENCE: Duration = Duration::from_secs(600);
+/// How long a run event is retried before it is given up: well past a cluster's leader
+/// election, within the runs stream's duplicate window (JetStream's default, two minutes), so a
+/// retry of a publish that did land is still dropped as a duplicate.
+const RUN_EVENT_PATIENCE: Duration = Duration::from_secs(90);

@@ -7,6 +7,7 @@
 //! helium creds revoke alice --keys DIR --nats nats://…   # refused from now on, at once
 //! helium creds revoke alice --keys DIR --offline         # only when the server next restarts
 //! helium creds list   --keys DIR
+//! helium creds resolver --dir DIR                      # a cluster node's own resolver line
 //!
 //! helium ledger check     --nats nats://… --creds operator.creds [--jobs] [--json]
 //! helium ledger balance   alice --nats nats://… --creds operator.creds [--json]
@@ -213,7 +214,8 @@ enum Creds {
         role: Option<String>,
         #[arg(long, env = "HELIUM_KEYS")]
         keys: PathBuf,
-        /// The running server to apply the revocation to, at once.
+        /// The running server to apply the revocation to, at once (a cluster's nodes
+        /// separated by commas: one of them takes it, the others sync from it).
         #[arg(long, env = "HELIUM_NATS_URL")]
         nats: Option<String>,
         /// Do not contact a server: rewrite `nats-auth.conf` only (no server running, or one
@@ -228,6 +230,13 @@ enum Creds {
     List {
         #[arg(long, env = "HELIUM_KEYS")]
         keys: PathBuf,
+    },
+    /// Print the `resolver` line of `nats-auth.conf` for another JWT directory: each node of a
+    /// cluster writes it after including `nats-auth.conf`, as a full resolver owns its
+    /// directory (`deploy/nats-cluster.sh`).
+    Resolver {
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -272,6 +281,10 @@ async fn main() -> Result<()> {
                     config.display()
                 ),
             }
+        }
+        Command::Creds(Creds::Resolver { dir }) => {
+            let dir = std::path::absolute(&dir).with_context(|| format!("{}", dir.display()))?;
+            println!("{}", helium_protocol::auth::authority::resolver_config(&dir.to_string_lossy()));
         }
         Command::Creds(Creds::List { keys }) => {
             let dir = KeyDir::open(&keys)?;

@@ -246,6 +246,11 @@ async fn heartbeats(ctx: Ctx) -> Result<JoinHandle<()>, async_nats::Error> {
     }))
 }
 
+/// How long one pull request for run events waits on the consumer's leader (then another is sent).
+const RUN_PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// The idle heartbeat the leader sends while a pull request waits (at most half its expiry).
+const RUN_PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// Consumes run events durably: a broker that restarts picks up where it left off, and an
 /// event is acknowledged only once its supervisor has applied it (nak'd for redelivery if the
 /// supervisor could not be reached). Malformed or unauthorised events are terminated, not retried.
@@ -262,7 +267,16 @@ async fn run_events(ctx: Ctx) -> Result<JoinHandle<()>, async_nats::Error> {
             },
         )
         .await?;
-    let mut messages = consumer.messages().await?;
+    // A pull request lives on the consumer's leader. When that leader moves (its node lost,
+    // or a step-down) the request is gone and nothing says so: only the next pull, at the
+    // request's expiry, or a missed heartbeat restarts delivery. async-nats' 30 s default
+    // stalled run events that long; RUN_PULL_EXPIRES bounds it.
+    let mut messages = consumer
+        .stream()
+        .expires(RUN_PULL_EXPIRES)
+        .heartbeat(RUN_PULL_HEARTBEAT)
+        .messages()
+        .await?;
     Ok(tokio::spawn(async move {
         while let Some(message) = messages.next().await {
             let message = match message {

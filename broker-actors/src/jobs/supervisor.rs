@@ -84,8 +84,10 @@ pub struct SupervisorState {
 
 /// How long a winner has to answer its award.
 const AWARD_ANSWER: Duration = Duration::from_secs(10);
-/// The longest wait between two attempts to write a record.
-const PERSIST_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest wait between two attempts to write a record: a cluster that lost the node
+/// leading the bucket elects another in seconds, and the job (its worker's uploads and events
+/// wait on it) carries on within this of that.
+const PERSIST_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Actor for JobSupervisor {
     type Msg = SupervisorMsg;

@@ -1,9 +1,14 @@
 """Opening the NATS connection of a grid client: the principal from the credential, its inbox
 prefix, TLS to a private CA, and nats-server's refusals turned into :class:`Unauthorized`.
 
+``url`` may name several servers of a cluster, separated by commas (the form every Helium
+binary takes, ``helium_protocol::servers``): the client connects to one of them and reconnects
+to another when it goes away.
+
 Example::
 
     nc, principal, refusals = await connect_nats(url, creds="alice.creds")  # doctest: +SKIP
+    servers = server_list("nats://127.0.0.1:4222, nats://127.0.0.1:4223")  # two servers
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import ssl
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -23,13 +29,29 @@ from . import _subjects as subjects
 from ._creds import CREDS_ENV, CredentialError, find_creds, principal_of
 from .errors import BadRequest, Unauthorized, Unavailable
 
-__all__ = ["TLS_CA_ENV", "Refusals", "connect_nats", "check_principal"]
+__all__ = ["TLS_CA_ENV", "Refusals", "connect_nats", "check_principal", "server_list"]
 
 log = logging.getLogger("helium_grid")
 T = TypeVar("T")
 
 #: The environment variable naming a CA certificate to trust for the grid's TLS.
 TLS_CA_ENV = "HELIUM_TLS_CA"
+
+
+def server_list(url: str) -> list[str]:
+    """The servers of a comma-separated list, in order; :class:`BadRequest` for an empty one or
+    a stray comma (as the Rust binaries refuse them).
+
+        >>> server_list("nats://a:4222, nats://b:4222")
+        ['nats://a:4222', 'nats://b:4222']
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise BadRequest(f"no NATS server given (expected nats://host:port, or several separated by commas): {url!r}")
+    servers = [s.strip() for s in url.split(",")]
+    for i, server in enumerate(servers, 1):
+        if not server:
+            raise BadRequest(f"server {i} of {url!r} is empty (a stray comma?)")
+    return servers
 
 
 def check_principal(principal: str) -> str:
@@ -138,15 +160,27 @@ async def connect_nats(
         "error_cb": on_error,
     }
     options.update(nats_options)
-    try:
-        nc = await nats.connect(url, **options)
-    except (nats.errors.Error, OSError, asyncio.TimeoutError) as e:
-        if denied or "authorization violation" in str(e).lower():
-            held = f"the credential {path}" if path else "no credential"
-            raise Unauthorized(
-                f"the grid at {url} refused the connection with {held} (revoked, expired, or another grid's?)"
-            ) from e
-        raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
+    # Without reconnects nats-py tries only the first server of its pool, so each server of a
+    # cluster's list gets its turn first (in random order, as NATS clients spread their load,
+    # unless ``dont_randomize``); the whole list stays the pool to reconnect to.
+    servers = server_list(url)
+    if not options.get("dont_randomize"):
+        random.shuffle(servers)
+    options["dont_randomize"] = True
+    for turn in range(len(servers)):
+        try:
+            nc = await nats.connect(servers[turn:] + servers[:turn], **options)
+            break
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as e:
+            if denied or "authorization violation" in str(e).lower():
+                held = f"the credential {path}" if path else "no credential"
+                raise Unauthorized(
+                    f"the grid at {url} refused the connection with {held} (revoked, expired, or another grid's?)"
+                ) from e
+            if turn + 1 < len(servers):
+                log.info("cannot connect to %s (%s); trying the next server", servers[turn], e or type(e).__name__)
+                continue
+            raise Unavailable(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from e
     if "max_reconnect_attempts" not in nats_options:
         nc.options["max_reconnect_attempts"] = -1  # read by nats-py at each reconnect
     if "allow_reconnect" not in nats_options:

@@ -67,10 +67,14 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     if let Some(ca) = &config.tls_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
+    let servers: Vec<async_nats::ServerAddr> =
+        helium_protocol::servers::server_list(&config.grid).context("--grid")?;
+    // Reconnects are unlimited (async-nats' default), to any server of the list or that the
+    // cluster announced: a lost node is ridden out, not fatal.
     let nats = options
         .custom_inbox_prefix(inbox)
         .name(format!("helium-worker {worker_id}"))
-        .connect(&config.grid)
+        .connect(servers)
         .await
         .with_context(|| format!("connect to the grid at {}", config.grid))?;
     let mut ask = tokio::task::spawn_blocking({
