@@ -307,6 +307,7 @@ async fn auctions(n: usize, concurrency: usize, invite_k: usize, window: Duratio
             owner: format!("owner-{}", i % 1000),
             credential: String::new(),
             ask: ask.clone(),
+            incarnation: String::new(),
         };
         ractor::call_t!(
             registry,

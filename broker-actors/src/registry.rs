@@ -30,7 +30,7 @@ pub const MISSED_BEATS: u32 = 5;
 pub enum RegistryEvent {
     /// A worker joined or became idle: queued jobs may now find a bidder.
     CapacityAvailable,
-    /// A worker stopped heart-beating while it ran `job`.
+    /// A worker stopped heart-beating, or restarted, while it ran `job`.
     WorkerLost { worker_id: String, job: Option<String> },
 }
 
@@ -91,6 +91,8 @@ struct Entry {
     /// `busy_with` was learned from the worker's heartbeat, not set by an award.
     busy_from_heartbeat: bool,
     alive: bool,
+    /// The worker process's [`Register::incarnation`].
+    incarnation: String,
     /// The keys this worker is filed under in [`IdleIndex`], if it is (alive and idle).
     indexed: Option<IdleKey>,
 }
@@ -292,12 +294,24 @@ impl Actor for WorkerRegistry {
                     }));
                     return Ok(());
                 }
-                let busy_with = known.and_then(|e| e.busy_with.clone());
-                let busy_from_heartbeat = known.is_some_and(|e| e.busy_from_heartbeat);
+                let mut busy_with = known.and_then(|e| e.busy_with.clone());
+                let mut busy_from_heartbeat = known.is_some_and(|e| e.busy_from_heartbeat);
+                // Restarted (a new process) before a heartbeat was missed: what the old one
+                // ran is gone, and its job must hear so now rather than wait forever.
+                let restarted = known.is_some_and(|e| e.incarnation != register.incarnation);
+                if restarted && busy_with.is_some() {
+                    let job = busy_with.take();
+                    busy_from_heartbeat = false;
+                    tracing::warn!(worker = %worker_id, job = ?job, "worker lost: it restarted");
+                    state.events.send(RegistryEvent::WorkerLost {
+                        worker_id: worker_id.clone(),
+                        job,
+                    });
+                }
                 let indexed = known.and_then(|e| e.indexed);
                 // Workers re-register periodically (so a restarted broker learns of them); only
                 // a new, revived or changed ask is new capacity worth re-auctioning for.
-                let news = known.is_none_or(|e| !e.alive || e.candidate.ask != register.ask);
+                let news = restarted || known.is_none_or(|e| !e.alive || e.candidate.ask != register.ask);
                 let id: Arc<str> = worker_id.as_str().into();
                 let mut entry = Entry {
                     candidate: Arc::new(Candidate {
@@ -310,6 +324,7 @@ impl Actor for WorkerRegistry {
                     busy_with,
                     busy_from_heartbeat,
                     alive: true,
+                    incarnation: register.incarnation,
                     indexed,
                 };
                 state.idle.sync_new(&mut entry);
@@ -461,6 +476,7 @@ mod tests {
             v: PROTOCOL_VERSION,
             owner: owner.into(),
             credential: String::new(),
+            incarnation: "1".into(),
             ask: Ask {
                 price_per_hour: price * 1_000_000,
                 device,
@@ -606,6 +622,67 @@ mod tests {
         let list = ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap();
         let ids: Vec<_> = list.iter().map(|w| w.worker_id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "excluded"]);
+    }
+
+    /// A worker that restarts before a heartbeat is missed (a new incarnation registers) has
+    /// lost the run it was awarded: the registry says so at once, and frees it. Its periodic
+    /// re-registrations (the same incarnation) change nothing.
+    #[tokio::test]
+    async fn a_restarted_worker_loses_its_run_at_once() {
+        let events: Arc<OutputPort<RegistryEvent>> = Arc::new(OutputPort::default());
+        let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (sink, _) = Actor::spawn(None, EventSink, lost_tx).await.unwrap();
+        events.subscribe(sink, |e| Some(e));
+        let heartbeat = Duration::from_secs(60);
+        let (registry, _) = Actor::spawn(None, WorkerRegistry, RegistryArgs { heartbeat, events }).await.unwrap();
+        let put = |incarnation: &str| {
+            let (registry, mut register) = (registry.clone(), register("alice", 100, DeviceKind::Cpu));
+            register.incarnation = incarnation.into();
+            async move {
+                ractor::call_t!(registry, |reply| RegistryMsg::Register { worker_id: "w1".into(), register, reply }, 1_000)
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        put("first").await;
+        registry.send_message(RegistryMsg::Reserve { worker_id: "w1".into(), job: "j1".into() }).unwrap();
+        put("first").await;
+        put("second").await;
+        let lost = loop {
+            let event = tokio::time::timeout(Duration::from_secs(5), lost_rx.recv()).await;
+            match event.expect("no WorkerLost for the restarted worker").unwrap() {
+                RegistryEvent::WorkerLost { worker_id, job } => break (worker_id, job),
+                _ => continue,
+            }
+        };
+        assert_eq!(lost, ("w1".to_string(), Some("j1".to_string())));
+        let list = ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap();
+        assert_eq!(list[0].busy_with, None, "the restarted worker is free");
+        // Only one loss: the same incarnation again, or a restart while idle, reports nothing.
+        put("second").await;
+        put("third").await;
+        let _ = ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap();
+        while let Ok(event) = lost_rx.try_recv() {
+            assert!(!matches!(event, RegistryEvent::WorkerLost { .. }), "{event:?}");
+        }
+    }
+
+    /// Forwards what the registry announces to a channel.
+    struct EventSink;
+
+    impl Actor for EventSink {
+        type Msg = RegistryEvent;
+        type State = tokio::sync::mpsc::UnboundedSender<RegistryEvent>;
+        type Arguments = tokio::sync::mpsc::UnboundedSender<RegistryEvent>;
+
+        async fn pre_start(&self, _me: ActorRef<RegistryEvent>, tx: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+            Ok(tx)
+        }
+
+        async fn handle(&self, _me: ActorRef<RegistryEvent>, e: RegistryEvent, tx: &mut Self::State) -> Result<(), ActorProcessingErr> {
+            let _ = tx.send(e);
+            Ok(())
+        }
     }
 
     /// A live worker id cannot be taken over by another owner's worker; once the worker is

@@ -183,7 +183,7 @@ fn ask() -> Ask {
 }
 
 async fn register(client: &async_nats::Client, id: &str, owner: &str, credential: String) -> Result<Reply<Registered>> {
-    let body = Register { v: PROTOCOL_VERSION, owner: owner.into(), credential, ask: ask() };
+    let body = Register { v: PROTOCOL_VERSION, owner: owner.into(), credential, ask: ask(), incarnation: String::new() };
     let reply = client.request(subjects::worker(id, worker::REGISTER), encode(&body).into()).await?;
     Ok(decode(&reply.payload)?)
 }

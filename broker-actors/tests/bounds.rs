@@ -66,6 +66,7 @@ async fn asks_with_impossible_claims_are_refused_and_worker_list_still_works() {
             owner: "mallory".into(),
             credential: issued.jwt.clone(),
             ask,
+            incarnation: String::new(),
         };
         let e = worker_request::<_, Registered>(&nats, "rigger", worker::REGISTER, &register)
             .await
@@ -82,6 +83,7 @@ async fn asks_with_impossible_claims_are_refused_and_worker_list_still_works() {
         owner: "mallory".into(),
         credential: issued.jwt.clone(),
         ask: honest,
+        incarnation: String::new(),
     };
     worker_request::<_, Registered>(&nats, "rigger", worker::REGISTER, &register)
         .await

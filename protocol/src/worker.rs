@@ -83,6 +83,11 @@ pub struct Register {
     /// reads the owner from its tags.
     pub credential: String,
     pub ask: Ask,
+    /// A fresh id each time the worker process starts (its periodic re-registrations repeat
+    /// it): a registration under a new incarnation means the worker restarted, so a run the
+    /// broker had awarded to the previous one is lost, even if no heartbeat was missed.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

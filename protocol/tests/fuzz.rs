@@ -290,7 +290,7 @@ fn any_message() -> BoxedStrategy<Msg> {
         enc((v(), text(), any::<u64>(), bytes(64)).prop_map(|(v, upload_id, offset, data)| UploadChunk { v, upload_id, offset, data })),
         enc((v(), text()).prop_map(|(v, upload_id)| CommitUpload { v, upload_id })),
         enc((v(), text(), text(), any::<u64>(), any::<u64>()).prop_map(|(v, job_id, name, offset, len)| ReadArtifact { v, job_id, name, offset, len })),
-        enc((v(), text(), text(), ask()).prop_map(|(v, owner, credential, ask)| Register { v, owner, credential, ask })),
+        enc((v(), text(), text(), ask()).prop_map(|(v, owner, credential, ask)| Register { v, owner, credential, ask, incarnation: String::new() })),
         enc((v(), option::of(text())).prop_map(|(v, running)| Heartbeat { v, running })),
         enc((v(), text(), text()).prop_map(|(v, job_id, award_id)| CancelRun { v, job_id, award_id })),
         enc((v(), text(), text(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(

@@ -42,6 +42,8 @@ pub struct AgentArgs {
     /// This worker's user JWT (from its `.creds` file), sent at registration.
     pub credential: String,
     pub ask: Ask,
+    /// This process's [`Register::incarnation`].
+    pub incarnation: String,
     pub work_dir: PathBuf,
     /// How training children start (the binary is resolved once at start: a rebuilt binary
     /// must not break the path of a running worker).
@@ -266,6 +268,7 @@ async fn register(args: &AgentArgs) -> Result<Registered, ActorProcessingErr> {
         owner: args.owner.clone(),
         credential: args.credential.clone(),
         ask: args.ask.clone(),
+        incarnation: args.incarnation.clone(),
     };
     let mut last = String::new();
     for attempt in 0..120u32 {

@@ -82,6 +82,10 @@ async fn register(c: Ctx, worker_id: String, mut register: Register) -> Result<R
         .ask
         .validate()
         .map_err(|e| WireError::bad_request(format!("ask refused: {e}")))?;
+    if !register.incarnation.is_empty() {
+        helium_protocol::validate::id("incarnation", &register.incarnation)
+            .map_err(|e| WireError::bad_request(format!("registration refused: {e}")))?;
+    }
     if register.owner != owner {
         return Err(WireError::new(
             ErrorCode::Unauthorized,

@@ -461,6 +461,7 @@ impl ScriptedWorker {
             owner: owner.into(),
             credential: issued.jwt.clone(),
             ask,
+            incarnation: String::new(),
         };
         let registered: Registered = worker_request(&nats, id, worker::REGISTER, &register).await?;
         let (id_owned, beat) = (id.to_string(), Duration::from_millis(registered.heartbeat_ms));

@@ -133,6 +133,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         owner,
         credential,
         ask,
+        incarnation: uuid::Uuid::now_v7().simple().to_string(),
         work_dir,
         child,
     };
