@@ -106,5 +106,6 @@ bench: build
 	HELIUM_BIN_DIR=$(BIN_DIR) deploy/grid.sh up
 	source .helium/grid/env && export HELIUM_NATS_URL HELIUM_WORKER_THREADS HELIUM_CREDS_DIR && \
 	  $(VENV)/bin/python tests/bench/grid_vs_plain.py && \
+	  $(VENV)/bin/python tests/bench/sweep.py && \
 	  $(VENV)/bin/python tests/bench/artifacts.py --store .helium/grid; \
 	  rc=$$?; deploy/grid.sh down; exit $$rc

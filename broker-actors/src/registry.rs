@@ -64,6 +64,12 @@ pub enum RegistryMsg {
         k: usize,
         reply: RpcReplyPort<Result<Vec<Candidate>, String>>,
     },
+    /// An auction round chose this worker for `job`: it is not invited again until the job
+    /// reserves it (`Reserve`), releases it, or [`PROMISE_TTL`] passes (the award fell through).
+    Promise {
+        worker_id: String,
+        job: String,
+    },
     /// Marks a worker busy with a job (at award).
     Reserve {
         worker_id: String,
@@ -91,6 +97,8 @@ struct Entry {
     /// `busy_with` was learned from the worker's heartbeat, not set by an award.
     busy_from_heartbeat: bool,
     alive: bool,
+    /// An auction round chose it for this job, until then ([`RegistryMsg::Promise`]).
+    promised: Option<(String, Instant)>,
     /// The worker process's [`Register::incarnation`].
     incarnation: String,
     /// The keys this worker is filed under in [`IdleIndex`], if it is (alive and idle).
@@ -208,7 +216,7 @@ impl IdleIndex {
     /// Files or unfiles `entry` so that it is in the views exactly when it is alive and idle,
     /// under its current ask. Called after every change to an entry.
     fn sync(&mut self, entry: &mut Entry) {
-        let wanted = (entry.alive && entry.busy_with.is_none()).then(|| IdleKey::of(&entry.candidate.ask));
+        let wanted = entry.idle().then(|| IdleKey::of(&entry.candidate.ask));
         if entry.indexed != wanted {
             self.refile(entry, wanted);
         }
@@ -217,7 +225,7 @@ impl IdleIndex {
     /// Like [`IdleIndex::sync`], and replaces the filed candidate even when its keys did not
     /// change (a re-registration may change the owner).
     fn sync_new(&mut self, entry: &mut Entry) {
-        let wanted = (entry.alive && entry.busy_with.is_none()).then(|| IdleKey::of(&entry.candidate.ask));
+        let wanted = entry.idle().then(|| IdleKey::of(&entry.candidate.ask));
         self.refile(entry, wanted);
     }
 
@@ -235,6 +243,17 @@ impl IdleIndex {
         entry.indexed = wanted;
     }
 }
+
+impl Entry {
+    /// Alive, not busy, and not promised to a job by an auction round.
+    fn idle(&self) -> bool {
+        self.alive && self.busy_with.is_none() && self.promised.is_none()
+    }
+}
+
+/// How long a worker an auction round chose stays out of later rounds if its job neither
+/// reserves nor releases it (the award's hold normally takes milliseconds).
+pub const PROMISE_TTL: Duration = Duration::from_secs(5);
 
 pub struct WorkerRegistry;
 
@@ -324,6 +343,7 @@ impl Actor for WorkerRegistry {
                     busy_with,
                     busy_from_heartbeat,
                     alive: true,
+                    promised: known.and_then(|e| e.promised.clone()),
                     incarnation: register.incarnation,
                     indexed,
                 };
@@ -404,15 +424,26 @@ impl Actor for WorkerRegistry {
                 tracing::trace!(touched, idle = state.idle.len(), "invitees");
                 let _ = reply.send(answer);
             }
+            RegistryMsg::Promise { worker_id, job } => {
+                if let Some(entry) = state.workers.get_mut(worker_id.as_str()) {
+                    entry.promised = Some((job, Instant::now() + PROMISE_TTL));
+                    state.idle.sync(entry);
+                }
+            }
             RegistryMsg::Reserve { worker_id, job } => {
                 if let Some(entry) = state.workers.get_mut(worker_id.as_str()) {
                     entry.busy_with = Some(job);
                     entry.busy_from_heartbeat = false;
+                    entry.promised = None;
                     state.idle.sync(entry);
                 }
             }
             RegistryMsg::Release { worker_id, job } => {
                 if let Some(entry) = state.workers.get_mut(worker_id.as_str()) {
+                    if entry.promised.as_ref().is_some_and(|(j, _)| *j == job) {
+                        entry.promised = None;
+                        state.idle.sync(entry);
+                    }
                     if entry.busy_with.as_deref() == Some(job.as_str()) {
                         entry.busy_with = None;
                         entry.busy_from_heartbeat = false;
@@ -448,7 +479,15 @@ impl Actor for WorkerRegistry {
             }
             RegistryMsg::Sweep => {
                 let limit = state.heartbeat * MISSED_BEATS;
+                let now = Instant::now();
                 for entry in state.workers.values_mut() {
+                    if entry.promised.as_ref().is_some_and(|(_, until)| *until <= now) {
+                        entry.promised = None;
+                        state.idle.sync(entry);
+                        if entry.idle() {
+                            state.events.send(RegistryEvent::CapacityAvailable);
+                        }
+                    }
                     if entry.alive && entry.last_seen.elapsed() > limit {
                         entry.alive = false;
                         let job = entry.busy_with.take();
@@ -622,6 +661,35 @@ mod tests {
         let list = ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap();
         let ids: Vec<_> = list.iter().map(|w| w.worker_id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "excluded"]);
+    }
+
+    /// A worker an auction round promised to a job is not invited again until that job
+    /// reserves or releases it, or the promise lapses.
+    #[tokio::test]
+    async fn a_promised_worker_is_not_invited_until_its_job_takes_or_drops_it() {
+        let heartbeat = Duration::from_secs(60);
+        let (registry, _) = Actor::spawn(None, WorkerRegistry, RegistryArgs { heartbeat, events: Arc::new(OutputPort::default()) })
+            .await
+            .unwrap();
+        for (id, price) in [("a", 1), ("b", 2)] {
+            let register = register(&format!("o{id}"), price, DeviceKind::Cpu);
+            ractor::call_t!(registry, |reply| RegistryMsg::Register { worker_id: id.into(), register, reply }, 1_000)
+                .unwrap()
+                .unwrap();
+        }
+        let ids = |r: Result<Vec<(String, String)>, String>| r.unwrap().into_iter().map(|p| p.0).collect::<Vec<_>>();
+        registry.send_message(RegistryMsg::Promise { worker_id: "a".into(), job: "j1".into() }).unwrap();
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["b"]);
+        // Another job's release does not free it; its own does.
+        registry.send_message(RegistryMsg::Release { worker_id: "a".into(), job: "j2".into() }).unwrap();
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["b"]);
+        registry.send_message(RegistryMsg::Release { worker_id: "a".into(), job: "j1".into() }).unwrap();
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["a", "b"]);
+        // A reserve replaces the promise (busy until released).
+        registry.send_message(RegistryMsg::Promise { worker_id: "a".into(), job: "j3".into() }).unwrap();
+        registry.send_message(RegistryMsg::Reserve { worker_id: "a".into(), job: "j3".into() }).unwrap();
+        registry.send_message(RegistryMsg::Release { worker_id: "a".into(), job: "j3".into() }).unwrap();
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["a", "b"]);
     }
 
     /// A worker that restarts before a heartbeat is missed (a new incarnation registers) has

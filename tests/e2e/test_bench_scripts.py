@@ -42,3 +42,8 @@ def test_artifact_bench_prints_its_ratios(nats_server, connect, tmp_path: Path) 
 def test_grid_vs_plain_bench_prints_its_ratios(nats_server, connect, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = run_bench("grid_vs_plain.py", ["--runs", "1", "--cases", "small"], nats_server, tmp_path)
     assert "ratio grid/plain" in out and "submit -> training start" in out, out
+
+
+def test_sweep_bench_prints_its_ratio(nats_server, connect, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = run_bench("sweep.py", ["--jobs", "2", "--epochs", "1"], nats_server, tmp_path)
+    assert "ratio sweep/one job" in out and "sweep of 2" in out, out

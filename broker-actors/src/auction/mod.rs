@@ -5,9 +5,9 @@
 //! the grid), collects the private replies until all answered or the bid window closes, and
 //! clears all its jobs at once with the pure rules in [`decide::clear`]: each worker wins one
 //! job at most, so a burst of jobs spreads over the workers instead of herding onto the
-//! cheapest. Workers a round awarded are not invited again for [`RECENT_WINNER`] (the job
-//! reserves its winner only once the hold is in escrow). Rounds run in a task; the actor's
-//! handler never awaits.
+//! cheapest. A round promises each winner to its job in the registry before it answers
+//! ([`RegistryMsg::Promise`]: the job reserves its winner only once the hold is in escrow), so
+//! the next round does not invite it. Rounds run in a task; the actor's handler never awaits.
 
 pub mod decide;
 
@@ -47,10 +47,6 @@ pub enum AuctioneerMsg {
     },
 }
 
-/// How long a worker a round awarded is left out of later rounds' invitations: the job
-/// reserves it in the registry once its hold is in escrow, normally milliseconds later.
-pub const RECENT_WINNER: Duration = Duration::from_secs(5);
-
 pub struct Auctioneer;
 
 #[derive(Clone)]
@@ -75,12 +71,10 @@ pub struct AuctioneerState {
     args: AuctioneerArgs,
     pending: Vec<Pending>,
     in_flight: bool,
-    /// Workers recent rounds awarded, until when they are not invited.
-    recent: std::collections::HashMap<String, std::time::Instant>,
 }
 
-/// Internal: a round ended and awarded these workers.
-pub struct RoundDone(Vec<String>);
+/// Internal: a round ended.
+pub struct RoundDone;
 
 impl Actor for Auctioneer {
     type Msg = AuctioneerMsg;
@@ -96,7 +90,6 @@ impl Actor for Auctioneer {
             args,
             pending: Vec::new(),
             in_flight: false,
-            recent: std::collections::HashMap::new(),
         })
     }
 
@@ -125,11 +118,7 @@ impl Actor for Auctioneer {
                     start_round(&me, state);
                 }
             }
-            AuctioneerMsg::RoundDone(RoundDone(winners)) => {
-                let until = std::time::Instant::now() + RECENT_WINNER;
-                let now = std::time::Instant::now();
-                state.recent.retain(|_, t| *t > now);
-                state.recent.extend(winners.into_iter().map(|w| (w, until)));
+            AuctioneerMsg::RoundDone(RoundDone) => {
                 state.in_flight = false;
                 if !state.pending.is_empty() {
                     start_round(&me, state);
@@ -159,12 +148,10 @@ impl Actor for Auctioneer {
 fn start_round(me: &ActorRef<AuctioneerMsg>, state: &mut AuctioneerState) {
     let lots = std::mem::take(&mut state.pending);
     state.in_flight = true;
-    let now = std::time::Instant::now();
-    let recent: Vec<String> = state.recent.iter().filter(|(_, t)| **t > now).map(|(w, _)| w.clone()).collect();
     let (args, me) = (state.args.clone(), me.clone());
     tokio::spawn(async move {
-        let winners = run_round(&args, lots, recent).await;
-        let _ = me.send_message(AuctioneerMsg::RoundDone(RoundDone(winners)));
+        run_round(&args, lots).await;
+        let _ = me.send_message(AuctioneerMsg::RoundDone(RoundDone));
     });
 }
 
@@ -190,12 +177,11 @@ async fn invitees(
     .unwrap_or_else(|_| Err("no idle worker is online".into()))
 }
 
-/// One round: invite for every job at once, clear them together, answer each job; the
-/// workers it awarded.
-async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>, recent: Vec<String>) -> Vec<String> {
+/// One round: invite for every job at once, clear them together, promise each winner to its
+/// job, answer each job.
+async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>) {
     let collect = lots.iter().map(|p| {
-        let mut exclude = p.exclude.clone();
-        exclude.extend(recent.iter().cloned());
+        let exclude = p.exclude.clone();
         async move {
             match invitees(&args.registry, &p.requirements, p.work, exclude, args.invite_k).await {
                 Ok(invited) => {
@@ -220,7 +206,6 @@ async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>, recent: Vec<String
         .collect();
     let mut outcomes = decide::clear(&round, now_ms);
     drop(round);
-    let mut winners = Vec::new();
     for ((p, c), outcome) in lots.into_iter().zip(collected).zip(outcomes.drain(..)) {
         let (invited, bids) = c.as_ref().map_or((0, 0), |(n, offers)| (*n, offers.len()));
         let outcome = match c {
@@ -229,12 +214,15 @@ async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>, recent: Vec<String
             Ok(_) => outcome,
         };
         if let Outcome::Won { winner, .. } = &outcome {
-            winners.push(winner.worker_id.clone());
+            // Before the answer: the job's `Reserve` comes after it and must replace this.
+            let _ = args.registry.send_message(RegistryMsg::Promise {
+                worker_id: winner.worker_id.clone(),
+                job: p.job_id.clone(),
+            });
         }
         tracing::info!(job = %p.job_id, invited, bids, ?outcome, "auction closed");
         let _ = p.reply.send(outcome);
     }
-    winners
 }
 
 /// Invites `invited` to bid on one job and collects the bids that arrive within the bid
