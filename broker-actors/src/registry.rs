@@ -70,6 +70,13 @@ pub enum RegistryMsg {
         worker_id: String,
         job: String,
     },
+    /// [`RegistryMsg::Invitees`] for each job of an auction round, in order, with the
+    /// invitations spread over the idle workers.
+    RoundInvitees {
+        lots: Vec<(Requirements, DeclaredWork, Vec<String>)>,
+        k: usize,
+        reply: RpcReplyPort<Vec<Result<Vec<Candidate>, String>>>,
+    },
     /// Marks a worker busy with a job (at award).
     Reserve {
         worker_id: String,
@@ -211,6 +218,45 @@ impl IdleIndex {
 
     fn len(&self) -> usize {
         self.any.by_price.len() + self.cpu.by_price.len() + self.cuda.by_price.len()
+    }
+
+    /// Up to `k` idle workers to invite for `work` under `requirements`, none that `skip`s
+    /// (cheapest expected cost first), or why there are none.
+    fn invitees(
+        &self,
+        requirements: &Requirements,
+        work: &DeclaredWork,
+        k: usize,
+        skip: impl Fn(&Candidate) -> bool,
+    ) -> Result<Vec<Candidate>, String> {
+        // Each device kind's views answer on their own; the K best of their answers are the
+        // K best of all.
+        let mut touched = 0;
+        let mut invited = Vec::new();
+        for views in self.serving(requirements.device) {
+            let search = decide::invitees_indexed(
+                views.by_rate.iter().map(|f| (f.0 .0, &*f.1)),
+                views.by_price.iter().map(|f| &*f.1),
+                requirements,
+                work,
+                k,
+                &skip,
+            );
+            touched += search.touched;
+            invited.extend(search.invited);
+        }
+        tracing::trace!(touched, idle = self.len(), "invitees");
+        if invited.is_empty() {
+            // Nobody eligible: say why, from every idle worker (this reads them all).
+            let idle: Vec<&Candidate> = [&self.any, &self.cpu, &self.cuda]
+                .into_iter()
+                .flat_map(|views| views.by_price.iter().map(|f| &*f.1))
+                .filter(|c| !skip(c))
+                .collect();
+            decide::invitees(idle.iter().copied(), requirements, work, k)
+        } else {
+            Ok(decide::merge_ranked(invited, work, k))
+        }
     }
 
     /// Files or unfiles `entry` so that it is in the views exactly when it is alive and idle,
@@ -394,35 +440,31 @@ impl Actor for WorkerRegistry {
                 k,
                 reply,
             } => {
-                // Each device kind's views answer on their own; the K best of their answers
-                // are the K best of all.
-                let mut touched = 0;
-                let mut invited = Vec::new();
-                for views in state.idle.serving(requirements.device) {
-                    let search = decide::invitees_indexed(
-                        views.by_rate.iter().map(|f| (f.0 .0, &*f.1)),
-                        views.by_price.iter().map(|f| &*f.1),
-                        &requirements,
-                        &work,
-                        k,
-                        |c| exclude.contains(&c.worker_id),
-                    );
-                    touched += search.touched;
-                    invited.extend(search.invited);
-                }
-                let answer = if invited.is_empty() {
-                    // Nobody eligible: say why, from every idle worker (this reads them all).
-                    let idle: Vec<&Candidate> = [&state.idle.any, &state.idle.cpu, &state.idle.cuda]
-                        .into_iter()
-                        .flat_map(|views| views.by_price.iter().map(|f| &*f.1))
-                        .filter(|c| !exclude.contains(&c.worker_id))
-                        .collect();
-                    decide::invitees(idle.iter().copied(), &requirements, &work, k)
-                } else {
-                    Ok(decide::merge_ranked(invited, &work, k))
-                };
-                tracing::trace!(touched, idle = state.idle.len(), "invitees");
+                let answer = state.idle.invitees(&requirements, &work, k, |c| exclude.contains(&c.worker_id));
                 let _ = reply.send(answer);
+            }
+            RegistryMsg::RoundInvitees { lots, k, reply } => {
+                // A round's invitations are spread: each idle worker is invited by at most
+                // ceil(jobs × K / idle workers) of its jobs, older jobs choosing first, so a
+                // burst of jobs meets as many distinct workers as there are.
+                let per_worker = (lots.len() * k.max(1)).div_ceil(state.idle.len().max(1)).max(1);
+                let mut invited: HashMap<String, usize> = HashMap::new();
+                let answers = lots
+                    .iter()
+                    .map(|(requirements, work, exclude)| {
+                        let full = |c: &Candidate| {
+                            exclude.contains(&c.worker_id) || invited.get(&c.worker_id).is_some_and(|n| *n >= per_worker)
+                        };
+                        let answer = state.idle.invitees(requirements, work, k, full);
+                        if let Ok(chosen) = &answer {
+                            for c in chosen {
+                                *invited.entry(c.worker_id.clone()).or_default() += 1;
+                            }
+                        }
+                        answer
+                    })
+                    .collect();
+                let _ = reply.send(answers);
             }
             RegistryMsg::Promise { worker_id, job } => {
                 if let Some(entry) = state.workers.get_mut(worker_id.as_str()) {

@@ -180,16 +180,27 @@ async fn invitees(
 /// One round: invite for every job at once, clear them together, promise each winner to its
 /// job, answer each job.
 async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>) {
-    let collect = lots.iter().map(|p| {
-        let exclude = p.exclude.clone();
-        async move {
-            match invitees(&args.registry, &p.requirements, p.work, exclude, args.invite_k).await {
-                Ok(invited) => {
-                    let offers = collect_bids(args, &p.job_id, &p.requirements, &p.work, &invited).await;
-                    Ok((invited.len(), offers))
-                }
-                Err(reason) => Err(reason),
+    let asked = lots
+        .iter()
+        .map(|p| (p.requirements.clone(), p.work, p.exclude.clone()))
+        .collect();
+    let invitations = ractor::call_t!(
+        args.registry,
+        |reply| RegistryMsg::RoundInvitees {
+            lots: asked,
+            k: args.invite_k,
+            reply,
+        },
+        2_000
+    )
+    .unwrap_or_else(|_| vec![Err("no idle worker is online".to_string()); lots.len()]);
+    let collect = lots.iter().zip(invitations).map(|(p, invitees)| async move {
+        match invitees {
+            Ok(invited) => {
+                let offers = collect_bids(args, &p.job_id, &p.requirements, &p.work, &invited).await;
+                Ok((invited.len(), offers))
             }
+            Err(reason) => Err(reason),
         }
     });
     let collected = join_all(collect).await;
