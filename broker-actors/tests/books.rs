@@ -12,21 +12,13 @@ use helium_protocol::{
     auth::Role,
     ledger::{escrow, user, Transfer, MINT},
     subjects::streams as names,
-    PROTOCOL_VERSION,
 };
 use helium_test_support::NatsServer;
 use ractor::Actor;
 use serde_json::Value;
 
 fn t(id: &str, debit: &str, credit: &str, amount: u64) -> Transfer {
-    Transfer {
-        v: PROTOCOL_VERSION,
-        id: id.into(),
-        debit: debit.into(),
-        credit: credit.into(),
-        amount,
-        memo: String::new(),
-    }
+    Transfer::new(id, debit, credit, amount)
 }
 
 fn helium(server: &NatsServer, role: &Role, name: &str, args: &[&str]) -> Output {

@@ -8,20 +8,12 @@ use helium_broker_actors::{
 };
 use helium_protocol::{
     ledger::{escrow, user, Transfer, MINT},
-    PROTOCOL_VERSION,
 };
 use helium_test_support::NatsServer;
 use ractor::{Actor, ActorRef};
 
 fn t(id: &str, debit: &str, credit: &str, amount: u64) -> Transfer {
-    Transfer {
-        v: PROTOCOL_VERSION,
-        id: id.into(),
-        debit: debit.into(),
-        credit: credit.into(),
-        amount,
-        memo: String::new(),
-    }
+    Transfer::new(id, debit, credit, amount)
 }
 
 async fn apply(ledger: &ActorRef<LedgerMsg>, transfer: Transfer) -> Result<Applied, LedgerError> {

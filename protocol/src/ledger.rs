@@ -28,3 +28,17 @@ pub struct Transfer {
     #[serde(default)]
     pub memo: String,
 }
+
+impl Transfer {
+    /// A transfer of `amount` micro-credits from `debit` to `credit` under `id`, without a memo.
+    pub fn new(id: impl Into<String>, debit: impl Into<String>, credit: impl Into<String>, amount: u64) -> Self {
+        Self {
+            v: crate::PROTOCOL_VERSION,
+            id: id.into(),
+            debit: debit.into(),
+            credit: credit.into(),
+            amount,
+            memo: String::new(),
+        }
+    }
+}

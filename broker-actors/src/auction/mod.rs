@@ -37,7 +37,7 @@ pub enum AuctioneerMsg {
         reply: RpcReplyPort<Outcome>,
     },
     /// Internal: a round ended.
-    RoundDone(RoundDone),
+    RoundDone,
     /// What an auction for this job would charge now, if the workers it would invite bid
     /// what their asks say ([`decide::quote`]); nothing is sent to any worker.
     Quote {
@@ -72,9 +72,6 @@ pub struct AuctioneerState {
     pending: Vec<Pending>,
     in_flight: bool,
 }
-
-/// Internal: a round ended.
-pub struct RoundDone;
 
 impl Actor for Auctioneer {
     type Msg = AuctioneerMsg;
@@ -118,7 +115,7 @@ impl Actor for Auctioneer {
                     start_round(&me, state);
                 }
             }
-            AuctioneerMsg::RoundDone(RoundDone) => {
+            AuctioneerMsg::RoundDone => {
                 state.in_flight = false;
                 if !state.pending.is_empty() {
                     start_round(&me, state);
@@ -151,7 +148,7 @@ fn start_round(me: &ActorRef<AuctioneerMsg>, state: &mut AuctioneerState) {
     let (args, me) = (state.args.clone(), me.clone());
     tokio::spawn(async move {
         run_round(&args, lots).await;
-        let _ = me.send_message(AuctioneerMsg::RoundDone(RoundDone));
+        let _ = me.send_message(AuctioneerMsg::RoundDone);
     });
 }
 

@@ -463,17 +463,9 @@ pub fn utc(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use helium_protocol::PROTOCOL_VERSION;
 
     fn t(id: &str, debit: &str, credit: &str, amount: u64) -> Transfer {
-        Transfer {
-            v: PROTOCOL_VERSION,
-            id: id.into(),
-            debit: debit.into(),
-            credit: credit.into(),
-            amount,
-            memo: String::new(),
-        }
+        Transfer::new(id, debit, credit, amount)
     }
 
     fn entry(seq: u64, transfers: Vec<Transfer>) -> JournalEntry {

@@ -196,17 +196,9 @@ impl Pending {
 mod tests {
     use super::*;
     use helium_protocol::ledger::{escrow, user};
-    use helium_protocol::PROTOCOL_VERSION;
 
     fn t(id: &str, debit: &str, credit: &str, amount: u64) -> Transfer {
-        Transfer {
-            v: PROTOCOL_VERSION,
-            id: id.into(),
-            debit: debit.into(),
-            credit: credit.into(),
-            amount,
-            memo: String::new(),
-        }
+        Transfer::new(id, debit, credit, amount)
     }
 
     #[test]

@@ -90,14 +90,14 @@ class BurstTracker:
         self.outage: str | None = None
         self._bar: Any = None
         if enabled:
-            from ._progress import tqdm_class
+            from ._progress import BAR_FORMAT, tqdm_class
 
             self._bar = tqdm_class()(
                 total=sum(self.epochs.values()),
                 desc=f"{len(job_ids)} jobs",
                 unit="epoch",
                 dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} epochs{postfix}",
+                bar_format=BAR_FORMAT,
             )
 
     def counts(self) -> Counter[str]:

@@ -16,7 +16,7 @@ use helium_protocol::{
     PROTOCOL_VERSION,
 };
 
-use super::{check, decide, terms, Candidate, Offer, Outcome};
+use super::{rank, winner_at, Candidate, Offer};
 
 /// The bids `invited` would make for `work` if each bid what its ask says.
 pub fn truthful_offers(invited: &[Candidate], work: &DeclaredWork) -> Vec<Offer> {
@@ -56,38 +56,32 @@ pub fn no_quote(reason: String) -> Quote {
 /// (the registry's [`invitees`](super::invitees)); its `reason` says why there is none.
 pub fn quote(invited: &[Candidate], req: &Requirements, work: &DeclaredWork, now_ms: u64) -> Quote {
     let offers = truthful_offers(invited, work);
-    // The bids that would take part and qualify, as `decide` counts them: cost and ETA.
-    let qualifying: Vec<(u64, f64)> = offers
-        .iter()
-        .filter(|o| check(o, work).is_ok())
-        .filter_map(|o| {
-            let t = terms(o, req, now_ms);
-            t.qualifies.then_some((t.cost, o.bid.eta_secs))
-        })
-        .collect();
-    match decide(&offers, req, work, now_ms) {
-        Outcome::NoWinner { reason } => Quote {
-            invited: invited.len() as u32,
-            ..no_quote(reason)
-        },
-        Outcome::Won { winner, .. } => {
-            let low = qualifying.iter().map(|q| q.0).min().unwrap_or(winner.cost);
-            let high = qualifying.iter().map(|q| q.0).max().unwrap_or(winner.price).min(req.budget);
-            let etas = qualifying.iter().map(|q| q.1);
-            Quote {
-                v: PROTOCOL_VERSION,
-                price: winner.price,
-                low,
-                high: high.max(winner.price),
-                worker: Some(winner.worker_id),
-                eta_secs: winner.eta_secs,
-                eta_low_secs: etas.clone().fold(f64::INFINITY, f64::min),
-                eta_high_secs: etas.fold(0.0, f64::max),
+    // Ranked as the auction ranks them: cheapest first, so the range's ends are the first
+    // and last qualifying cost.
+    let ranked = match rank(&offers, req, work, now_ms) {
+        Ok(ranked) => ranked,
+        Err(reason) => {
+            return Quote {
                 invited: invited.len() as u32,
-                qualifying: qualifying.len() as u32,
-                reason: None,
+                ..no_quote(reason)
             }
         }
+    };
+    let winner = winner_at(&ranked, 0, req);
+    let costs = ranked.qualifying.iter().map(|q| q.0);
+    let etas = ranked.qualifying.iter().map(|q| q.1.bid.eta_secs);
+    Quote {
+        v: PROTOCOL_VERSION,
+        price: winner.price,
+        low: winner.cost,
+        high: costs.max().unwrap_or(winner.cost).min(req.budget).max(winner.price),
+        worker: Some(winner.worker_id),
+        eta_secs: winner.eta_secs,
+        eta_low_secs: etas.clone().fold(f64::INFINITY, f64::min),
+        eta_high_secs: etas.fold(0.0, f64::max),
+        invited: invited.len() as u32,
+        qualifying: ranked.qualifying.len() as u32,
+        reason: None,
     }
 }
 
@@ -95,6 +89,7 @@ pub fn quote(invited: &[Candidate], req: &Requirements, work: &DeclaredWork, now
 mod tests {
     use helium_protocol::{job::DeviceKind, worker::Ask};
 
+    use super::super::{decide, Outcome};
     use super::*;
 
     /// 1e6 parameters × 1,000 samples × 10 epochs = 1e10 parameter-samples.
