@@ -350,6 +350,7 @@ async fn auctions(n: usize, concurrency: usize, invite_k: usize, window: Duratio
                     let _ = registry.cast(RegistryMsg::Release {
                         worker_id: winner.worker_id,
                         job: job_id,
+                        track: helium_broker_actors::registry::record::Track::Neutral,
                     });
                 }
             }

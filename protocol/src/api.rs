@@ -100,6 +100,52 @@ pub struct Balance {
     pub micro: i128,
 }
 
+/// `account.statement`: the caller's own account's postings in journal entries after
+/// `since_seq` (0: from the first), oldest first. A reply holds whole entries only (an entry's
+/// postings are never split across replies), at most `limit` lines (default and cap
+/// [`crate::limits::MAX_STATEMENT_LINES`]) and what fits one message, except that the first
+/// entry is always whole; `more` says whether to ask again with `since_seq` = the last line's
+/// `seq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadStatement {
+    pub v: u32,
+    #[serde(default)]
+    pub since_seq: u64,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// One posting of an account: a journaled transfer into or out of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatementLine {
+    /// The journal entry (`HELIUM_LEDGER` sequence) that holds the transfer.
+    pub seq: u64,
+    /// When the stream stored that entry, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The transfer id (`pay.<job>.<n>`, …; PROTOCOL §10).
+    pub transfer: String,
+    pub job: Option<String>,
+    /// The other account of the transfer.
+    pub counterparty: String,
+    pub kind: crate::ledger::TransferKind,
+    /// Micro-credits into the account (negative: out of it).
+    pub micro: i128,
+    /// The account's balance after this line.
+    pub balance: i128,
+    pub memo: String,
+}
+
+/// The answer to `account.statement`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    pub principal: String,
+    pub lines: Vec<StatementLine>,
+    /// Postings after the last line remain: ask again from its `seq`.
+    pub more: bool,
+    /// The account's balance now (after all its journaled postings).
+    pub balance: i128,
+}
+
 /// The empty request body of `account.balance` and `worker.list`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Empty {
@@ -131,6 +177,46 @@ pub struct WorkerView {
     /// The sandbox layers its trainer runs in ([`crate::worker::Ask::sandbox`]).
     #[serde(default)]
     pub sandbox: Vec<crate::worker::SandboxLayer>,
+    /// `(completed + 1) / (completed + failed + 1)`, in (0, 1]: 1 for a newcomer. An auction
+    /// ranks its invitations by estimated cost ÷ reputation.
+    #[serde(default = "one")]
+    pub reputation: f64,
+    /// Awards it completed with a verified result, and awards it abandoned (lost, restarted,
+    /// preempted, failed by its own fault, refused after winning), since the broker started.
+    #[serde(default)]
+    pub completed: u32,
+    #[serde(default)]
+    pub failed: u32,
+    /// Invitations it won, lost (bid, and another bid won) and declined.
+    #[serde(default)]
+    pub won: u32,
+    #[serde(default)]
+    pub lost: u32,
+    #[serde(default)]
+    pub declined: u32,
+    /// Its last auction note in words: "lost job 0192…: outbid: …".
+    #[serde(default)]
+    pub last_auction: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `worker.log`: the last auction notes of one worker, for its owner (or an operator).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerLogRequest {
+    pub v: u32,
+    pub worker_id: String,
+    /// At most this many, the newest (0: all that are kept).
+    #[serde(default)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerLog {
+    pub worker_id: String,
+    pub notes: Vec<crate::worker::AuctionNote>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -32,13 +32,16 @@ pub mod api {
     pub const JOB_QUOTE: &str = "job.quote";
     pub const ACCOUNT_BALANCE: &str = "account.balance";
     pub const ACCOUNT_GRANT: &str = "account.grant";
+    pub const ACCOUNT_STATEMENT: &str = "account.statement";
     pub const WORKER_LIST: &str = "worker.list";
+    /// A worker's last auction notes, for its owner or an operator.
+    pub const WORKER_LOG: &str = "worker.log";
     pub const ARTIFACT_BEGIN: &str = "artifact.begin";
     pub const ARTIFACT_CHUNK: &str = "artifact.chunk";
     pub const ARTIFACT_COMMIT: &str = "artifact.commit";
     pub const ARTIFACT_READ: &str = "artifact.read";
     /// Every verb above, for the service and the docs.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 15] = [
         JOB_SUBMIT,
         JOB_STATUS,
         JOB_CANCEL,
@@ -47,7 +50,9 @@ pub mod api {
         JOB_QUOTE,
         ACCOUNT_BALANCE,
         ACCOUNT_GRANT,
+        ACCOUNT_STATEMENT,
         WORKER_LIST,
+        WORKER_LOG,
         ARTIFACT_BEGIN,
         ARTIFACT_CHUNK,
         ARTIFACT_COMMIT,
@@ -75,6 +80,9 @@ pub mod dispatch {
     pub const CANCEL: &str = "job.cancel";
     /// A plain publish (no reply): what an ended award paid, for the worker's log.
     pub const SETTLED: &str = "job.settled";
+    /// A plain publish (no reply): why this worker's bid did not win an auction
+    /// ([`crate::worker::AuctionNote`]), for the owner's log and status line.
+    pub const AUCTION_RESULT: &str = "auction.result";
 }
 
 /// `helium.v1.api.<principal>.<verb>`.

@@ -208,6 +208,61 @@ pub struct Settled {
     pub steps: u64,
 }
 
+/// How one invitation to an auction ended for the invited worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Its bid won: an award follows.
+    Won,
+    /// It bid, and another bid won (or the job went unawarded for want of a qualifying bid).
+    Lost,
+    /// It answered without a bid (busy, not enough memory, …): the worker's own reason.
+    Declined,
+    /// Its bid did not take part: out of bounds, or faster than its own ask allows.
+    Refused,
+    /// No answer within the bid window.
+    NoAnswer,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Won => "won",
+            Verdict::Lost => "lost",
+            Verdict::Declined => "declined",
+            Verdict::Refused => "refused",
+            Verdict::NoAnswer => "no_answer",
+        }
+    }
+}
+
+/// `auction.result` (broker → worker, publish) and one entry of `worker.log`: how an
+/// invitation ended for this worker, and why, in words an owner reads ("outbid: 1.200000
+/// against your 1.500000 credits/h", "needs 16.0 GiB, this worker has 8.0"). The broker sends
+/// it to a worker that bid and did not win ([`Verdict::Lost`], [`Verdict::Refused`]); the
+/// registry keeps the last ones of every verdict for its owner's `worker.log`. The winning
+/// bid's price and cost are revealed to losers once the auction closed (never the winner's
+/// id): what a bidder needs to see where the market clears.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuctionNote {
+    pub v: u32,
+    pub job_id: String,
+    /// When the auction closed, unix milliseconds.
+    pub at_ms: u64,
+    pub verdict: Verdict,
+    pub reason: String,
+    /// This worker's bid, when it bid: micro-credits per hour, and its estimated cost.
+    #[serde(default)]
+    pub price_per_hour: Option<u64>,
+    #[serde(default)]
+    pub cost: Option<u64>,
+    /// The winning bid, when another worker won.
+    #[serde(default)]
+    pub winning_price_per_hour: Option<u64>,
+    #[serde(default)]
+    pub winning_cost: Option<u64>,
+}
+
 /// `run.event` (JetStream publish, durable): what happens to an awarded run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunEvent {

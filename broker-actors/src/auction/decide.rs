@@ -14,12 +14,14 @@
 
 mod bids;
 mod clear;
+mod explain;
 mod invite;
 mod quote;
 
 pub use bids::{check, check_bid, min_eta_secs, Refused};
-pub use invite::{invitees, invitees_indexed, merge_ranked, rate_key, Search};
 pub use clear::{clear, Lot};
+pub use explain::{explain, Answer, Closed};
+pub use invite::{invitation_cost, invitees, invitees_indexed, merge_ranked, rate_key, Search};
 pub use quote::{no_quote, quote, truthful_offers};
 
 use helium_protocol::{

@@ -8,6 +8,11 @@
 //! cheapest. A round promises each winner to its job in the registry before it answers
 //! ([`RegistryMsg::Promise`]: the job reserves its winner only once the hold is in escrow), so
 //! the next round does not invite it. Rounds run in a task; the actor's handler never awaits.
+//!
+//! Once a round is cleared, every invitation is explained ([`decide::explain`]): the registry
+//! keeps each worker's notes for its owner's `worker.log`, and a worker that bid and did not
+//! win hears why on `dispatch.<worker>.auction.result` ("outbid: 1.200000 against your
+//! 1.500000 credits/h").
 
 pub mod decide;
 
@@ -15,17 +20,17 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use helium_protocol::{
+    api::Quote,
     decode, encode,
     job::{DeclaredWork, Requirements},
     subjects,
-    api::Quote,
-    worker::{BidReply, Invite},
+    worker::{BidReply, Invite, Verdict},
     Reply, PROTOCOL_VERSION,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::registry::RegistryMsg;
-pub use decide::{Candidate, Offer, Outcome, Winner};
+pub use decide::{Answer, Candidate, Offer, Outcome, Winner};
 
 pub enum AuctioneerMsg {
     Run {
@@ -194,8 +199,15 @@ async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>) {
     let collect = lots.iter().zip(invitations).map(|(p, invitees)| async move {
         match invitees {
             Ok(invited) => {
-                let offers = collect_bids(args, &p.job_id, &p.requirements, &p.work, &invited).await;
-                Ok((invited.len(), offers))
+                let answers = collect_bids(args, &p.job_id, &p.requirements, &p.work, &invited).await;
+                let offers: Vec<Offer> = answers
+                    .iter()
+                    .filter_map(|a| match a {
+                        Answer::Bid(o) => Some(o.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                Ok((invited.len(), offers, answers))
             }
             Err(reason) => Err(reason),
         }
@@ -209,18 +221,36 @@ async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>) {
         .map(|(p, c)| decide::Lot {
             requirements: &p.requirements,
             work: &p.work,
-            offers: c.as_ref().map_or(&no_offers, |(_, offers)| offers),
+            offers: c.as_ref().map_or(&no_offers, |(_, offers, _)| offers),
         })
         .collect();
-    let mut outcomes = decide::clear(&round, now_ms);
-    drop(round);
-    for ((p, c), outcome) in lots.into_iter().zip(collected).zip(outcomes.drain(..)) {
-        let (invited, bids) = c.as_ref().map_or((0, 0), |(n, offers)| (*n, offers.len()));
-        let outcome = match c {
+    let outcomes: Vec<Outcome> = decide::clear(&round, now_ms)
+        .into_iter()
+        .zip(&collected)
+        .map(|(outcome, c)| match c {
             // The registry's reason (nobody idle, nobody eligible) says more than "no bid".
-            Err(reason) => Outcome::NoWinner { reason },
+            Err(reason) => Outcome::NoWinner { reason: reason.clone() },
             Ok(_) => outcome,
-        };
+        })
+        .collect();
+    drop(round);
+    let no_answers: Vec<Answer> = Vec::new();
+    let closed: Vec<decide::Closed<'_>> = lots
+        .iter()
+        .zip(&collected)
+        .zip(&outcomes)
+        .map(|((p, c), outcome)| decide::Closed {
+            job_id: &p.job_id,
+            requirements: &p.requirements,
+            work: &p.work,
+            answers: c.as_ref().map_or(&no_answers, |(_, _, answers)| answers),
+            outcome,
+        })
+        .collect();
+    tell(args, decide::explain(&closed, now_ms));
+    drop(closed);
+    for ((p, c), outcome) in lots.into_iter().zip(collected).zip(outcomes) {
+        let (invited, bids) = c.as_ref().map_or((0, 0), |(n, offers, _)| (*n, offers.len()));
         if let Outcome::Won { winner, .. } = &outcome {
             // Before the answer: the job's `Reserve` comes after it and must replace this.
             let _ = args.registry.send_message(RegistryMsg::Promise {
@@ -233,15 +263,35 @@ async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>) {
     }
 }
 
-/// Invites `invited` to bid on one job and collects the bids that arrive within the bid
-/// window and pass [`decide::check_bid`].
+/// Hands the round's notes to the registry (for `worker.log`), and sends each bidder that did
+/// not win, and each invitee that did not answer, its own note. Publishes are buffered by the
+/// client: nothing here waits on a worker.
+fn tell(args: &AuctioneerArgs, notes: Vec<(String, helium_protocol::worker::AuctionNote)>) {
+    for (worker_id, note) in &notes {
+        if matches!(note.verdict, Verdict::Lost | Verdict::Refused | Verdict::NoAnswer) {
+            let subject = subjects::dispatch(worker_id, subjects::dispatch::AUCTION_RESULT);
+            let nats = args.nats.clone();
+            let payload = bytes::Bytes::from(encode(note));
+            tokio::spawn(async move {
+                let _ = nats.publish(subject, payload).await;
+            });
+        }
+    }
+    if !notes.is_empty() {
+        let _ = args.registry.send_message(RegistryMsg::Notes(notes));
+    }
+}
+
+/// Invites `invited` to bid on one job and collects every answer that arrives within the bid
+/// window: a bid (whether it passes [`decide::check_bid`] is for the rules to say), a decline
+/// with its reason, or none.
 async fn collect_bids(
     args: &AuctioneerArgs,
     job_id: &str,
     requirements: &Requirements,
     work: &DeclaredWork,
     invited: &[Candidate],
-) -> Vec<Offer> {
+) -> Vec<Answer> {
     let invite = Invite {
         v: PROTOCOL_VERSION,
         job_id: job_id.to_string(),
@@ -269,31 +319,42 @@ async fn collect_bids(
             };
             match reply {
                 // An ETA of 0 (cost 0), NaN, negative or faster than the worker's own ask
-                // allows would win; such a bid is dropped and the auction goes on with the
-                // others (`decide` applies the same check).
-                Ok(BidReply { bid: Some(bid), .. }) => match decide::check_bid(&bid, c.ask.throughput, work) {
-                    Ok(()) => Some(Offer {
+                // allows would win; `decide` leaves such a bid out and the auction goes on
+                // with the others.
+                Ok(BidReply { bid: Some(bid), .. }) => {
+                    if let Err(e) = decide::check_bid(&bid, c.ask.throughput, work) {
+                        tracing::warn!(job = %job_id, worker = %c.worker_id, error = %e, "bid refused");
+                    }
+                    Answer::Bid(Offer {
                         worker_id: c.worker_id.clone(),
                         owner: c.owner.clone(),
                         reputation: c.reputation,
                         throughput: c.ask.throughput,
                         bid,
-                    }),
-                    Err(e) => {
-                        tracing::warn!(job = %job_id, worker = %c.worker_id, error = %e, "bid refused");
-                        None
-                    }
-                },
+                    })
+                }
                 Ok(other) => {
                     tracing::info!(job = %job_id, worker = %c.worker_id, decline = ?other.decline, "no bid");
-                    None
+                    let mut why = other.decline.unwrap_or_else(|| "declined".into());
+                    // The worker's own words, kept to a line.
+                    if why.len() > 200 {
+                        let cut = (0..=200).rev().find(|&i| why.is_char_boundary(i)).unwrap_or(0);
+                        why.truncate(cut);
+                    }
+                    Answer::Declined {
+                        worker_id: c.worker_id.clone(),
+                        why,
+                    }
                 }
                 Err(e) => {
                     tracing::info!(job = %job_id, worker = %c.worker_id, error = %e, "no bid");
-                    None
+                    Answer::NoAnswer {
+                        worker_id: c.worker_id.clone(),
+                        why: e.message,
+                    }
                 }
             }
         }
     });
-    join_all(asks).await.into_iter().flatten().collect()
+    join_all(asks).await
 }

@@ -3,7 +3,7 @@
 
 use async_nats::service::Service;
 use helium_protocol::{
-    api::{Balance, Empty, FollowJob, Following, Grant, JobList, JobRef, JobView, Quote, QuoteJob, SubmitJob, WorkerList},
+    api::{Balance, Empty, FollowJob, Following, Grant, JobList, JobRef, JobView, Quote, QuoteJob, ReadStatement, Statement, SubmitJob, WorkerList, WorkerLog, WorkerLogRequest},
     artifacts::{
         ArtifactChunk, ArtifactInfo, BeginUpload, ChunkAck, CommitUpload, ReadArtifact, UploadChunk, UploadStarted,
     },
@@ -34,7 +34,9 @@ pub async fn start(ctx: Ctx) -> Result<(Service, Vec<JoinHandle<()>>), async_nat
     e.add(api::JOB_QUOTE, quote).await?;
     e.add(api::ACCOUNT_BALANCE, balance).await?;
     e.add(api::ACCOUNT_GRANT, grant).await?;
+    e.add(api::ACCOUNT_STATEMENT, statement).await?;
     e.add(api::WORKER_LIST, workers).await?;
+    e.add(api::WORKER_LOG, worker_log).await?;
     e.add(api::ARTIFACT_BEGIN, begin).await?;
     e.add(api::ARTIFACT_CHUNK, chunk).await?;
     e.add(api::ARTIFACT_COMMIT, commit).await?;
@@ -111,6 +113,37 @@ async fn balance(c: Ctx, principal: String, _: Empty) -> Result<Balance, WireErr
     Ok(Balance { principal, micro })
 }
 
+/// The caller's own account's postings after `since_seq`, one page (`ReadStatement`): served
+/// from the Ledger's index, bounded by `limit` lines and by what fits one message.
+async fn statement(c: Ctx, principal: String, r: ReadStatement) -> Result<Statement, WireError> {
+    use helium_protocol::limits::{CHUNK_HEADROOM_BYTES, MAX_STATEMENT_BYTES, MAX_STATEMENT_LINES};
+    let limit = match r.limit {
+        None => MAX_STATEMENT_LINES,
+        Some(0) => return Err(WireError::bad_request("limit must be at least 1")),
+        Some(n) => n.min(MAX_STATEMENT_LINES),
+    } as usize;
+    let room = (c.deps.nats.max_payload() as u64).saturating_sub(CHUNK_HEADROOM_BYTES) as usize;
+    let (account, since_seq, max_bytes) = (user(&principal), r.since_seq, MAX_STATEMENT_BYTES.min(room));
+    let (page, balance) = ractor::call_t!(
+        c.deps.ledger,
+        |reply| LedgerMsg::Statement {
+            account,
+            since_seq,
+            limit,
+            max_bytes,
+            reply
+        },
+        CALL_MS
+    )
+    .map_err(unavailable)?;
+    Ok(Statement {
+        principal,
+        lines: page.lines,
+        more: page.more,
+        balance,
+    })
+}
+
 /// The operator's mint. Only an operator's credential may publish on this verb (nats-server
 /// refuses everyone else's), so the caller is an operator. The grant id makes a retried grant
 /// a no-op.
@@ -137,6 +170,43 @@ async fn grant(c: Ctx, principal: String, g: Grant) -> Result<Balance, WireError
 async fn workers(c: Ctx, _principal: String, _: Empty) -> Result<WorkerList, WireError> {
     let workers = ractor::call_t!(c.deps.registry, RegistryMsg::List, CALL_MS).map_err(unavailable)?;
     Ok(WorkerList { workers })
+}
+
+/// A worker's last auction notes, for its owner only: the notes name other researchers' jobs
+/// and the worker's own bids.
+async fn worker_log(c: Ctx, principal: String, r: WorkerLogRequest) -> Result<WorkerLog, WireError> {
+    if !subjects::valid_id(&r.worker_id) {
+        return Err(WireError::bad_request("worker_id must be 1-64 of [A-Za-z0-9_-]"));
+    }
+    let limit = match r.limit {
+        0 => usize::MAX,
+        n => n as usize,
+    };
+    let worker_id = r.worker_id.clone();
+    let answer = ractor::call_t!(
+        c.deps.registry,
+        |reply| RegistryMsg::Log {
+            worker_id,
+            limit,
+            reply
+        },
+        CALL_MS
+    )
+    .map_err(unavailable)?;
+    match answer {
+        Some((owner, notes)) if owner == principal => Ok(WorkerLog {
+            worker_id: r.worker_id,
+            notes,
+        }),
+        Some(_) => Err(WireError::new(
+            helium_protocol::ErrorCode::Unauthorized,
+            format!("worker {} is not yours: only its owner reads its log", r.worker_id),
+        )),
+        None => Err(WireError::new(
+            helium_protocol::ErrorCode::NotFound,
+            format!("no worker {} is registered", r.worker_id),
+        )),
+    }
 }
 
 async fn begin(c: Ctx, principal: String, b: BeginUpload) -> Result<UploadStarted, WireError> {

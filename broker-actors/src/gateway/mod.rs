@@ -209,6 +209,7 @@ pub fn subject_templates() -> String {
         subjects::dispatch::AWARD,
         subjects::dispatch::CANCEL,
         subjects::dispatch::SETTLED,
+        subjects::dispatch::AUCTION_RESULT,
     ] {
         map.insert(format!("dispatch.{verb}"), subjects::dispatch("{worker}", verb).into());
     }

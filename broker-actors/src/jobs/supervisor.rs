@@ -296,8 +296,12 @@ impl SupervisorState {
             Effect::Reserve { worker_id } => {
                 let _ = self.deps.registry.send_message(RegistryMsg::Reserve { worker_id, job: job_id });
             }
-            Effect::Release { worker_id } => {
-                let _ = self.deps.registry.send_message(RegistryMsg::Release { worker_id, job: job_id });
+            Effect::Release { worker_id, track } => {
+                let _ = self.deps.registry.send_message(RegistryMsg::Release {
+                    worker_id,
+                    job: job_id,
+                    track,
+                });
             }
             Effect::SendAward { worker_id, award } => {
                 let (nats, send) = (self.deps.nats.clone(), back(me));

@@ -109,7 +109,7 @@ impl World {
                     w.reserved = Some(j);
                 }
             }
-            Effect::Release { worker_id } => {
+            Effect::Release { worker_id, .. } => {
                 if let Some(w) = self.workers.iter_mut().find(|w| w.id == worker_id && w.reserved == Some(j)) {
                     w.reserved = None;
                 }

@@ -69,6 +69,7 @@ from .errors import (
     WaitTimeout,
 )
 from .records import (
+    AuctionNote,
     ArtifactInfo,
     Awarded,
     Balance,
@@ -85,6 +86,7 @@ from .records import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuctionNote",
     "Grid",
     "Job",
     "wait_all",

@@ -61,7 +61,7 @@ from .errors import (
     WaitTimeout,
 )
 
-from .records import Balance, JobEvent, JobState, JobStatus, Quote, StateChanged, WorkerInfo, parse_event
+from .records import AuctionNote, Balance, JobEvent, JobState, JobStatus, Quote, StateChanged, WorkerInfo, parse_event
 
 __all__ = ["AsyncGrid", "AsyncJob", "DEFAULT_URL", "DEFAULT_TIMEOUT", "DEFAULT_OUTAGE_TIMEOUT"]
 
@@ -499,6 +499,20 @@ class AsyncGrid:
         if not isinstance(reply, dict) or not isinstance(reply.get("workers"), list):
             raise ProtocolError(f"worker.list reply is malformed: {reply!r}")
         return [WorkerInfo.from_wire(w) for w in reply["workers"]]
+
+    async def worker_log(self, worker_id: str, *, limit: int = 0) -> list[AuctionNote]:
+        """Your worker's last auction notes, oldest first; see :meth:`helium_grid.Grid.worker_log`.
+
+        Example::
+
+            notes = await grid.worker_log("w1", limit=10)
+        """
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 2**32 - 1:
+            raise ValueError(f"limit must be a whole number >= 0 (0: every note kept), not {limit!r}")
+        reply = await self._read(subjects.WORKER_LOG, {"worker_id": worker_id, "limit": limit})
+        if not isinstance(reply, dict) or not isinstance(reply.get("notes"), list):
+            raise ProtocolError(f"worker.log reply is malformed: {reply!r}")
+        return [AuctionNote.from_wire(n) for n in reply["notes"]]
 
     async def grant(self, principal: str, credits: float, *, id: str | None = None) -> Balance:
         """Mint credits to ``principal`` (operators only); see :meth:`helium_grid.Grid.grant`.

@@ -29,6 +29,7 @@ __all__ = [
     "ACCOUNT_BALANCE",
     "ACCOUNT_GRANT",
     "WORKER_LIST",
+    "WORKER_LOG",
     "ARTIFACT_BEGIN",
     "ARTIFACT_CHUNK",
     "ARTIFACT_COMMIT",
@@ -42,6 +43,7 @@ __all__ = [
     "DISPATCH_AWARD",
     "DISPATCH_CANCEL",
     "DISPATCH_SETTLED",
+    "DISPATCH_AUCTION_RESULT",
     "EVENTS_STREAM",
     "EVENTS_SUBJECTS",
     "RUNS_STREAM",
@@ -80,6 +82,7 @@ JOB_QUOTE = "job.quote"
 ACCOUNT_BALANCE = "account.balance"
 ACCOUNT_GRANT = "account.grant"
 WORKER_LIST = "worker.list"
+WORKER_LOG = "worker.log"
 ARTIFACT_BEGIN = "artifact.begin"
 ARTIFACT_CHUNK = "artifact.chunk"
 ARTIFACT_COMMIT = "artifact.commit"
@@ -95,6 +98,7 @@ API_ALL: tuple[str, ...] = (
     ACCOUNT_BALANCE,
     ACCOUNT_GRANT,
     WORKER_LIST,
+    WORKER_LOG,
     ARTIFACT_BEGIN,
     ARTIFACT_CHUNK,
     ARTIFACT_COMMIT,
@@ -119,6 +123,8 @@ DISPATCH_INVITE = "auction.invite"
 DISPATCH_AWARD = "job.award"
 DISPATCH_CANCEL = "job.cancel"
 DISPATCH_SETTLED = "job.settled"
+#: A plain publish: why the worker's bid did not win (``AuctionNote``).
+DISPATCH_AUCTION_RESULT = "auction.result"
 
 # JetStream streams and KV buckets (Rust ``subjects::streams``).
 EVENTS_STREAM = "HELIUM_EVENTS"
@@ -239,7 +245,7 @@ def templates() -> dict[str, str]:
         out[f"api.{verb}"] = api("{principal}", verb)
     for verb in (WORKER_REGISTER, WORKER_HEARTBEAT, WORKER_RUN_EVENT, *WORKER_REQUESTS):
         out[f"worker.{verb}"] = worker("{worker}", verb)
-    for verb in (DISPATCH_INVITE, DISPATCH_AWARD, DISPATCH_CANCEL, DISPATCH_SETTLED):
+    for verb in (DISPATCH_INVITE, DISPATCH_AWARD, DISPATCH_CANCEL, DISPATCH_SETTLED, DISPATCH_AUCTION_RESULT):
         out[f"dispatch.{verb}"] = dispatch("{worker}", verb)
     out["events"] = job_events("{principal}", "{job}")
     out["stream.events"] = EVENTS_STREAM

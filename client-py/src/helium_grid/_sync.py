@@ -407,6 +407,23 @@ class Grid:
         """
         return self._run(self._async.workers())
 
+    def worker_log(self, worker_id: str, *, limit: int = 0) -> Any:
+        """Why your worker did or did not win its last auctions: a pandas DataFrame, one row per
+        invitation, oldest first (columns ``time``, ``job``, ``verdict`` — won, lost, declined,
+        refused, no_answer —, ``reason`` in words, ``price_per_hour`` and ``cost`` of its bid,
+        and for a lost bid the ``winning_price_per_hour`` and ``winning_cost``, in credits).
+        The broker keeps the last 64 per worker; ``limit`` keeps the newest ones. Only the
+        worker's owner may read it (:class:`Unauthorized` otherwise).
+
+        Example::
+
+            log = grid.worker_log("w1")
+            log[log.verdict == "lost"].reason.iloc[-1]   # 'outbid: 1.200000 against your 1.500000 credits/h (…)'
+        """
+        from ._worker_log import notes_frame
+
+        return notes_frame(self._run(self._async.worker_log(worker_id, limit=limit)))
+
     def grant(self, principal: str, credits: float, *, id: str | None = None) -> Balance:
         """Mint ``credits`` to ``principal`` (operators only; the dev mint). ``id`` makes a retry
         idempotent (a fresh UUID by default). Returns the grantee's new balance.

@@ -401,6 +401,20 @@ class WorkerInfo:
     #: The sandbox layers its trainer runs in (``landlock``, ``seccomp``, …); empty from a
     #: worker that predates sandboxing or runs without one (``--allow-unsandboxed``).
     sandbox: tuple[str, ...] = ()
+    #: ``(completed + 1) / (completed + failed + 1)``, in (0, 1]; 1 for a newcomer. Auctions
+    #: invite workers by estimated cost divided by it.
+    reputation: float = 1.0
+    #: Awards it completed, and abandoned (lost, restarted, preempted, failed by its own
+    #: fault, refused after winning), since the broker started.
+    completed: int = 0
+    failed: int = 0
+    #: Invitations it won, lost (another bid won) and declined.
+    won: int = 0
+    lost: int = 0
+    declined: int = 0
+    #: Its last auction note in words, e.g. ``"lost job 0192…: outbid: 1.200000 against your
+    #: 1.500000 credits/h (…)"``; :meth:`helium_grid.Grid.worker_log` has them all.
+    last_auction: str | None = None
 
     def __repr__(self) -> str:
         """The ask in credits per hour: ``WorkerInfo(..., price_per_hour=1.000000 credits/h, ...)``."""
@@ -430,6 +444,52 @@ class WorkerInfo:
             busy_with=m.get("busy_with"),
             alive=bool(m.get("alive", True)),
             sandbox=tuple(str(layer) for layer in m["sandbox"]) if isinstance(m.get("sandbox"), list) else (),
+            reputation=float(m.get("reputation", 1.0)),
+            completed=wire_int(m.get("completed") or 0),
+            failed=wire_int(m.get("failed") or 0),
+            won=wire_int(m.get("won") or 0),
+            lost=wire_int(m.get("lost") or 0),
+            declined=wire_int(m.get("declined") or 0),
+            last_auction=None if m.get("last_auction") is None else str(m["last_auction"]),
+        )
+
+
+@dataclass(frozen=True)
+class AuctionNote:
+    """How one auction invitation ended for a worker, and why (``grid.worker_log``): verdict
+    ``won``, ``lost`` (another bid won), ``declined`` (the worker's own reason), ``refused``
+    (its bid was out of bounds) or ``no_answer``. A lost bid shows the winning price and cost
+    next to its own.
+
+    Example::
+
+        AuctionNote(job_id='0192…', verdict='lost', reason='outbid: 1.200000 against your 1.500000 credits/h (…)', …)
+    """
+
+    job_id: str
+    at_ms: int
+    verdict: str
+    reason: str
+    price_per_hour_micro: int | None = None
+    cost_micro: int | None = None
+    winning_price_per_hour_micro: int | None = None
+    winning_cost_micro: int | None = None
+
+    def __repr__(self) -> str:
+        return _credit_repr(self, {"price_per_hour": "credits/h", "winning_price_per_hour": "credits/h"})
+
+    @classmethod
+    def from_wire(cls, m: Mapping[str, Any]) -> AuctionNote:
+        """From an ``AuctionNote`` map."""
+        return cls(
+            job_id=str(_req(m, "job_id", "AuctionNote")),
+            at_ms=wire_int(_req(m, "at_ms", "AuctionNote")),
+            verdict=str(_req(m, "verdict", "AuctionNote")),
+            reason=str(m.get("reason") or ""),
+            price_per_hour_micro=_opt_int(m.get("price_per_hour")),
+            cost_micro=_opt_int(m.get("cost")),
+            winning_price_per_hour_micro=_opt_int(m.get("winning_price_per_hour")),
+            winning_cost_micro=_opt_int(m.get("winning_cost")),
         )
 
 

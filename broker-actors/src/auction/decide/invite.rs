@@ -1,6 +1,7 @@
 //! Whom an auction invites: the K workers whose standing ask can meet the job's requirements at
-//! the lowest expected cost, by a full scan ([`invitees`], the rule's definition) or from the
-//! registry's sorted views ([`invitees_indexed`], the same choice in far fewer reads).
+//! the lowest expected cost weighed by reputation ([`invitation_cost`]), by a full scan
+//! ([`invitees`], the rule's definition) or from the registry's sorted views
+//! ([`invitees_indexed`], the same choice in far fewer reads).
 
 use helium_protocol::{
     job::{cost, DeclaredWork, Requirements, FIXED_OVERHEAD_SECS},
@@ -10,12 +11,42 @@ use helium_protocol::{
 
 use super::Candidate;
 
+/// What an invitation ranks a worker by: its ask's cost for the work divided by its
+/// reputation (in (0, 1], 1 for a newcomer; see `registry::record`), so a worker that abandoned
+/// half its jobs is invited as if it asked twice its price. Never below the cost itself, which
+/// keeps [`invitees_indexed`]'s bounds true. Only invitations are weighed: the auction itself
+/// ranks bids by cost.
+pub fn invitation_cost(cost: u64, reputation: f64) -> u64 {
+    let reputation = if reputation.is_finite() {
+        reputation.clamp(1e-3, 1.0)
+    } else {
+        1.0
+    };
+    if reputation >= 1.0 || cost == u64::MAX {
+        return cost;
+    }
+    let weighed = (cost as f64 / reputation).ceil();
+    if weighed >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        (weighed as u64).max(cost)
+    }
+}
+
+/// [`invitation_cost`] of `c`'s ask for `work`.
+fn rank_of(c: &Candidate, work: &DeclaredWork) -> u64 {
+    invitation_cost(
+        cost(c.ask.price_per_hour, work.eta_secs(c.ask.throughput)),
+        c.reputation,
+    )
+}
+
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 
 /// Picks up to `k` workers to invite: those whose standing ask can meet the requirements,
-/// cheapest expected cost first. When none can, says why in words.
+/// lowest [`invitation_cost`] first. When none can, says why in words.
 ///
 /// This is the rule's definition, a scan of every candidate; the registry answers auctions with
 /// [`invitees_indexed`], which makes the same choice from its sorted views, and uses this only to
@@ -66,10 +97,7 @@ where
             credits(cheapest)
         ));
     }
-    let mut ranked: Vec<(u64, Candidate)> = priced
-        .into_iter()
-        .map(|c| (cost(c.ask.price_per_hour, work.eta_secs(c.ask.throughput)), c.clone()))
-        .collect();
+    let mut ranked: Vec<(u64, Candidate)> = priced.into_iter().map(|c| (rank_of(c, work), c.clone())).collect();
     ranked.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.reputation.total_cmp(&a.1.reputation)));
     Ok(ranked.into_iter().take(k.max(1)).map(|(_, c)| c).collect())
 }
@@ -123,8 +151,9 @@ pub fn invitees_indexed<'a>(
             .then(b.1.total_cmp(&a.1))
             .then(a.2.worker_id.cmp(&b.2.worker_id))
     };
-    // A lower bound of a candidate's cost from its two keys (`cost` is this, rounded up); a
-    // relative margin far above f64 rounding keeps it a true lower bound.
+    // A lower bound of a candidate's cost from its two keys (`cost` is this, rounded up; its
+    // invitation cost is at least its cost); a relative margin far above f64 rounding keeps
+    // it a true lower bound.
     let bound = |rate: f64, price: f64| {
         let compute = if w == 0.0 { 0.0 } else { w * rate };
         (compute + FIXED_OVERHEAD_SECS * price) / 3600.0 * (1.0 - 1e-9)
@@ -165,11 +194,7 @@ pub fn invitees_indexed<'a>(
         if skip(c) || best.iter().any(|b| std::ptr::eq(b.2, c)) {
             continue;
         }
-        let entry = (
-            cost(c.ask.price_per_hour, work.eta_secs(c.ask.throughput)),
-            c.reputation,
-            c,
-        );
+        let entry = (rank_of(c, work), c.reputation, c);
         let at = best.partition_point(|b| ranks_before(b, &entry).is_lt());
         if at < k {
             best.insert(at, entry);
@@ -184,10 +209,9 @@ pub fn invitees_indexed<'a>(
 
 /// The first `k` of several [`invitees_indexed`] answers, in the same order as [`invitees`].
 pub fn merge_ranked(mut invited: Vec<Candidate>, work: &DeclaredWork, k: usize) -> Vec<Candidate> {
-    let rank = |c: &Candidate| cost(c.ask.price_per_hour, work.eta_secs(c.ask.throughput));
     invited.sort_by(|a, b| {
-        rank(a)
-            .cmp(&rank(b))
+        rank_of(a, work)
+            .cmp(&rank_of(b, work))
             .then(b.reputation.total_cmp(&a.reputation))
             .then(a.worker_id.cmp(&b.worker_id))
     });

@@ -8,7 +8,7 @@ use helium_protocol::{
     ErrorCode, PROTOCOL_VERSION,
 };
 
-use super::{Effect, Job, Reason, TransferOutcome, REAUCTION_EVERY_MS, REFUSAL_BACKOFF_MS};
+use super::{Effect, Job, Reason, Track, TransferOutcome, REAUCTION_EVERY_MS, REFUSAL_BACKOFF_MS};
 use crate::auction::{Outcome, Winner};
 use crate::jobs::record::{AwardRecord, MAX_AWARDS};
 
@@ -147,7 +147,7 @@ impl Job {
                 if self.mem.abandon_when_held || self.state() != JobState::Auctioning {
                     // Cancelled, expired or abandoned while the hold was unknown: return it.
                     self.mem.abandon_when_held = false;
-                    self.abandon(fx);
+                    self.abandon(fx, Track::Neutral);
                     self.finish_if_done(fx);
                     return;
                 }
@@ -222,7 +222,9 @@ impl Job {
                     Err(e) => e,
                 };
                 // A timed-out award may have been accepted after all: `abandon` stops the worker.
-                self.abandon(fx);
+                // Refusing what it won counts against it (a worker that keeps winning and
+                // refusing would stall the job).
+                self.abandon(fx, Track::Failed);
                 let reason = Reason::WinnerRefused {
                     worker: a.worker_id,
                     why,

@@ -39,6 +39,7 @@ pub use reason::Reason;
 
 use super::record::JobRecord;
 use crate::auction::Outcome;
+pub use crate::registry::record::Track;
 
 /// How often a waiting job re-auctions on its own.
 pub const REAUCTION_EVERY_MS: u64 = 5_000;
@@ -160,7 +161,8 @@ pub enum Effect {
     /// Return whatever the finished job's escrow still holds → [`Input::Swept`].
     Sweep,
     Reserve { worker_id: String },
-    Release { worker_id: String },
+    /// Free the worker; `track` is how its award ended, for its reputation.
+    Release { worker_id: String, track: Track },
     /// Send the award to its worker → [`Input::AwardAnswered`].
     SendAward { worker_id: String, award: Award },
     SendCancel { worker_id: String, cancel: CancelRun },
@@ -320,7 +322,7 @@ impl Job {
                 self.make_settle_transfers(fx);
             } else if restarted && state == JobState::Auctioning {
                 // Its answer died with the previous broker: stop the worker if it took it.
-                self.abandon(fx);
+                self.abandon(fx, Track::Neutral);
             } else if restarted && matches!(state, JobState::Assigned | JobState::Running) {
                 // The registry starts empty: a worker that died meanwhile would never be
                 // reported lost. Check once it had time to rejoin.
@@ -384,7 +386,7 @@ impl Job {
                 waiting: waiting.then(|| self.record.reason.as_ref().map(Reason::text)).flatten(),
                 running: !waiting,
             };
-            self.abandon(fx);
+            self.abandon(fx, Track::Neutral);
             self.move_to(fx, JobState::Expired, Some(reason));
         }
     }
@@ -414,7 +416,7 @@ impl Job {
             ));
         }
         let _ = now;
-        self.abandon(fx);
+        self.abandon(fx, Track::Neutral);
         self.move_to(fx, JobState::Cancelled, Some(Reason::Cancelled));
         self.finish_if_done(fx);
         Ok(self.record.view.clone())

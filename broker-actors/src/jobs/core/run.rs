@@ -11,7 +11,7 @@ use helium_protocol::{
     ErrorCode, WireError,
 };
 
-use super::{Effect, Job, Reason, PLAUSIBLE_SPEEDUP};
+use super::{Effect, Job, Reason, Track, PLAUSIBLE_SPEEDUP};
 use crate::jobs::record::{AwardRecord, CheckpointRecord, STORED_CHECKPOINTS};
 
 /// The step of a `checkpoints/<step>` artifact name.
@@ -84,7 +84,7 @@ impl Job {
                 if let Some(actual) = parameters.filter(|&p| p > declared.saturating_add(declared / 100)) {
                     // The price was computed for the declared work; a bigger model would be
                     // trained below cost. The worker is stopped and paid nothing.
-                    self.abandon(fx);
+                    self.abandon(fx, Track::Neutral);
                     self.move_to(fx, JobState::Failed, Some(Reason::LargerThanDeclared { actual, declared }));
                     self.finish_if_done(fx);
                     return Ok(());
@@ -151,7 +151,7 @@ impl Job {
                     name: artifacts::RESULT.into(),
                     ..result
                 });
-                self.decide_settlement(fx, self.award_steps(&award));
+                self.decide_settlement(fx, self.award_steps(&award), Track::Completed);
                 self.move_to(fx, JobState::Completed, None);
                 self.finish_if_done(fx);
             }
@@ -160,7 +160,7 @@ impl Job {
                 worker_fault: false,
             } => {
                 self.accepted_by_run();
-                self.decide_settlement(fx, self.checkpointed_steps_of(&award));
+                self.decide_settlement(fx, self.checkpointed_steps_of(&award), Track::Neutral);
                 // A trainer stopped at its deadline (the worker's own backstop, when the broker
                 // did not expire it first) ended because the deadline passed, not by failing.
                 let deadline = self.record.requirements.deadline_ms;

@@ -9,7 +9,7 @@ use helium_protocol::{
     PROTOCOL_VERSION,
 };
 
-use super::{Effect, Job, Reason, TransferOutcome};
+use super::{Effect, Job, Reason, Track, TransferOutcome};
 use crate::jobs::record::{settlement, AwardRecord};
 
 impl Job {
@@ -29,7 +29,9 @@ impl Job {
 
     /// Stops the award in force, if any: tells the worker to stop, and settles its
     /// checkpointed work (once its hold is known to be in escrow).
-    pub(super) fn abandon(&mut self, fx: &mut Vec<Effect>) {
+    /// `track` is how the award ends for its worker's reputation: [`Track::Neutral`] unless
+    /// the worker is to blame (it refused the award it won).
+    pub(super) fn abandon(&mut self, fx: &mut Vec<Effect>, track: Track) {
         let Some(a) = self.record.award.clone().filter(|a| !a.settled) else {
             return;
         };
@@ -50,12 +52,13 @@ impl Job {
             });
         }
         let steps = self.checkpointed_steps_of(&a);
-        self.decide_settlement(fx, steps);
+        self.decide_settlement(fx, steps, track);
     }
 
     /// Decides (once: the first decision stands) that the award in force is paid for
-    /// `paid_steps` of its steps, frees its worker, and makes the transfers.
-    pub(super) fn decide_settlement(&mut self, fx: &mut Vec<Effect>, paid_steps: u64) {
+    /// `paid_steps` of its steps, frees its worker (telling the registry how the award ended
+    /// for it: `track`), and makes the transfers.
+    pub(super) fn decide_settlement(&mut self, fx: &mut Vec<Effect>, paid_steps: u64, track: Track) {
         let Some(a) = self.record.award.clone().filter(|a| a.held && !a.settled) else {
             return;
         };
@@ -68,6 +71,7 @@ impl Job {
             }
             fx.push(Effect::Release {
                 worker_id: a.worker_id.clone(),
+                track,
             });
         }
         self.make_settle_transfers(fx);
@@ -153,8 +157,9 @@ impl Job {
             return;
         }
         if let Some(a) = self.record.award.clone() {
+            // Lost, restarted, preempted or failed by its own fault: it abandoned the job.
             let steps = self.checkpointed_steps_of(&a);
-            self.decide_settlement(fx, steps);
+            self.decide_settlement(fx, steps, Track::Failed);
         }
         self.record.view.epochs_done = self.record.checkpoint.as_ref().map_or(0, |c| c.epoch);
         self.move_to(fx, JobState::Queued, Some(reason));

@@ -6,6 +6,13 @@
 //! (by price per unit of throughput, and by price), updated when a worker registers, is
 //! reserved, released, lost or revived, so that an auction reads a few entries of them
 //! ([`decide::invitees_indexed`]) instead of copying and sorting the whole grid.
+//!
+//! It remembers each worker's past ([`record`]): how its awards ended (its reputation, which
+//! ranks its invitations: a worker that abandons jobs is invited as if it were dearer) and the
+//! last auction notes, which its owner reads with `worker.log`. Both live in memory: a
+//! restarted broker starts every worker afresh at reputation 1.
+
+pub mod record;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -16,11 +23,12 @@ use std::{
 use helium_protocol::{
     api::WorkerView,
     job::{DeclaredWork, DeviceKind, Requirements},
-    worker::{Ask, Heartbeat, Register, Registered},
+    worker::{Ask, AuctionNote, Heartbeat, Register, Registered},
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort};
 
 use crate::auction::{decide, Candidate};
+use record::{Track, WorkerRecord};
 
 /// Heartbeats a worker may miss before it is considered lost.
 pub const MISSED_BEATS: u32 = 5;
@@ -40,7 +48,11 @@ pub enum RegisterRefused {
     /// The id is registered, and live, with another owner: two owners' workers under one id
     /// would be one worker to the auction, paid to whichever registered last.
     #[error("worker {worker_id} is registered to {owner} and live; a worker of {claimed} cannot take its id")]
-    OwnedByAnother { worker_id: String, owner: String, claimed: String },
+    OwnedByAnother {
+        worker_id: String,
+        owner: String,
+        claimed: String,
+    },
 }
 
 pub enum RegistryMsg {
@@ -82,10 +94,20 @@ pub enum RegistryMsg {
         worker_id: String,
         job: String,
     },
-    /// Frees a worker reserved for `job`; a no-op if it has moved on to another job meanwhile.
+    /// Frees a worker reserved for `job` (a no-op if it has moved on to another job
+    /// meanwhile), and files how its award of `job` ended in its track record.
     Release {
         worker_id: String,
         job: String,
+        track: Track,
+    },
+    /// How each invitation of an auction round ended, per invited worker.
+    Notes(Vec<(String, AuctionNote)>),
+    /// A worker's owner and its last `limit` auction notes, oldest first (`None`: unknown id).
+    Log {
+        worker_id: String,
+        limit: usize,
+        reply: RpcReplyPort<Option<(String, Vec<AuctionNote>)>>,
     },
     /// Whether the worker is registered and heart-beating.
     Alive {
@@ -97,7 +119,7 @@ pub enum RegistryMsg {
 }
 
 struct Entry {
-    /// Id, owner and ask (reputation fixed at 1.0), shared with the idle views.
+    /// Id, owner, ask and reputation, shared with the idle views.
     candidate: Arc<Candidate>,
     last_seen: Instant,
     busy_with: Option<String>,
@@ -313,6 +335,8 @@ pub struct RegistryState {
     events: Arc<OutputPort<RegistryEvent>>,
     workers: HashMap<Arc<str>, Entry>,
     idle: IdleIndex,
+    /// Every worker id's past, kept across its registrations and losses.
+    records: HashMap<Arc<str>, WorkerRecord>,
 }
 
 impl Actor for WorkerRegistry {
@@ -331,6 +355,7 @@ impl Actor for WorkerRegistry {
             events: args.events,
             workers: HashMap::new(),
             idle: IdleIndex::default(),
+            records: HashMap::new(),
         })
     }
 
@@ -383,7 +408,7 @@ impl Actor for WorkerRegistry {
                         worker_id,
                         owner: register.owner,
                         ask: register.ask,
-                        reputation: 1.0,
+                        reputation: state.records.get(id.as_ref()).map_or(1.0, WorkerRecord::reputation),
                     }),
                     last_seen: Instant::now(),
                     busy_with,
@@ -440,7 +465,9 @@ impl Actor for WorkerRegistry {
                 k,
                 reply,
             } => {
-                let answer = state.idle.invitees(&requirements, &work, k, |c| exclude.contains(&c.worker_id));
+                let answer = state
+                    .idle
+                    .invitees(&requirements, &work, k, |c| exclude.contains(&c.worker_id));
                 let _ = reply.send(answer);
             }
             RegistryMsg::RoundInvitees { lots, k, reply } => {
@@ -453,7 +480,8 @@ impl Actor for WorkerRegistry {
                     .iter()
                     .map(|(requirements, work, exclude)| {
                         let full = |c: &Candidate| {
-                            exclude.contains(&c.worker_id) || invited.get(&c.worker_id).is_some_and(|n| *n >= per_worker)
+                            exclude.contains(&c.worker_id)
+                                || invited.get(&c.worker_id).is_some_and(|n| *n >= per_worker)
                         };
                         let answer = state.idle.invitees(requirements, work, k, full);
                         if let Ok(chosen) = &answer {
@@ -480,7 +508,19 @@ impl Actor for WorkerRegistry {
                     state.idle.sync(entry);
                 }
             }
-            RegistryMsg::Release { worker_id, job } => {
+            RegistryMsg::Release { worker_id, job, track } => {
+                if track != Track::Neutral {
+                    let record = state.records.entry(worker_id.as_str().into()).or_default();
+                    record.track(track);
+                    if let Some(entry) = state.workers.get_mut(worker_id.as_str()) {
+                        let candidate = Candidate {
+                            reputation: record.reputation(),
+                            ..(*entry.candidate).clone()
+                        };
+                        entry.candidate = Arc::new(candidate);
+                        state.idle.sync_new(entry);
+                    }
+                }
                 if let Some(entry) = state.workers.get_mut(worker_id.as_str()) {
                     if entry.promised.as_ref().is_some_and(|(j, _)| *j == job) {
                         entry.promised = None;
@@ -496,6 +536,27 @@ impl Actor for WorkerRegistry {
                     }
                 }
             }
+            RegistryMsg::Notes(notes) => {
+                for (worker_id, note) in notes {
+                    if state.workers.contains_key(worker_id.as_str()) {
+                        state.records.entry(worker_id.as_str().into()).or_default().note(note);
+                    }
+                }
+            }
+            RegistryMsg::Log {
+                worker_id,
+                limit,
+                reply,
+            } => {
+                let answer = state.workers.get(worker_id.as_str()).map(|e| {
+                    let notes = state
+                        .records
+                        .get(worker_id.as_str())
+                        .map_or_else(Vec::new, |r| r.notes(limit));
+                    (e.candidate.owner.clone(), notes)
+                });
+                let _ = reply.send(answer);
+            }
             RegistryMsg::Alive { worker_id, reply } => {
                 let _ = reply.send(state.workers.get(worker_id.as_str()).is_some_and(|e| e.alive));
             }
@@ -503,7 +564,17 @@ impl Actor for WorkerRegistry {
                 let mut views: Vec<WorkerView> = state
                     .workers
                     .values()
-                    .map(|e| WorkerView {
+                    .map(|e| {
+                        (
+                            e,
+                            state
+                                .records
+                                .get(e.candidate.worker_id.as_str())
+                                .cloned()
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .map(|(e, record)| WorkerView {
                         worker_id: e.candidate.worker_id.clone(),
                         owner: e.candidate.owner.clone(),
                         device: e.candidate.ask.device,
@@ -514,6 +585,13 @@ impl Actor for WorkerRegistry {
                         busy_with: e.busy_with.clone(),
                         alive: e.alive,
                         sandbox: e.candidate.ask.sandbox.clone(),
+                        reputation: record.reputation(),
+                        completed: record.completed,
+                        failed: record.failed,
+                        won: record.tally[0],
+                        lost: record.tally[1],
+                        declined: record.tally[2],
+                        last_auction: record.last_note(),
                     })
                     .collect();
                 views.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -660,6 +738,7 @@ mod tests {
             .send_message(RegistryMsg::Release {
                 worker_id: "b".into(),
                 job: "other".into(),
+                track: Track::Neutral,
             })
             .unwrap();
         assert_eq!(
@@ -670,6 +749,7 @@ mod tests {
             .send_message(RegistryMsg::Release {
                 worker_id: "b".into(),
                 job: "j".into(),
+                track: Track::Neutral,
             })
             .unwrap();
         assert_eq!(
@@ -710,28 +790,182 @@ mod tests {
     #[tokio::test]
     async fn a_promised_worker_is_not_invited_until_its_job_takes_or_drops_it() {
         let heartbeat = Duration::from_secs(60);
-        let (registry, _) = Actor::spawn(None, WorkerRegistry, RegistryArgs { heartbeat, events: Arc::new(OutputPort::default()) })
-            .await
-            .unwrap();
+        let (registry, _) = Actor::spawn(
+            None,
+            WorkerRegistry,
+            RegistryArgs {
+                heartbeat,
+                events: Arc::new(OutputPort::default()),
+            },
+        )
+        .await
+        .unwrap();
         for (id, price) in [("a", 1), ("b", 2)] {
             let register = register(&format!("o{id}"), price, DeviceKind::Cpu);
-            ractor::call_t!(registry, |reply| RegistryMsg::Register { worker_id: id.into(), register, reply }, 1_000)
-                .unwrap()
-                .unwrap();
+            ractor::call_t!(
+                registry,
+                |reply| RegistryMsg::Register {
+                    worker_id: id.into(),
+                    register,
+                    reply
+                },
+                1_000
+            )
+            .unwrap()
+            .unwrap();
         }
         let ids = |r: Result<Vec<(String, String)>, String>| r.unwrap().into_iter().map(|p| p.0).collect::<Vec<_>>();
-        registry.send_message(RegistryMsg::Promise { worker_id: "a".into(), job: "j1".into() }).unwrap();
+        registry
+            .send_message(RegistryMsg::Promise {
+                worker_id: "a".into(),
+                job: "j1".into(),
+            })
+            .unwrap();
         assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["b"]);
         // Another job's release does not free it; its own does.
-        registry.send_message(RegistryMsg::Release { worker_id: "a".into(), job: "j2".into() }).unwrap();
+        registry
+            .send_message(RegistryMsg::Release {
+                worker_id: "a".into(),
+                job: "j2".into(),
+                track: Track::Neutral,
+            })
+            .unwrap();
         assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["b"]);
-        registry.send_message(RegistryMsg::Release { worker_id: "a".into(), job: "j1".into() }).unwrap();
+        registry
+            .send_message(RegistryMsg::Release {
+                worker_id: "a".into(),
+                job: "j1".into(),
+                track: Track::Neutral,
+            })
+            .unwrap();
         assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["a", "b"]);
         // A reserve replaces the promise (busy until released).
-        registry.send_message(RegistryMsg::Promise { worker_id: "a".into(), job: "j3".into() }).unwrap();
-        registry.send_message(RegistryMsg::Reserve { worker_id: "a".into(), job: "j3".into() }).unwrap();
-        registry.send_message(RegistryMsg::Release { worker_id: "a".into(), job: "j3".into() }).unwrap();
+        registry
+            .send_message(RegistryMsg::Promise {
+                worker_id: "a".into(),
+                job: "j3".into(),
+            })
+            .unwrap();
+        registry
+            .send_message(RegistryMsg::Reserve {
+                worker_id: "a".into(),
+                job: "j3".into(),
+            })
+            .unwrap();
+        registry
+            .send_message(RegistryMsg::Release {
+                worker_id: "a".into(),
+                job: "j3".into(),
+                track: Track::Neutral,
+            })
+            .unwrap();
         assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["a", "b"]);
+    }
+
+    /// A worker that abandons a job is invited after an equally fast one that asks up to
+    /// twice its price (reputation 1/2), and climbs back as it completes jobs; a neutral end
+    /// (cancelled) changes nothing. Its counts, and its notes, survive a re-registration; the
+    /// log answers its owner's id.
+    #[tokio::test]
+    async fn abandoned_jobs_lower_a_workers_invitation_rank_until_it_completes_again() {
+        let (registry, _) = Actor::spawn(
+            None,
+            WorkerRegistry,
+            RegistryArgs {
+                heartbeat: Duration::from_secs(3600),
+                events: Arc::new(OutputPort::default()),
+            },
+        )
+        .await
+        .unwrap();
+        let put = |id: &'static str, register: Register| {
+            let registry = registry.clone();
+            async move {
+                ractor::call_t!(
+                    registry,
+                    |reply| RegistryMsg::Register {
+                        worker_id: id.into(),
+                        register,
+                        reply
+                    },
+                    1_000
+                )
+                .unwrap()
+                .unwrap();
+            }
+        };
+        put("a", register("oa", 100, DeviceKind::Cpu)).await;
+        put("b", register("ob", 150, DeviceKind::Cpu)).await;
+        let ids = |r: Result<Vec<(String, String)>, String>| r.unwrap().into_iter().map(|p| p.0).collect::<Vec<_>>();
+        let run = |track: Track| {
+            registry
+                .send_message(RegistryMsg::Reserve {
+                    worker_id: "a".into(),
+                    job: "j".into(),
+                })
+                .unwrap();
+            registry
+                .send_message(RegistryMsg::Release {
+                    worker_id: "a".into(),
+                    job: "j".into(),
+                    track,
+                })
+                .unwrap();
+        };
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["a", "b"]);
+        run(Track::Neutral);
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["a", "b"]);
+        run(Track::Failed);
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["b", "a"]);
+        put("a", register("oa", 100, DeviceKind::Cpu)).await;
+        assert_eq!(
+            ids(invitees(&registry, DeviceKind::Cpu, 8).await),
+            ["b", "a"],
+            "kept across registrations"
+        );
+        run(Track::Completed);
+        run(Track::Completed);
+        // 3/4: 100 / 0.75 = 133 < 150.
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["a", "b"]);
+        let note = helium_protocol::worker::AuctionNote {
+            v: PROTOCOL_VERSION,
+            job_id: "j9".into(),
+            at_ms: 1,
+            verdict: helium_protocol::worker::Verdict::Lost,
+            reason: "outbid".into(),
+            price_per_hour: None,
+            cost: None,
+            winning_price_per_hour: None,
+            winning_cost: None,
+        };
+        registry
+            .send_message(RegistryMsg::Notes(vec![
+                ("a".into(), note.clone()),
+                ("nobody".into(), note.clone()),
+            ]))
+            .unwrap();
+        let views = ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap();
+        let a = views.iter().find(|v| v.worker_id == "a").unwrap();
+        assert_eq!((a.completed, a.failed, a.lost, a.won), (2, 1, 1, 0));
+        assert_eq!(a.reputation, 0.75);
+        assert_eq!(a.last_auction.as_deref(), Some("lost job j9: outbid"));
+        let log = |id: &'static str| {
+            let registry = registry.clone();
+            async move {
+                ractor::call_t!(
+                    registry,
+                    |reply| RegistryMsg::Log {
+                        worker_id: id.into(),
+                        limit: 10,
+                        reply
+                    },
+                    1_000
+                )
+                .unwrap()
+            }
+        };
+        assert_eq!(log("a").await, Some(("oa".to_string(), vec![note])));
+        assert_eq!(log("nobody").await, None);
     }
 
     /// A worker that restarts before a heartbeat is missed (a new incarnation registers) has
@@ -744,18 +978,33 @@ mod tests {
         let (sink, _) = Actor::spawn(None, EventSink, lost_tx).await.unwrap();
         events.subscribe(sink, |e| Some(e));
         let heartbeat = Duration::from_secs(60);
-        let (registry, _) = Actor::spawn(None, WorkerRegistry, RegistryArgs { heartbeat, events }).await.unwrap();
+        let (registry, _) = Actor::spawn(None, WorkerRegistry, RegistryArgs { heartbeat, events })
+            .await
+            .unwrap();
         let put = |incarnation: &str| {
             let (registry, mut register) = (registry.clone(), register("alice", 100, DeviceKind::Cpu));
             register.incarnation = incarnation.into();
             async move {
-                ractor::call_t!(registry, |reply| RegistryMsg::Register { worker_id: "w1".into(), register, reply }, 1_000)
-                    .unwrap()
-                    .unwrap()
+                ractor::call_t!(
+                    registry,
+                    |reply| RegistryMsg::Register {
+                        worker_id: "w1".into(),
+                        register,
+                        reply
+                    },
+                    1_000
+                )
+                .unwrap()
+                .unwrap()
             }
         };
         put("first").await;
-        registry.send_message(RegistryMsg::Reserve { worker_id: "w1".into(), job: "j1".into() }).unwrap();
+        registry
+            .send_message(RegistryMsg::Reserve {
+                worker_id: "w1".into(),
+                job: "j1".into(),
+            })
+            .unwrap();
         put("first").await;
         put("second").await;
         let lost = loop {
@@ -785,11 +1034,20 @@ mod tests {
         type State = tokio::sync::mpsc::UnboundedSender<RegistryEvent>;
         type Arguments = tokio::sync::mpsc::UnboundedSender<RegistryEvent>;
 
-        async fn pre_start(&self, _me: ActorRef<RegistryEvent>, tx: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        async fn pre_start(
+            &self,
+            _me: ActorRef<RegistryEvent>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
             Ok(tx)
         }
 
-        async fn handle(&self, _me: ActorRef<RegistryEvent>, e: RegistryEvent, tx: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        async fn handle(
+            &self,
+            _me: ActorRef<RegistryEvent>,
+            e: RegistryEvent,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
             let _ = tx.send(e);
             Ok(())
         }
@@ -800,26 +1058,55 @@ mod tests {
     #[tokio::test]
     async fn a_live_worker_id_keeps_its_owner() {
         let heartbeat = Duration::from_millis(20);
-        let (registry, _) = Actor::spawn(None, WorkerRegistry, RegistryArgs { heartbeat, events: Arc::new(OutputPort::default()) })
-            .await
-            .unwrap();
+        let (registry, _) = Actor::spawn(
+            None,
+            WorkerRegistry,
+            RegistryArgs {
+                heartbeat,
+                events: Arc::new(OutputPort::default()),
+            },
+        )
+        .await
+        .unwrap();
         let put = |register: Register| {
             let registry = registry.clone();
             async move {
-                ractor::call_t!(registry, |reply| RegistryMsg::Register { worker_id: "w1".into(), register, reply }, 1_000).unwrap()
+                ractor::call_t!(
+                    registry,
+                    |reply| RegistryMsg::Register {
+                        worker_id: "w1".into(),
+                        register,
+                        reply
+                    },
+                    1_000
+                )
+                .unwrap()
             }
         };
         assert!(put(register("alice", 100, DeviceKind::Cuda)).await.is_ok());
-        assert!(put(register("alice", 200, DeviceKind::Cuda)).await.is_ok(), "its own owner re-registers");
+        assert!(
+            put(register("alice", 200, DeviceKind::Cuda)).await.is_ok(),
+            "its own owner re-registers"
+        );
         assert_eq!(
             put(register("bob", 50, DeviceKind::Cuda)).await,
-            Err(RegisterRefused::OwnedByAnother { worker_id: "w1".into(), owner: "alice".into(), claimed: "bob".into() })
+            Err(RegisterRefused::OwnedByAnother {
+                worker_id: "w1".into(),
+                owner: "alice".into(),
+                claimed: "bob".into()
+            })
         );
         let pair = |id: &str, owner: &str| (id.to_string(), owner.to_string());
-        assert_eq!(invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(), vec![pair("w1", "alice")]);
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
+            vec![pair("w1", "alice")]
+        );
         // No heartbeat: lost after MISSED_BEATS beats; then the id is free.
         tokio::time::sleep(heartbeat * (MISSED_BEATS + 3)).await;
         assert!(put(register("bob", 50, DeviceKind::Cuda)).await.is_ok());
-        assert_eq!(invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(), vec![pair("w1", "bob")]);
+        assert_eq!(
+            invitees(&registry, DeviceKind::Cuda, 8).await.unwrap(),
+            vec![pair("w1", "bob")]
+        );
     }
 }
