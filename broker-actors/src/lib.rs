@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`broker`]: builds the actor system and the NATS ingress ([`Broker::start`]).
 //! - [`config`]: the binary's flags.
-//! - [`ledger`]: the Ledger actor and its pure [`ledger::Book`]; the operator's read-only audit
+//! - [`ledger`]: the Ledger actor, its pure [`ledger::Book`] and per-principal index of postings
+//!   ([`ledger::postings`], `account.statement`); the operator's read-only audit
 //!   of the journal (`helium ledger`) in [`ledger::reader`] and [`ledger::audit`].
 //! - [`auction`]: the Auctioneer actor and the pure auction rules in [`auction::decide`].
 //! - [`registry`]: the WorkerRegistry actor (asks, heartbeats, liveness).
@@ -13,6 +14,7 @@
 //! - [`artifacts`]: the Artifacts actor (chunked uploads), the store, and artifact checks.
 //! - [`gateway`]: micro-service endpoints and JetStream consumers that feed the actors.
 //! - [`keydir`]: the operator's keys and credentials (`helium creds`).
+//! - [`ops`]: the operator's read-only tables of workers and jobs (`helium workers`, `helium jobs`).
 //! - [`events`]: job events for researchers.
 //! - [`streams`]: the JetStream streams and KV bucket the broker relies on.
 
@@ -25,6 +27,7 @@ pub mod gateway;
 pub mod jobs;
 pub mod keydir;
 pub mod ledger;
+pub mod ops;
 pub mod registry;
 pub mod sim;
 pub mod streams;

@@ -6,9 +6,7 @@ use helium_broker_actors::{
     ledger::{Applied, BookError, Ledger, LedgerError, LedgerMsg},
     streams,
 };
-use helium_protocol::{
-    ledger::{escrow, user, Transfer, MINT},
-};
+use helium_protocol::ledger::{escrow, user, Transfer, MINT};
 use helium_test_support::NatsServer;
 use ractor::{Actor, ActorRef};
 
@@ -445,4 +443,116 @@ async fn a_failed_append_fails_only_what_was_not_journaled() {
         );
     }
     assert_invariants(&balances(&replayed).await);
+}
+
+// The per-principal index behind `account.statement`.
+
+use helium_broker_actors::ledger::{
+    audit::{Audit, StatementLine},
+    reader, Page,
+};
+
+/// A whole statement from the ledger, asked `limit` lines at a time from each page's last seq.
+async fn statement(ledger: &ActorRef<LedgerMsg>, account: &str, limit: usize) -> (Vec<StatementLine>, i128) {
+    let (mut lines, mut since_seq) = (Vec::new(), 0);
+    loop {
+        let account = account.to_string();
+        let (Page { lines: page, more }, balance) = ractor::call_t!(
+            ledger,
+            |reply| LedgerMsg::Statement {
+                account,
+                since_seq,
+                limit,
+                max_bytes: usize::MAX,
+                reply
+            },
+            5_000
+        )
+        .unwrap();
+        since_seq = page.last().map_or(since_seq, |l| l.seq);
+        lines.extend(page);
+        if !more {
+            return (lines, balance);
+        }
+    }
+}
+
+/// Concurrent holds, pays and refunds (so entries are groups): the statement the ledger serves
+/// from its index is the audit's replay of the journal line for line (times within the
+/// acknowledgement's latency), its last balance the book's; after a restart the index rebuilt
+/// from the journal gives the audit's statement exactly, and a second writer that learns of
+/// entries by catching up indexes them too.
+#[tokio::test]
+async fn the_statement_index_matches_the_journal_live_and_after_a_restart() {
+    let mut server = NatsServer::start_synced().unwrap();
+    let (ledger, js) = ledger_on(&server).await;
+    let (alice, owner) = (user("alice"), user("owner"));
+    apply(&ledger, t("grant.a", MINT, &alice, 1_000_000)).await.unwrap();
+    apply(&ledger, t("grant.o", MINT, &owner, 500)).await.unwrap();
+    let jobs: Vec<_> = (0..32)
+        .map(|i| {
+            let (ledger, alice, owner) = (ledger.clone(), alice.clone(), owner.clone());
+            async move {
+                let (j, e) = (format!("j{i}"), escrow(&format!("j{i}")));
+                apply(&ledger, t(&format!("hold.{j}.1"), &alice, &e, 1_000))
+                    .await
+                    .unwrap();
+                let pay = t(&format!("pay.{j}.1"), &e, &owner, 700);
+                let refund = t(&format!("refund.{j}.1"), &e, &alice, 300);
+                let (p, r) = tokio::join!(apply(&ledger, pay), apply(&ledger, refund));
+                (p.unwrap(), r.unwrap())
+            }
+        })
+        .collect();
+    join_all(jobs).await;
+    apply(&ledger, t("hold.own.1", &owner, &escrow("own"), 10_000))
+        .await
+        .unwrap();
+
+    let audit = Audit::replay(reader::read_journal(&js).await.unwrap());
+    assert!(audit.ok(), "{:?}", audit.violations);
+    assert!(journal_messages(&js).await < 2 + 32 * 3 + 1, "some entries are groups");
+    for account in [&alice, &owner] {
+        let (live, balance) = statement(&ledger, account, 7).await;
+        let replayed = audit.statement(account);
+        assert_eq!(balance, audit.book.balance(account));
+        assert_eq!(live.last().map(|l| l.balance), Some(balance));
+        assert_eq!(live.len(), replayed.len());
+        for (l, r) in live.iter().zip(&replayed) {
+            let stamped = l.time_ms - r.time_ms;
+            assert!(
+                (0..2_000).contains(&stamped),
+                "acknowledged {stamped} ms after it was stored"
+            );
+            assert_eq!(
+                StatementLine {
+                    time_ms: r.time_ms,
+                    ..l.clone()
+                },
+                *r
+            );
+        }
+    }
+    assert_eq!(statement(&ledger, &owner, 1000).await.0.len(), 1 + 32 + 1);
+
+    let ledger = restarted(ledger, js, &mut server).await;
+    for account in [&alice, &owner, &user("nobody")] {
+        let (lines, balance) = statement(&ledger, account, 1000).await;
+        assert_eq!(lines, audit.statement(account));
+        assert_eq!(balance, audit.book.balance(account));
+    }
+
+    // A second writer learns of the first one's entry by catching up after being fenced.
+    let (second, _) = ledger_on(&server).await;
+    apply(&ledger, t("grant.late", MINT, &owner, 5)).await.unwrap();
+    apply(&second, t("grant.second", MINT, &owner, 6)).await.unwrap();
+    let last_two: Vec<_> = statement(&second, &owner, 1000)
+        .await
+        .0
+        .iter()
+        .rev()
+        .take(2)
+        .map(|l| l.transfer.clone())
+        .collect();
+    assert_eq!(last_two, ["grant.second", "grant.late"]);
 }

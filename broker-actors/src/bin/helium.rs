@@ -12,11 +12,15 @@
 //! helium ledger check     --nats nats://… --creds operator.creds [--jobs] [--json]
 //! helium ledger balance   alice --nats nats://… --creds operator.creds [--json]
 //! helium ledger statement alice --nats nats://… --creds operator.creds [--json]
+//!
+//! helium workers --nats nats://… --creds operator.creds [--json]
+//! helium jobs    --nats nats://… --creds operator.creds [--principal alice] [--json]
 //! ```
 //!
 //! `helium ledger` reads the journal read-only and replays it through the broker's own `Book`
 //! (`helium_broker_actors::ledger::{reader, audit}`); `check` exits 0 when every rule holds, 1
-//! with each violation printed, 2 when the journal cannot be read.
+//! with each violation printed, 2 when the journal cannot be read. `helium workers` asks the
+//! broker (`worker.list`); `helium jobs` reads the job bucket (`helium_broker_actors::ops`).
 
 use std::path::PathBuf;
 
@@ -27,6 +31,7 @@ use helium_broker_actors::ledger::{
     audit::{account_of, credits, utc, Audit},
     reader,
 };
+use helium_broker_actors::ops;
 use helium_protocol::auth::Role;
 
 #[derive(Parser)]
@@ -45,6 +50,25 @@ enum Command {
     /// own rules.
     #[command(subcommand)]
     Ledger(Ledger),
+    /// The grid's workers as the broker lists them: id, owner, device, memory, price per hour,
+    /// throughput, the job it is busy with, whether it is alive.
+    Workers {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every principal's jobs from the job bucket, oldest first: id, principal, name, state,
+    /// reason, worker, price, paid, epochs done.
+    Jobs {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only this principal's jobs.
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +116,46 @@ struct Conn {
     /// A CA certificate to trust for a `tls://` server.
     #[arg(long, env = "HELIUM_TLS_CA")]
     tls_ca: Option<PathBuf>,
+}
+
+/// What `read` gave, or exit 2 with why it could not be read.
+fn or_exit<T>(what: &str, read: Result<T, reader::ReadError>) -> T {
+    read.unwrap_or_else(|e| {
+        eprintln!("helium {what}: {e}");
+        std::process::exit(2);
+    })
+}
+
+/// `helium workers`: exit 0 with the table, 2 when the broker cannot be asked.
+async fn workers(conn: Conn, json: bool) -> Result<()> {
+    let read = async {
+        let principal = ops::principal_of(&conn.creds)?;
+        let client = reader::connect(&conn.nats, &conn.creds, conn.tls_ca.as_deref()).await?;
+        ops::workers(&client, &principal).await
+    };
+    let workers = or_exit("workers", read.await);
+    if json {
+        let rows: Vec<ops::WorkerRow> = workers.iter().map(Into::into).collect();
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        println!("{}", ops::workers_table(&workers));
+    }
+    Ok(())
+}
+
+/// `helium jobs`: exit 0 with the table, 2 when the job bucket cannot be read.
+async fn jobs(conn: Conn, principal: Option<String>, json: bool) -> Result<()> {
+    let read = async {
+        let client = reader::connect(&conn.nats, &conn.creds, conn.tls_ca.as_deref()).await?;
+        reader::jobs(&async_nats::jetstream::new(client), principal.as_deref()).await
+    };
+    let jobs = or_exit("jobs", read.await);
+    if json {
+        println!("{}", serde_json::to_string(&jobs)?);
+    } else {
+        println!("{}", ops::jobs_table(&jobs));
+    }
+    Ok(())
 }
 
 /// The journal replayed, and the connection it came over; exits 2 when it cannot be read.
@@ -244,6 +308,8 @@ enum Creds {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Ledger(command) => ledger(command).await?,
+        Command::Workers { conn, json } => workers(conn, json).await?,
+        Command::Jobs { conn, principal, json } => jobs(conn, principal, json).await?,
         Command::Creds(Creds::Init { keys, resolver_dir }) => {
             let resolver = resolver_dir.unwrap_or_else(|| keys.join("jwt"));
             let dir = KeyDir::init(&keys, &resolver)?;

@@ -21,6 +21,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+pub use helium_protocol::{
+    api::StatementLine,
+    ledger::{parse_id, ParsedId, TransferKind as Kind},
+};
 use helium_protocol::{
     job::JobState,
     ledger::{escrow, user, Transfer, MINT},
@@ -82,98 +86,12 @@ pub enum Violation {
     UnknownJob { job: String, held: i128 },
 }
 
-/// What a transfer is, as its id names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Grant,
-    Hold,
-    Pay,
-    Refund,
-    Sweep,
-    Other,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Grant => "grant",
-            Kind::Hold => "hold",
-            Kind::Pay => "pay",
-            Kind::Refund => "refund",
-            Kind::Sweep => "sweep",
-            Kind::Other => "other",
-        }
-    }
-}
-
-/// A transfer id read back: its kind, the job and award it belongs to (if any).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedId<'a> {
-    pub kind: Kind,
-    pub job: Option<&'a str>,
-    pub award: Option<u32>,
-}
-
-/// `hold.<job>.<n>`, `pay.<job>.<n>`, `refund.<job>.<n>`, `sweep.<job>`, `grant.<id>`; anything
-/// else is [`Kind::Other`].
-pub fn parse_id(id: &str) -> ParsedId<'_> {
-    let other = ParsedId {
-        kind: Kind::Other,
-        job: None,
-        award: None,
-    };
-    let parts: Vec<&str> = id.split('.').collect();
-    match parts.as_slice() {
-        ["grant", rest] if !rest.is_empty() => ParsedId {
-            kind: Kind::Grant,
-            job: None,
-            award: None,
-        },
-        ["sweep", job] if !job.is_empty() => ParsedId {
-            kind: Kind::Sweep,
-            job: Some(job),
-            award: None,
-        },
-        [kind @ ("hold" | "pay" | "refund"), job, n] if !job.is_empty() => match n.parse() {
-            Ok(n) => ParsedId {
-                kind: match *kind {
-                    "hold" => Kind::Hold,
-                    "pay" => Kind::Pay,
-                    _ => Kind::Refund,
-                },
-                job: Some(job),
-                award: Some(n),
-            },
-            Err(_) => other,
-        },
-        _ => other,
-    }
-}
-
 /// One applied transfer, where the journal put it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Posting {
     pub seq: u64,
     pub time_ms: i64,
     pub transfer: Transfer,
-}
-
-/// One line of an account's statement.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatementLine {
-    pub seq: u64,
-    pub time_ms: i64,
-    pub transfer: String,
-    pub job: Option<String>,
-    /// The other account of the transfer.
-    pub counterparty: String,
-    pub kind: Kind,
-    /// Micro-credits into the account (negative: out of it).
-    pub micro: i128,
-    /// The account's balance after this line.
-    pub balance: i128,
-    pub memo: String,
 }
 
 /// The audit's figures (`helium ledger check --json`).
@@ -394,30 +312,38 @@ impl Audit {
         let mut balance = 0;
         let mut lines = Vec::new();
         for p in &self.postings {
-            let t = &p.transfer;
-            let (micro, counterparty) = if t.credit == account {
-                (i128::from(t.amount), &t.debit)
-            } else if t.debit == account {
-                (-i128::from(t.amount), &t.credit)
-            } else {
-                continue;
-            };
-            balance += micro;
-            let id = parse_id(&t.id);
-            lines.push(StatementLine {
-                seq: p.seq,
-                time_ms: p.time_ms,
-                transfer: t.id.clone(),
-                job: id.job.map(str::to_string),
-                counterparty: counterparty.clone(),
-                kind: id.kind,
-                micro,
-                balance,
-                memo: t.memo.clone(),
-            });
+            if let Some(line) = statement_line(account, p.seq, p.time_ms, &p.transfer, balance) {
+                balance = line.balance;
+                lines.push(line);
+            }
         }
         lines
     }
+}
+
+/// The line `t` (journaled in entry `seq` at `time_ms`) makes in `account`'s statement when the
+/// account held `before`; `None` when `t` does not touch the account. The one place a posting
+/// becomes a line: the audit's statement and the Ledger's index (`super::postings`) both use it.
+pub fn statement_line(account: &str, seq: u64, time_ms: i64, t: &Transfer, before: i128) -> Option<StatementLine> {
+    let (micro, counterparty) = if t.credit == account {
+        (i128::from(t.amount), &t.debit)
+    } else if t.debit == account {
+        (-i128::from(t.amount), &t.credit)
+    } else {
+        return None;
+    };
+    let id = parse_id(&t.id);
+    Some(StatementLine {
+        seq,
+        time_ms,
+        transfer: t.id.clone(),
+        job: id.job.map(str::to_string),
+        counterparty: counterparty.clone(),
+        kind: id.kind,
+        micro,
+        balance: before + micro,
+        memo: t.memo.clone(),
+    })
 }
 
 /// The account a command-line argument names: `mint`, `escrow:<job>`, `user:<p>` as written, a

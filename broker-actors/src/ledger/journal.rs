@@ -67,16 +67,27 @@ pub enum Refusal {
     Failed(String),
 }
 
+/// One journal entry as read back: its sequence, when the stream stored it (milliseconds since
+/// the Unix epoch) and its transfers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub seq: u64,
+    pub time_ms: i64,
+    pub transfers: Vec<Transfer>,
+}
+
 /// What became of one append.
 #[derive(Debug)]
 pub enum Appended {
-    /// The group is the entry at `seq` (= `after` + 1).
-    Journaled { seq: u64 },
+    /// The group is the entry at `seq` (= `after` + 1), acknowledged at `time_ms` by this
+    /// process's clock (a PubAck carries no time; the stream's own stamp, which a replay reads,
+    /// is earlier by the acknowledgement's latency).
+    Journaled { seq: u64, time_ms: i64 },
     /// Not confirmed; `tail` is every entry after `after` as read from the stream afterwards
     /// (so the actor can make its book equal to the journal again), or why it could not be read.
     Unconfirmed {
         refusal: Refusal,
-        tail: Result<Vec<(u64, Vec<Transfer>)>, String>,
+        tail: Result<Vec<Stored>, String>,
     },
 }
 
@@ -94,7 +105,12 @@ pub async fn append(js: &jetstream::Context, after: u64, transfers: &[Transfer])
         Err(e) => Err(e),
     };
     let refusal = match ack {
-        Ok(ack) if !ack.duplicate && ack.sequence == after + 1 => return Appended::Journaled { seq: ack.sequence },
+        Ok(ack) if !ack.duplicate && ack.sequence == after + 1 => {
+            return Appended::Journaled {
+                seq: ack.sequence,
+                time_ms: crate::now_ms() as i64,
+            }
+        }
         Ok(ack) if ack.duplicate => Refusal::MsgIdTaken,
         Ok(ack) => Refusal::Failed(format!("appended at {} instead of {}", ack.sequence, after + 1)),
         Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Refusal::Fenced,
@@ -104,8 +120,9 @@ pub async fn append(js: &jetstream::Context, after: u64, transfers: &[Transfer])
     Appended::Unconfirmed { refusal, tail }
 }
 
-/// Every entry after sequence `after`, up to the stream's last sequence when asked.
-pub async fn read(js: &jetstream::Context, after: u64) -> Result<Vec<(u64, Vec<Transfer>)>, String> {
+/// Every entry after sequence `after`, up to the stream's last sequence when asked, with the
+/// time the stream stored each.
+pub async fn read(js: &jetstream::Context, after: u64) -> Result<Vec<Stored>, String> {
     let error = |e: &dyn std::fmt::Display| format!("reading the ledger journal: {e}");
     let mut stream = js.get_stream(streams::LEDGER).await.map_err(|e| error(&e))?;
     let last = stream.info().await.map_err(|e| error(&e))?.state.last_sequence;
@@ -124,14 +141,22 @@ pub async fn read(js: &jetstream::Context, after: u64) -> Result<Vec<(u64, Vec<T
         .await
         .map_err(|e| error(&e))?;
     let mut messages = consumer.messages().await.map_err(|e| error(&e))?;
-    while entries.last().map_or(after, |(seq, _)| *seq) < last {
+    while entries.last().map_or(after, |e: &Stored| e.seq) < last {
         let Some(message) = messages.next().await else {
             return Err(error(&"the journal ended early"));
         };
         let message = message.map_err(|e| error(&e))?;
-        let seq = message.info().map_err(|e| error(&e))?.stream_sequence;
+        let info = message.info().map_err(|e| error(&e))?;
+        let (seq, time_ms) = (
+            info.stream_sequence,
+            (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
+        );
         let transfers = decode_entry(&message.payload).map_err(|e| format!("journal entry {seq}: {e}"))?;
-        entries.push((seq, transfers));
+        entries.push(Stored {
+            seq,
+            time_ms,
+            transfers,
+        });
     }
     Ok(entries)
 }

@@ -13,12 +13,17 @@
 //! ones a second writer's entry fenced off (once), and fails the rest: the book never holds a
 //! transfer the journal does not, and replaying the journal at start gives the same book.
 //!
+//! Beside the book, the actor keeps [`postings::Postings`], each principal's postings in journal
+//! order, fed the same entries as the book (at the start-up replay and after each append), from
+//! which `account.statement` is answered without reading the journal again.
+//!
 //! For the operator (`helium ledger`): [`reader`] reads the journal back read-only, and
 //! [`audit`] replays it through the same [`Book`] and checks the ledger's rules.
 
 pub mod audit;
 pub mod book;
 pub mod journal;
+pub mod postings;
 pub mod reader;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -28,7 +33,9 @@ use helium_protocol::{ledger::Transfer, ErrorCode, WireError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 pub use book::{Applied, Book, BookError, Pending, Verdict};
-use journal::{Appended, Refusal};
+use journal::{Appended, Refusal, Stored};
+pub use postings::Page;
+use postings::Postings;
 
 /// Most transfers in one journal entry.
 pub const MAX_GROUP: usize = 1_024;
@@ -69,6 +76,15 @@ pub enum LedgerMsg {
     Balance(String, RpcReplyPort<i128>),
     /// Every journaled balance.
     Balances(RpcReplyPort<BTreeMap<String, i128>>),
+    /// A principal's account's journaled postings in entries after `since_seq`
+    /// ([`Postings::page`]), and its balance.
+    Statement {
+        account: String,
+        since_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+        reply: RpcReplyPort<(Page, i128)>,
+    },
     /// From the append task: what became of the group appended after sequence `after`.
     #[doc(hidden)]
     Appended {
@@ -116,6 +132,8 @@ pub struct LedgerState {
     js: jetstream::Context,
     /// Exactly the journal up to `last_seq`.
     book: Book,
+    /// The principals' postings of the journal up to `last_seq`.
+    postings: Postings,
     /// Last journal sequence applied to `book`; the next append expects it.
     last_seq: u64,
     /// Accepted transfers not journaled yet (`in_flight` and `queue`), as the book sees them.
@@ -138,11 +156,19 @@ impl Actor for Ledger {
         js: jetstream::Context,
     ) -> Result<LedgerState, ActorProcessingErr> {
         let mut book = Book::default();
+        let mut postings = Postings::default();
         let mut last_seq = 0;
-        for (seq, transfers) in journal::read(&js, 0).await? {
+        for Stored {
+            seq,
+            time_ms,
+            transfers,
+        } in journal::read(&js, 0).await?
+        {
+            let fresh: Vec<Transfer> = postings::fresh(&book, &transfers).into_iter().cloned().collect();
             // A journal entry that no longer applies means the journal was tampered with.
             book.apply_entry(&transfers)
                 .map_err(|e| format!("journal entry {seq} does not apply: {e}"))?;
+            postings.record(seq, time_ms, &fresh);
             last_seq = seq;
         }
         tracing::info!(transfers = book.transfer_count(), last_seq, "ledger replayed");
@@ -152,6 +178,7 @@ impl Actor for Ledger {
         Ok(LedgerState {
             js,
             book,
+            postings,
             last_seq,
             pending: Pending::default(),
             in_flight: Vec::new(),
@@ -176,6 +203,16 @@ impl Actor for Ledger {
             }
             LedgerMsg::Balances(reply) => {
                 let _ = reply.send(state.book.balances().clone());
+            }
+            LedgerMsg::Statement {
+                account,
+                since_seq,
+                limit,
+                max_bytes,
+                reply,
+            } => {
+                let page = state.postings.page(&account, since_seq, limit, max_bytes);
+                let _ = reply.send((page, state.book.balance(&account)));
             }
             LedgerMsg::Appended { after, appended } => {
                 if after != state.last_seq || !state.appending {
@@ -254,15 +291,21 @@ impl LedgerState {
     fn settle(&mut self, appended: Appended) -> Result<(), ActorProcessingErr> {
         let group = std::mem::take(&mut self.in_flight);
         let (refusal, tail) = match appended {
-            Appended::Journaled { seq } => {
+            Appended::Journaled { seq, time_ms } => {
                 // Every transfer was checked against the book plus those before it, so each
                 // applies; if one did not, book and journal would differ: stop, and let a
                 // restart rebuild the book from the journal.
+                let mut fresh = Vec::with_capacity(group.len());
                 for w in &group {
-                    self.book
+                    let applied = self
+                        .book
                         .apply(w.transfer.clone())
                         .map_err(|e| format!("journal entry {seq} was accepted but does not apply: {e}"))?;
+                    if applied == Applied::New {
+                        fresh.push(&w.transfer);
+                    }
                 }
+                self.postings.record(seq, time_ms, fresh);
                 self.last_seq = seq;
                 for w in group {
                     self.pending.remove(&w.transfer);
@@ -328,14 +371,21 @@ impl LedgerState {
     }
 
     /// Applies the journal's entries after `last_seq`, stopping at one that does not apply.
-    fn apply_tail(&mut self, entries: Vec<(u64, Vec<Transfer>)>) -> Result<(), String> {
-        for (seq, transfers) in entries {
+    fn apply_tail(&mut self, entries: Vec<Stored>) -> Result<(), String> {
+        for Stored {
+            seq,
+            time_ms,
+            transfers,
+        } in entries
+        {
             if seq <= self.last_seq {
                 continue;
             }
+            let fresh: Vec<Transfer> = postings::fresh(&self.book, &transfers).into_iter().cloned().collect();
             self.book
                 .apply_entry(&transfers)
                 .map_err(|e| format!("journal entry {seq} does not apply: {e}"))?;
+            self.postings.record(seq, time_ms, &fresh);
             self.last_seq = seq;
         }
         Ok(())

@@ -28,6 +28,7 @@ __all__ = [
     "JOB_QUOTE",
     "ACCOUNT_BALANCE",
     "ACCOUNT_GRANT",
+    "ACCOUNT_STATEMENT",
     "WORKER_LIST",
     "WORKER_LOG",
     "ARTIFACT_BEGIN",
@@ -81,6 +82,7 @@ JOB_FOLLOW = "job.follow"
 JOB_QUOTE = "job.quote"
 ACCOUNT_BALANCE = "account.balance"
 ACCOUNT_GRANT = "account.grant"
+ACCOUNT_STATEMENT = "account.statement"
 WORKER_LIST = "worker.list"
 WORKER_LOG = "worker.log"
 ARTIFACT_BEGIN = "artifact.begin"
@@ -97,6 +99,7 @@ API_ALL: tuple[str, ...] = (
     JOB_QUOTE,
     ACCOUNT_BALANCE,
     ACCOUNT_GRANT,
+    ACCOUNT_STATEMENT,
     WORKER_LIST,
     WORKER_LOG,
     ARTIFACT_BEGIN,
