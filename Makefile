@@ -24,12 +24,16 @@ STAMP := $(VENV)/.helium-stamp
 NATS_CLI := $(CURDIR)/.helium/bin/nats
 NATS_CLI_VERSION := v0.5.0
 
-.PHONY: help venv nats-cli build test test-rust test-python demo up down jupyter bench sim soak clean
+# The worker's wheel (`pip install` it: `helium-worker` on PATH, torch as its dependency).
+WHEEL_DIR := $(CURDIR)/.helium/wheels
+
+.PHONY: help venv nats-cli build wheel test test-rust test-python demo up down jupyter bench sim soak clean
 
 help:
 	@echo "make demo   # local grid + notebook training end to end"
 	@echo "make test   # every test, Rust and Python"
 	@echo "make up / make down   # the local grid alone"
+	@echo "make wheel            # the worker's wheel, in .helium/wheels (pip install it anywhere)"
 	@echo "make jupyter          # JupyterLab on notebooks/, against the grid of make up"
 	@echo "make bench            # auctions/s, ledger transfers/s, grid vs plain PyTorch, artifact MB/s"
 	@echo "make sim SEEDS=100000 # the deterministic simulator over many seeds (SEED=n replays one)"
@@ -54,7 +58,15 @@ build: venv $(NATS_CLI)
 	@command -v cargo >/dev/null || { echo "need a Rust toolchain (rustup)"; exit 1; }
 	$(CARGO_ENV) cargo build $(CARGO_PROFILE) --workspace --all-targets
 
-test: build
+# maturin builds helium-worker through cargo in the same target dir and release profile, then
+# zips it as the wheel's script. No auditwheel repair: libtorch is not bundled (it is not
+# manylinux-clean), the torch wheel brings it and the binary's relative rpath finds it.
+wheel: venv
+	@command -v cargo >/dev/null || { echo "need a Rust toolchain (rustup)"; exit 1; }
+	$(CARGO_ENV) $(VENV)/bin/maturin build --quiet --manifest-path worker-actors/Cargo.toml \
+	  --out $(WHEEL_DIR) --auditwheel skip
+
+test: build wheel
 	$(MAKE) --no-print-directory test-rust test-python
 
 test-rust:
@@ -77,7 +89,8 @@ soak: build
 	  $(VENV)/bin/python -m pytest -q -s tests/e2e/test_soak.py
 
 test-python:
-	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 HELIUM_NATS_CLI=$(NATS_CLI) $(VENV)/bin/python -m pytest -q
+	HELIUM_BIN_DIR=$(BIN_DIR) HELIUM_REQUIRE_BINARIES=1 HELIUM_NATS_CLI=$(NATS_CLI) HELIUM_WHEEL_DIR=$(WHEEL_DIR) \
+	  $(VENV)/bin/python -m pytest -q
 
 demo: build
 	HELIUM_BIN_DIR=$(BIN_DIR) deploy/demo.sh

@@ -7,6 +7,15 @@
 //! exports its choice as `DEP_TCH_LIBTORCH_LIB`, but only to crates that depend on torch-sys
 //! directly, which this crate does not, so it is used when present and recomputed otherwise.
 //!
+//! The binary gets relative rpaths first, `$ORIGIN/../lib/python3.X/{site,dist}-packages/torch/lib`
+//! (and `lib64`), then the absolute one: installed from the wheel (`make wheel`,
+//! `worker-actors/pyproject.toml`), `helium-worker` lands in the `bin/` of a virtualenv, of
+//! `~/.local` (`pip install --user`) or of a system prefix, beside the `lib/` holding the
+//! `torch` wheel that pip installed as its dependency, and loads that libtorch. Python versions
+//! are tried in [`PYTHONS`]' order; a prefix holding several Pythons' torch uses the first.
+//! Built in the repository, no relative path exists and the absolute one (the build venv's)
+//! is used.
+//!
 //! It compiles `csrc/buffers.cpp`, the one libtorch call tch lacks (a module's named buffers,
 //! so checkpoints and results carry tensors only), with the include dirs and C++ ABI torch-sys
 //! used.
@@ -18,6 +27,18 @@
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The Python minor versions whose `site-packages` the relative rpaths name, tried in order.
+const PYTHONS: &[&str] = &["3.11", "3.12", "3.13", "3.10"];
+
+/// Where pip puts a wheel's packages, relative to the prefix whose `bin/` gets its scripts:
+/// virtualenvs and `--user` (`lib`), Debian's system Python (`dist-packages`), Fedora's
+/// platform wheels (`lib64`).
+const SITE_DIRS: &[&str] = &[
+    "lib/python{}/site-packages",
+    "lib/python{}/dist-packages",
+    "lib64/python{}/site-packages",
+];
 
 const PRINT_TORCH_LIB: &str = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
 
@@ -37,6 +58,9 @@ fn main() {
     match libtorch_lib_dir() {
         Ok(dir) => {
             compile_shim(&dir);
+            for rpath in relative_rpaths() {
+                println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");
+            }
             println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
             if dir.join("libtorch_cuda.so").exists() {
                 println!("cargo:rustc-link-search=native={}", dir.display());
@@ -46,6 +70,20 @@ fn main() {
         // torch-sys has already failed the build with a better message in this case.
         Err(why) => println!("cargo:warning=no rpath to libtorch: {why}"),
     }
+}
+
+/// `$ORIGIN/../<site dir>/torch/lib` for each of [`PYTHONS`] and [`SITE_DIRS`], in order.
+/// `$ORIGIN` is literal here: the linker writes it and the loader expands it to the binary's
+/// directory (no shell runs in between).
+fn relative_rpaths() -> Vec<String> {
+    PYTHONS
+        .iter()
+        .flat_map(|py| {
+            SITE_DIRS
+                .iter()
+                .map(move |dir| format!("$ORIGIN/../{}/torch/lib", dir.replace("{}", py)))
+        })
+        .collect()
 }
 
 /// `csrc/buffers.cpp` against the headers next to `lib_dir`, as torch-sys builds its own C++.
