@@ -82,8 +82,15 @@ class Proc:
     copied to a log file), so tests can wait for a line without sleeping."""
 
     def __init__(
-        self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        unset: tuple[str, ...] = (),
     ) -> None:
+        """Starts ``argv`` with this process's environment plus ``env``, less ``unset``."""
         self.name = name
         self.argv = argv
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +103,7 @@ class Proc:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, **(env or {})},
+            env={k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset},
             cwd=cwd,
         )
         self._readers = [
@@ -333,6 +340,12 @@ class WorkerSpec:
     throughput: float | None = 1e9
     threads: int = 1
     extra: tuple[str, ...] = ()
+    #: ``--device``: ``cpu`` keeps every test grid alike; ``auto`` detects as an owner's would.
+    device: str = "cpu"
+    #: An installed ``helium-worker`` to run instead of ``$HELIUM_BIN_DIR``'s (test_wheel: the
+    #: wheel's, in a fresh virtualenv). It starts as an owner would start it: without
+    #: ``LD_LIBRARY_PATH``, from its work dir's parent rather than the repository.
+    binary: str | None = None
 
 
 def start_broker(root: Path, nats: NatsServer, extra: list[str]) -> Proc:
@@ -356,19 +369,27 @@ def start_broker(root: Path, nats: NatsServer, extra: list[str]) -> Proc:
 
 def start_worker(root: Path, nats: NatsServer, spec: WorkerSpec) -> Proc:
     argv = [
-        str(helium_bin("helium-worker")),
+        spec.binary or str(helium_bin("helium-worker")),
         "--grid", nats.url,
         "--creds", str(nats.creds("worker", spec.worker_id, spec.owner)),
         "--price", repr(float(spec.price)),
         "--work-dir", str(root / "workers" / spec.worker_id),
-        "--device", "cpu",
+        "--device", spec.device,
         "--threads", str(spec.threads),
         *spec.extra,
     ]  # fmt: skip
     if spec.throughput is not None:
         argv += ["--throughput", repr(float(spec.throughput))]
+    installed = spec.binary is not None
+    if installed:
+        (root / "workers").mkdir(parents=True, exist_ok=True)
     proc = Proc(
-        f"helium-worker-{spec.worker_id}", argv, root / "logs", env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}
+        f"helium-worker-{spec.worker_id}",
+        argv,
+        root / "logs",
+        env={"RUST_LOG": os.environ.get("RUST_LOG", "info")},
+        cwd=root / "workers" if installed else None,
+        unset=("LD_LIBRARY_PATH",) if installed else (),
     )
     try:
         proc.wait_for_line("stdout", r"^ready$")
