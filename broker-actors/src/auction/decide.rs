@@ -17,6 +17,8 @@ mod clear;
 mod explain;
 mod invite;
 mod quote;
+#[cfg(test)]
+mod truthful;
 
 pub use bids::{check, check_bid, min_eta_secs, Refused};
 pub use clear::{clear, Lot};
