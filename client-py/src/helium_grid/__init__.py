@@ -35,6 +35,8 @@ Example::
 - ``_progress``: the ``tqdm.auto`` progress bar of ``wait``.
 - ``_burst``: many jobs at once: sweep grids, the combined progress bar of ``wait_all`` and
   its DataFrame of outcomes.
+- ``_statement``: ``grid.statement()`` (a DataFrame of the account's postings),
+  ``grid.earnings()`` (earned, spent, net) and ``grid.plot_statement()``.
 - ``_history``: ``job.history()`` (a pandas DataFrame of per-epoch metrics from the events) and
   ``job.plot()`` (the matplotlib figure of its curves).
 - ``records``: the public dataclasses; ``errors``: the exception hierarchy.
@@ -74,12 +76,14 @@ from .records import (
     Awarded,
     Balance,
     Checkpointed,
+    Earnings,
     JobEvent,
     JobState,
     JobStatus,
     Progress,
     Quote,
     StateChanged,
+    StatementLine,
     WorkerInfo,
 )
 
@@ -101,6 +105,8 @@ __all__ = [
     "Checkpointed",
     "ArtifactInfo",
     "Balance",
+    "StatementLine",
+    "Earnings",
     "WorkerInfo",
     "Quote",
     "HeliumError",

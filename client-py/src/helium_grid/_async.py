@@ -46,6 +46,7 @@ from ._limits import credits_to_micro, micro_to_credits
 from ._history import LiveCurve, checkpoint_epochs, history_frame, plot_history
 from ._progress import Tracker, bar_label
 from ._state import load_state
+from ._statement import earnings_of, plot_statement, statement_frame
 from ._submission import Submission, prepare_quote, prepare_submission, quiet_torchscript
 from ._wire import decode, encode, request_body, unwrap_reply
 from .errors import (
@@ -61,7 +62,19 @@ from .errors import (
     WaitTimeout,
 )
 
-from .records import AuctionNote, Balance, JobEvent, JobState, JobStatus, Quote, StateChanged, WorkerInfo, parse_event
+from .records import (
+    AuctionNote,
+    Balance,
+    Earnings,
+    JobEvent,
+    JobState,
+    JobStatus,
+    Quote,
+    StateChanged,
+    StatementLine,
+    WorkerInfo,
+    parse_event,
+)
 
 __all__ = ["AsyncGrid", "AsyncJob", "DEFAULT_URL", "DEFAULT_TIMEOUT", "DEFAULT_OUTAGE_TIMEOUT"]
 
@@ -462,6 +475,58 @@ class AsyncGrid:
             print((await grid.balance()).credits)
         """
         return Balance.from_wire(await self._read(subjects.ACCOUNT_BALANCE, {}))
+
+    async def statement_lines(self, since_seq: int = 0) -> list[StatementLine]:
+        """This principal's account's postings in ledger journal entries after ``since_seq``
+        (0: all), oldest first, asked a page at a time (``account.statement``).
+
+        Example::
+
+            for line in await grid.statement_lines():
+                print(line.time, line.kind, line.amount, line.balance)
+        """
+        lines: list[StatementLine] = []
+        since = int(since_seq)
+        while True:
+            reply = await self._read(subjects.ACCOUNT_STATEMENT, {"since_seq": since})
+            if not isinstance(reply, dict) or not isinstance(reply.get("lines"), list):
+                raise ProtocolError(f"account.statement reply is malformed: {reply!r}")
+            page = [StatementLine.from_wire(m) for m in reply["lines"]]
+            if any(line.seq <= since for line in page) or any(b.seq < a.seq for a, b in zip(page, page[1:])):
+                raise ProtocolError(f"account.statement after seq {since} answered lines out of order")
+            lines.extend(page)
+            if not reply.get("more"):
+                return lines
+            if not page:
+                raise ProtocolError("account.statement says more lines remain but sent none")
+            since = page[-1].seq
+
+    async def statement(self, since_seq: int = 0) -> Any:
+        """This principal's account as a DataFrame; see :meth:`helium_grid.Grid.statement`.
+
+        Example::
+
+            df = await grid.statement()
+        """
+        return statement_frame(await self.statement_lines(since_seq))
+
+    async def earnings(self) -> Earnings:
+        """What this principal's account earned and spent; see :meth:`helium_grid.Grid.earnings`.
+
+        Example::
+
+            print((await grid.earnings()).net)
+        """
+        return earnings_of(self.principal, await self.statement_lines())
+
+    async def plot_statement(self) -> Any:
+        """Earned, spent, net and balance over time; see :meth:`helium_grid.Grid.plot_statement`.
+
+        Example::
+
+            fig = await grid.plot_statement()
+        """
+        return plot_statement(await self.statement(), title=f"account of {self.principal}")
 
     async def jobs(self) -> list[JobStatus]:
         """This principal's jobs, oldest first; see :meth:`helium_grid.Grid.jobs`.

@@ -36,7 +36,7 @@ from ._progress import Tracker, bar_label
 from ._burst import outcome_frame, sweep_configs, sweep_name
 from ._submission import prepare_submission
 from .errors import BadRequest
-from .records import Balance, JobEvent, JobStatus, Quote, WorkerInfo
+from .records import Balance, Earnings, JobEvent, JobStatus, Quote, StatementLine, WorkerInfo
 
 __all__ = ["Grid", "Job"]
 
@@ -384,6 +384,57 @@ class Grid:
             print(f"{grid.balance().credits:.6f} credits")
         """
         return self._run(self._async.balance())
+
+    def statement(self, since_seq: int = 0) -> Any:
+        """This principal's account, posting by posting, oldest first: a ``pandas.DataFrame``
+        with columns ``time`` (UTC), ``seq`` (ledger journal entry), ``transfer`` (its id),
+        ``job``, ``counterparty`` (the other account: ``mint``, ``escrow:<job>``), ``kind``
+        (``grant``, ``hold``, ``pay``, ``refund``, ``sweep``), ``amount`` and ``balance`` in
+        credits (float), ``amount_micro`` and ``balance_micro`` exact, and ``memo``. A GPU
+        owner's workers are paid into this same account (``pay`` lines), and its jobs are paid
+        out of it (``hold`` lines, less ``refund``). ``since_seq`` keeps the postings of
+        entries after that one (e.g. the last ``seq`` seen).
+
+        Example::
+
+            df = grid.statement()
+            print(df[["time", "kind", "job", "amount", "balance"]])
+            assert df["balance_micro"].iloc[-1] == grid.balance().micro
+        """
+        return self._run(self._async.statement(since_seq))
+
+    def statement_lines(self, since_seq: int = 0) -> list[StatementLine]:
+        """The postings of :meth:`statement` as records.
+
+        Example::
+
+            pays = [line for line in grid.statement_lines() if line.kind == "pay"]
+        """
+        return self._run(self._async.statement_lines(since_seq))
+
+    def earnings(self) -> Earnings:
+        """What this account earned (``pay`` postings: your workers' pay), spent (``hold``
+        postings less ``refund`` and ``sweep``: your jobs' cost) and was granted, exact to the
+        micro-credit; ``net`` = earned − spent. Each is a :class:`Balance`.
+
+        Example::
+
+            e = grid.earnings()
+            print(f"earned {e.earned:.6f}, spent {e.spent:.6f}, net {e.net:+.6f} credits")
+        """
+        return self._run(self._async.earnings())
+
+    def plot_statement(self) -> Any:
+        """This account over time, a ``matplotlib.figure.Figure``: cumulative earned and spent
+        credits with the break-even point where earned caught up with spent, and below, net
+        (earned − spent) against the break-even level 0 with the balance.
+
+        Example::
+
+            fig = grid.plot_statement()
+            fig.savefig("account.png")
+        """
+        return self._run(self._async.plot_statement())
 
     def jobs(self) -> list[JobStatus]:
         """This principal's jobs on the grid, oldest first: find a job whose handle was lost

@@ -30,6 +30,8 @@ __all__ = [
     "ArtifactInfo",
     "JobStatus",
     "Balance",
+    "StatementLine",
+    "Earnings",
     "WorkerInfo",
     "JobEvent",
     "StateChanged",
@@ -376,6 +378,107 @@ class Balance:
     def from_wire(cls, m: Mapping[str, Any]) -> Balance:
         """From a ``Balance`` map (``micro`` is an i128: bin or int on the wire)."""
         return cls(principal=str(_req(m, "principal", "Balance")), micro=wire_int(_req(m, "micro", "Balance")))
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """One posting of this principal's account: a journaled transfer into it (``amount_micro``
+    > 0) or out of it (< 0), with the balance after it (the wire's ``StatementLine``).
+
+    ``kind`` is what the transfer id names: ``grant`` (minted by an operator), ``hold`` (a job's
+    award price moved into its escrow), ``pay`` (a worker you own was paid for an award),
+    ``refund`` (the unpaid part of a hold came back), ``sweep`` (a finished job's stray hold
+    came back) or ``other``.
+
+    Example::
+
+        >>> line = StatementLine.from_wire({"seq": 3, "time_ms": 0, "transfer": "pay.j1.1", "job": "j1",
+        ...     "counterparty": "escrow:j1", "kind": "pay", "micro": 700, "balance": 1_000_700, "memo": ""})
+        >>> line.amount, line.balance
+        (0.0007, 1.0007)
+    """
+
+    #: The ledger journal entry (stream sequence) that holds the transfer.
+    seq: int
+    time_ms: int
+    transfer: str
+    job: str | None
+    counterparty: str
+    kind: str
+    amount_micro: int
+    balance_micro: int
+    memo: str = ""
+
+    def __repr__(self) -> str:
+        """Money in credits: ``StatementLine(..., amount=0.000700 credits, balance=...)``."""
+        return _credit_repr(self)
+
+    @property
+    def amount(self) -> float:
+        """Credits into the account (negative: out of it)."""
+        return micro_to_credits(self.amount_micro)
+
+    @property
+    def balance(self) -> float:
+        """The balance after this line, in credits."""
+        return micro_to_credits(self.balance_micro)
+
+    @property
+    def time(self) -> _dt.datetime:
+        """When the ledger journaled the transfer (UTC)."""
+        return _dt.datetime.fromtimestamp(self.time_ms / 1000, tz=_dt.timezone.utc)
+
+    @classmethod
+    def from_wire(cls, m: Mapping[str, Any]) -> StatementLine:
+        """From a ``StatementLine`` map (``micro`` and ``balance`` are i128: bin or int)."""
+        job = m.get("job")
+        return cls(
+            seq=wire_int(_req(m, "seq", "StatementLine")),
+            time_ms=wire_int(_req(m, "time_ms", "StatementLine")),
+            transfer=str(_req(m, "transfer", "StatementLine")),
+            job=None if job is None else str(job),
+            counterparty=str(_req(m, "counterparty", "StatementLine")),
+            kind=str(_req(m, "kind", "StatementLine")),
+            amount_micro=wire_int(_req(m, "micro", "StatementLine")),
+            balance_micro=wire_int(_req(m, "balance", "StatementLine")),
+            memo=str(m.get("memo") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class Earnings:
+    """What one account earned and spent, exact to the micro-credit, from its statement: a GPU
+    owner who also trains models sees both in the one account.
+
+    - ``earned``: the ``pay`` postings into the account (its workers' pay for awards).
+    - ``spent``: ``hold`` postings out of it, less the ``refund`` and ``sweep`` postings back:
+      what its own jobs cost. A hold of an award not yet settled counts in full until its
+      refund comes back.
+    - ``net`` = ``earned − spent``: above 0, the workers earned more than the jobs cost.
+    - ``granted``: credits minted to the account. ``granted + net`` is the balance (when the
+      statement holds no ``other`` postings).
+
+    Each is a :class:`Balance` of the principal (``.micro`` exact, ``float()`` in credits).
+
+    Example::
+
+        >>> e = Earnings(Balance("o", 900), Balance("o", 400), Balance("o", 1_000_000))
+        >>> e.net
+        Balance('o', 0.000500 credits)
+    """
+
+    earned: Balance
+    spent: Balance
+    granted: Balance
+
+    @property
+    def net(self) -> Balance:
+        """Earned less spent."""
+        return self.earned - self.spent
+
+    @property
+    def principal(self) -> str:
+        return self.earned.principal
 
 
 @dataclass(frozen=True)
