@@ -39,7 +39,6 @@ from faultjobs import accuracy
 pytestmark = pytest.mark.timeout(900)
 
 WHEEL_DIR = Path(os.environ.get("HELIUM_WHEEL_DIR", REPO / ".helium" / "wheels"))
-TORCH_PIN = "torch==2.13.0"
 EPOCHS = 20
 BATCH = 64
 LR = 1e-2
@@ -55,6 +54,13 @@ class Installed:
     #: ``<venv>/bin/helium-worker``, as pip wrote it.
     exe: Path
     install_s: float
+
+
+def torch_pin() -> str:
+    """The torch the workspace is built against (``requirements-dev.txt``): the wheel's binary
+    links that libtorch, so the wheel must require exactly it."""
+    lines = (REPO / "requirements-dev.txt").read_text().splitlines()
+    return next(line.strip() for line in lines if line.startswith("torch=="))
 
 
 def workspace_version() -> str:
@@ -107,7 +113,7 @@ def test_the_wheel_declares_torch_and_carries_only_the_binary(wheel: Path) -> No
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    assert f"Requires-Dist: {TORCH_PIN}" in meta.splitlines()
+    assert f"Requires-Dist: {torch_pin()}" in meta.splitlines()
     assert f"Version: {workspace_version()}" in meta.splitlines()
     scripts = [n for n in names if ".data/scripts/" in n]
     assert [n.rsplit("/", 1)[1] for n in scripts] == ["helium-worker"]
