@@ -1,8 +1,20 @@
 //! The WorkerAgent actor: this machine's seat on the grid. It registers its standing ask,
 //! heartbeats, answers auction invitations with sealed bids, accepts awards by starting a
 //! [`TrainingRun`](crate::run::TrainingRun), and relays cancellations. One run at a time.
+//!
+//! It keeps the owner's terms ([`crate::owner`]): an invitation outside them is declined with
+//! its reason, and a run in progress when the owner takes the machine back (`--when-idle`,
+//! the end of `--hours`) is preempted ([`Stop::Preempt`]). It keeps the owner's status line
+//! ([`crate::status`]) and logs every auction note the broker sends it.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use helium_protocol::{
@@ -10,15 +22,23 @@ use helium_protocol::{
     job::cost,
     limits::credits,
     subjects::{self, dispatch, worker},
-    worker::{Ask, Award, AwardAck, Bid, BidReply, CancelRun, Heartbeat, Invite, Register, Registered, Settled},
+    worker::{
+        Ask, AuctionNote, Award, AwardAck, Bid, BidReply, CancelRun, Heartbeat, Invite, Register, Registered, Settled,
+    },
     ErrorCode, Reply, WireError, PROTOCOL_VERSION,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::{
     child::{ChildSpec, Spare},
-    run::{RunArgs, RunMsg, TrainingRun},
+    owner::{
+        hours::local_secs_of_day,
+        load::{Avail, Availability, Load},
+        monitor, price, Decline, Moment, OwnerPolicy, Pause,
+    },
+    run::{RunArgs, RunMsg, Stop, TrainingRun},
     sandbox::limits::job_limits,
+    status::{self, short, Activity, Printer, Status},
     transfer,
 };
 
@@ -33,6 +53,20 @@ pub enum AgentMsg {
     /// The run of this award has finished its work (its last event is about to go out).
     RunDone(String, RpcReplyPort<()>),
     Heartbeat,
+    /// A reading of others' use of the machine (`--when-idle`).
+    Load(Load),
+    /// Every [`status::REFRESH_EVERY`]: the owner's hours, and the status line.
+    Tick,
+    /// The run of this award finished epoch `epoch` of `epochs`.
+    Progress {
+        award_id: String,
+        epoch: u32,
+        epochs: u32,
+    },
+    /// `job.settled`: what an award of this worker paid.
+    Settled(Settled),
+    /// `auction.result`: why a bid of this worker did not win.
+    Note(AuctionNote),
 }
 
 pub struct AgentArgs {
@@ -48,13 +82,17 @@ pub struct AgentArgs {
     /// How training children start (the binary is resolved once at start: a rebuilt binary
     /// must not break the path of a running worker).
     pub child: ChildSpec,
+    /// The owner's terms (`--when-idle`, `--hours`, `--max-job`, `--price-policy`).
+    pub policy: OwnerPolicy,
 }
 
 struct Current {
     job_id: String,
     award_id: String,
     run: ActorRef<RunMsg>,
-    cancel: tokio::sync::watch::Sender<bool>,
+    stop: tokio::sync::watch::Sender<Stop>,
+    /// Epochs done of all, for the status line.
+    epoch: Option<(u32, u32)>,
 }
 
 pub struct AgentState {
@@ -63,6 +101,26 @@ pub struct AgentState {
     beats: u32,
     /// A trainer started ahead of the next award (see [`crate::child`]).
     spare: Spare,
+    /// The owner's use of the machine, with `--when-idle`.
+    avail: Option<Availability>,
+    /// Whether a run is in progress, for the load monitor (the GPU's use is then partly ours).
+    training: Arc<AtomicBool>,
+    /// The origin of the readings' clock.
+    started: Instant,
+    /// Why the machine was last not for rent (logged when it changes).
+    pause: Option<Pause>,
+    /// `--price`: the owner's floor, micro-credits per hour.
+    floor: u64,
+    /// Winning prices seen in this worker's lost auctions (`--price-policy market`).
+    recent: price::RecentPrices,
+    /// The ask changed: register it at the next heartbeat.
+    reregister: bool,
+    /// Micro-credits paid for this process's settled awards, and how many.
+    earned: u64,
+    settled: u32,
+    /// The last explanation of an auction, for the status line.
+    last: Option<String>,
+    printer: Printer,
 }
 
 pub struct WorkerAgent;
@@ -79,13 +137,47 @@ impl Actor for WorkerAgent {
             AgentMsg::Heartbeat
         });
         tracing::info!(worker = %args.worker_id, owner = %args.owner, credits_per_hour = credits(args.ask.price_per_hour), "registered with the grid");
+        let policy = &args.policy;
+        let terms = policy.hours.is_some() || policy.max_job_secs.is_some() || policy.when_idle.is_some();
+        if terms || policy.price != price::PricePolicy::Floor {
+            tracing::info!(
+                hours = policy.hours.map(|h| h.to_string()),
+                max_job_secs = policy.max_job_secs,
+                when_idle = policy.when_idle.is_some(),
+                busy_above = policy.when_idle.map(|w| w.busy_above),
+                idle_after_secs = policy.when_idle.map(|w| w.idle_after_secs),
+                price_policy = ?policy.price,
+                "the owner's terms"
+            );
+        }
+        let training = Arc::new(AtomicBool::new(false));
+        let avail = policy.when_idle.map(|w| {
+            let gpu = args.ask.device == helium_protocol::job::DeviceKind::Cuda;
+            let agent = me.clone();
+            monitor::spawn(gpu, training.clone(), move |load| {
+                agent.send_message(AgentMsg::Load(load)).is_ok()
+            });
+            Availability::new(w.busy_above, w.idle_after_secs)
+        });
+        me.send_interval(status::REFRESH_EVERY, || AgentMsg::Tick);
         let mut spare = Spare::new(args.child.clone());
         spare.refill();
         Ok(AgentState {
+            floor: args.ask.price_per_hour,
             args,
             current: None,
             beats: 0,
             spare,
+            avail,
+            training,
+            started: Instant::now(),
+            pause: None,
+            recent: price::RecentPrices::default(),
+            reregister: false,
+            earned: 0,
+            settled: 0,
+            last: None,
+            printer: Printer::stderr(),
         })
     }
 
@@ -107,7 +199,7 @@ impl Actor for WorkerAgent {
                 let running = match &state.current {
                     Some(c) if c.award_id == cancel.award_id => {
                         tracing::info!(job = %c.job_id, "cancelling run");
-                        let _ = c.cancel.send(true);
+                        let _ = c.stop.send(Stop::Cancel);
                         let _ = c.run.send_message(RunMsg::Cancel);
                         true
                     }
@@ -117,13 +209,13 @@ impl Actor for WorkerAgent {
             }
             AgentMsg::RunDone(award_id, reply) => {
                 if state.current.as_ref().is_some_and(|c| c.award_id == award_id) {
-                    state.current = None;
+                    state.set_current(None);
                 }
                 let _ = reply.send(());
             }
             AgentMsg::Heartbeat => {
                 state.beats += 1;
-                if state.beats % REREGISTER_EVERY == 0 {
+                if state.beats % REREGISTER_EVERY == 0 || std::mem::take(&mut state.reregister) {
                     if let Err(e) = register(&state.args).await {
                         tracing::warn!(error = %e, "re-registration failed");
                     }
@@ -135,6 +227,29 @@ impl Actor for WorkerAgent {
                 let subject = subjects::worker(&state.args.worker_id, worker::HEARTBEAT);
                 let _ = state.args.nats.publish(subject, encode(&heartbeat).into()).await;
             }
+            AgentMsg::Load(load) => {
+                let now = state.started.elapsed().as_secs_f64();
+                if let Some(avail) = state.avail.as_mut() {
+                    avail.observe(load, now);
+                }
+                state.enforce();
+            }
+            AgentMsg::Tick => {
+                state.enforce();
+                let status = state.status();
+                state.printer.show(&status, Instant::now());
+            }
+            AgentMsg::Progress {
+                award_id,
+                epoch,
+                epochs,
+            } => {
+                if let Some(c) = state.current.as_mut().filter(|c| c.award_id == award_id) {
+                    c.epoch = Some((epoch, epochs));
+                }
+            }
+            AgentMsg::Settled(s) => state.on_settled(&s),
+            AgentMsg::Note(note) => state.on_note(&note),
         }
         Ok(())
     }
@@ -154,7 +269,7 @@ impl Actor for WorkerAgent {
             if current.run.get_id() == id {
                 // Reached only if the run died before telling us it was done.
                 tracing::info!(job = %current.job_id, event = ?evt, "run ended");
-                state.current = None;
+                state.set_current(None);
             }
         }
         Ok(())
@@ -162,24 +277,40 @@ impl Actor for WorkerAgent {
 }
 
 impl AgentState {
-    fn bid(&self, invite: &Invite) -> BidReply {
-        let decline = |why: String| BidReply {
-            bid: None,
-            decline: Some(why),
-        };
-        let (ask, req) = (&self.args.ask, &invite.requirements);
-        if let Some(c) = &self.current {
-            return decline(format!("busy with {}", c.job_id));
+    /// This worker's situation now, for the owner's rules.
+    fn moment(&self) -> Moment<'_> {
+        Moment {
+            running: self.current.as_ref().map(|c| c.job_id.as_str()),
+            local_secs: local_secs_of_day(),
+            avail: self.avail.as_ref().map_or(Avail::Idle, Availability::state),
         }
-        if !ask.device.satisfies(req.device) {
-            return decline(format!("offers {:?}, job needs {:?}", ask.device, req.device));
-        }
-        if ask.memory_bytes < req.min_memory_bytes {
-            return decline("not enough device memory".into());
-        }
+    }
+
+    fn bid(&mut self, invite: &Invite) -> BidReply {
+        let ask = &self.args.ask;
         // The invite names no price, budget or deadline: the broker invited this worker because
         // its ask is within the job's maximum price, and holds the bid to every constraint.
         let eta_secs = invite.work.eta_secs(ask.throughput);
+        let screened = self.args.policy.screen(
+            ask.device,
+            ask.memory_bytes,
+            &invite.requirements,
+            eta_secs,
+            &self.moment(),
+        );
+        if let Err(why) = screened {
+            let line = format!("declined job {}: {why}", short(&invite.job_id));
+            if matches!(why, Decline::Busy { .. }) {
+                tracing::debug!(job = %invite.job_id, "{line}");
+            } else {
+                tracing::info!(job = %invite.job_id, "{line}");
+                self.last = Some(line);
+            }
+            return BidReply {
+                bid: None,
+                decline: Some(why.to_string()),
+            };
+        }
         tracing::debug!(job = %invite.job_id, eta_secs, cost_credits = credits(cost(ask.price_per_hour, eta_secs)), "bidding");
         BidReply {
             bid: Some(Bid {
@@ -187,6 +318,101 @@ impl AgentState {
                 eta_secs,
             }),
             decline: None,
+        }
+    }
+
+    fn set_current(&mut self, current: Option<Current>) {
+        self.training.store(current.is_some(), Ordering::Relaxed);
+        self.current = current;
+    }
+
+    /// Applies the owner's terms now: logs when the machine stops or starts being for rent,
+    /// and preempts a run in progress when the owner takes it back.
+    fn enforce(&mut self) {
+        let pause = self.args.policy.paused(&self.moment());
+        let kind = |p: &Option<Pause>| p.as_ref().map(std::mem::discriminant);
+        if kind(&pause) != kind(&self.pause) {
+            match &pause {
+                Some(p) => tracing::info!("paused: {p}"),
+                None => tracing::info!("available: taking jobs"),
+            }
+        }
+        self.pause = pause;
+        let Some(why @ (Pause::OwnerBusy(_) | Pause::OutsideHours(_))) = pause else {
+            return;
+        };
+        if let Some(c) = &self.current {
+            // Once: a broker's cancel already under way is not turned into a preemption.
+            let preempted = c.stop.send_if_modified(|s| {
+                let first = *s == Stop::Run;
+                if first {
+                    *s = Stop::Preempt;
+                }
+                first
+            });
+            if preempted {
+                tracing::info!(job = %c.job_id, award = %c.award_id, reason = %why, "preempting the run: {why}");
+                self.last = Some(format!("preempted job {}: {why}", short(&c.job_id)));
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let activity = match (&self.current, &self.pause) {
+            (Some(c), _) => Activity::Training {
+                job: c.job_id.clone(),
+                epoch: c.epoch,
+            },
+            (None, Some(p)) => Activity::Paused(*p),
+            (None, None) => Activity::Idle,
+        };
+        Status {
+            activity,
+            earned: self.earned,
+            settled: self.settled,
+            last: self.last.clone(),
+        }
+    }
+
+    /// One info line per settled award: what this worker's owner earned.
+    fn on_settled(&mut self, s: &Settled) {
+        self.earned = self.earned.saturating_add(s.paid);
+        self.settled = self.settled.saturating_add(1);
+        tracing::info!(
+            job = %s.job_id,
+            award = %s.award_id,
+            earned_credits = credits(s.paid),
+            paid_steps = s.paid_steps,
+            steps = s.steps,
+            "award settled"
+        );
+    }
+
+    /// Logs why a bid did not win, and (`--price-policy market`) follows the winning prices.
+    fn on_note(&mut self, note: &AuctionNote) {
+        let line = format!("{} job {}: {}", note.verdict.name(), short(&note.job_id), note.reason);
+        tracing::info!(job = %note.job_id, verdict = note.verdict.name(), "{line}");
+        self.last = Some(line);
+        let policy = &self.args.policy;
+        let Some(winning) = note
+            .winning_price_per_hour
+            .filter(|_| policy.price == price::PricePolicy::Market)
+        else {
+            return;
+        };
+        self.recent.push(winning);
+        let ask = price::ask(policy.price, self.floor, policy.market_fraction, &self.recent);
+        if ask != self.args.ask.price_per_hour {
+            tracing::info!(
+                credits_per_hour = credits(ask),
+                floor = credits(self.floor),
+                median_winning = self.recent.median().map(credits),
+                fraction = policy.market_fraction,
+                "price policy market: asking {:.6} credits/h",
+                credits(ask)
+            );
+            self.args.ask.price_per_hour = ask;
+            self.reregister = true;
         }
     }
 
@@ -204,6 +430,14 @@ impl AgentState {
             return AwardAck {
                 accepted: false,
                 reason: Some(format!("busy with {}", c.job_id)),
+            };
+        }
+        // The owner took the machine back since the bid.
+        if let Some(pause) = self.args.policy.paused(&self.moment()) {
+            tracing::info!(job = %award.job_id, reason = %pause, "award refused: {pause}");
+            return AwardAck {
+                accepted: false,
+                reason: Some(pause.to_string()),
             };
         }
         let (job_id, award_id) = (award.job_id.clone(), award.award_id.clone());
@@ -225,7 +459,7 @@ impl AgentState {
             self.args.ask.throughput,
             self.args.child.threads,
         );
-        let (cancel, cancel_rx) = tokio::sync::watch::channel(false);
+        let (stop, cancel_rx) = tokio::sync::watch::channel(Stop::Run);
         let args = RunArgs {
             nats: self.args.nats.clone(),
             worker_id: self.args.worker_id.clone(),
@@ -242,12 +476,13 @@ impl AgentState {
                 tracing::info!(job = %job_id, award = %award_id, price_credits = credits(price), eta_secs, "won an award; training");
                 // The next award finds a trainer warm, even right after this one ends.
                 self.spare.refill();
-                self.current = Some(Current {
+                self.set_current(Some(Current {
                     job_id,
                     award_id,
                     run,
-                    cancel,
-                });
+                    stop,
+                    epoch: None,
+                }));
                 AwardAck {
                     accepted: true,
                     reason: None,
@@ -306,8 +541,19 @@ async fn listen(
                 .strip_prefix(&prefix)
                 .unwrap_or_default()
                 .to_string();
-            if verb == dispatch::SETTLED {
-                log_settled(&message.payload);
+            // Plain publishes: notices for the owner's log and status line.
+            if verb == dispatch::SETTLED || verb == dispatch::AUCTION_RESULT {
+                let msg = if verb == dispatch::SETTLED {
+                    decode::<Settled>(&message.payload).map(AgentMsg::Settled)
+                } else {
+                    decode::<AuctionNote>(&message.payload).map(AgentMsg::Note)
+                };
+                match msg {
+                    Ok(msg) => {
+                        let _ = agent.send_message(msg);
+                    }
+                    Err(e) => tracing::debug!(verb, error = %e, "unreadable notice"),
+                }
                 continue;
             }
             let Some(reply_to) = message.reply.clone() else {
@@ -340,21 +586,6 @@ async fn listen(
         }
     });
     Ok(())
-}
-
-/// One info line per settled award: what this worker's owner earned.
-fn log_settled(payload: &[u8]) {
-    match decode::<Settled>(payload) {
-        Ok(s) => tracing::info!(
-            job = %s.job_id,
-            award = %s.award_id,
-            earned_credits = credits(s.paid),
-            paid_steps = s.paid_steps,
-            steps = s.steps,
-            "award settled"
-        ),
-        Err(e) => tracing::debug!(error = %e, "unreadable settlement notice"),
-    }
 }
 
 async fn answer<Req, Resp, F, Fut, E>(request: Result<Req, WireError>, call: F) -> Vec<u8>

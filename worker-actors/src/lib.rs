@@ -12,13 +12,17 @@
 //! - [`jobfs`]: file access inside a job directory that no link the child planted escapes.
 //! - [`trainer`]: the tch trainer that runs inside the child process.
 //! - [`config`]: the binary's flags.
+//! - [`owner`]: the owner's terms: idle-only, hours, largest job, price policy.
+//! - [`status`]: the owner's status line.
 
 pub mod agent;
 pub mod child;
 pub mod config;
 pub mod jobfs;
+pub mod owner;
 pub mod run;
 pub mod sandbox;
+pub mod status;
 pub mod trainer;
 pub mod transfer;
 pub mod uploader;

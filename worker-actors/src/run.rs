@@ -52,6 +52,22 @@ pub enum RunMsg {
     Exited(Ended),
     /// The broker cancelled the award: kill the child, report nothing more.
     Cancel,
+    /// The trainer was stopped for the owner (preempted) and the uploads it left ended: report
+    /// [`RunEventKind::Cancelled`] and stop.
+    Preempted,
+}
+
+/// What the agent wants of a run, through a watch the child's waiter also sees (so the
+/// trainer stops at once, even while the run actor is busy uploading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Run,
+    /// The broker cancelled the award: report nothing more.
+    Cancel,
+    /// The owner wants the machine back (`--when-idle`, `--hours`): stop, report the
+    /// checkpoints already uploaded, then `cancelled`, which the broker takes as "stopped
+    /// without being asked": it pays the verified checkpoints and resumes the job elsewhere.
+    Preempt,
 }
 
 pub struct TrainingRun;
@@ -78,8 +94,8 @@ pub struct RunArgs {
     /// Told that this worker is free before the run's last event goes out, so the worker can
     /// bid on the job the broker auctions as soon as it settles this one.
     pub agent: ActorRef<AgentMsg>,
-    /// Set by the agent when the broker cancels this award.
-    pub cancel: tokio::sync::watch::Receiver<bool>,
+    /// Set by the agent when the broker cancels this award, or the owner preempts it.
+    pub cancel: tokio::sync::watch::Receiver<Stop>,
 }
 
 pub struct RunState {
@@ -164,8 +180,19 @@ impl Actor for TrainingRun {
                 }
             },
             RunMsg::Exited(ended) => {
+                let stop = *state.args.cancel.borrow();
                 // The agent's flag may kill the child before its Cancel message is handled.
-                state.cancelled |= matches!(ended, Ended::Cancelled);
+                state.cancelled |= matches!(ended, Ended::Cancelled) && stop != Stop::Preempt;
+                if matches!(ended, Ended::Cancelled) && stop == Stop::Preempt && !state.finished {
+                    // A checkpoint upload in flight ends first: its event goes out (the owner is
+                    // paid for it, the job resumes from it) before `cancelled`.
+                    if let Some(uploader) = state.uploader.take() {
+                        uploader.finish().await;
+                    }
+                    tracing::info!(job = %state.job_id(), "preempted for the owner; trainer stopped");
+                    me.send_message(RunMsg::Preempted)?;
+                    return Ok(());
+                }
                 if !state.finished && !state.cancelled {
                     // The trainer's own `failed` line blames the model or data; a limit it hit
                     // blames the job; anything else (an upload that failed, a process that
@@ -185,6 +212,11 @@ impl Actor for TrainingRun {
                     let stopped_ms = state.cancelled_at.map(|at| at.elapsed().as_millis() as u64);
                     tracing::info!(job = %state.job_id(), ?stopped_ms, "award cancelled; trainer stopped");
                 }
+                me.stop(None);
+            }
+            RunMsg::Preempted => {
+                state.release().await;
+                state.report(RunEventKind::Cancelled).await;
                 me.stop(None);
             }
             RunMsg::Cancel => {
@@ -266,7 +298,9 @@ impl RunState {
                             break;
                         }
                     }
-                    Line::TooLong(bytes) => tracing::warn!(job = %job_id, bytes, "trainer printed an overlong line; skipped"),
+                    Line::TooLong(bytes) => {
+                        tracing::warn!(job = %job_id, bytes, "trainer printed an overlong line; skipped")
+                    }
                 }
             }
         });
@@ -283,7 +317,7 @@ impl RunState {
             let ended = tokio::select! {
                 status = child.wait() => status.map_or(Ended::WaitFailed, Ended::Exited),
                 _ = killed => Ended::Killed,
-                Ok(()) = async { cancelled.wait_for(|c| *c).await.map(|_| ()) } => Ended::Cancelled,
+                Ok(()) = async { cancelled.wait_for(|s| *s != Stop::Run).await.map(|_| ()) } => Ended::Cancelled,
                 () = tokio::time::sleep(limits.wall) => Ended::WallClock,
                 exceeded = watch_job_dir(watched, limits, check_dir) => Ended::JobDir(exceeded),
             };
@@ -358,6 +392,12 @@ impl RunState {
                 val_accuracy,
             } => {
                 tracing::debug!(job = %self.job_id(), epoch, epochs, loss, samples_per_sec, "epoch done");
+                // For the owner's status line.
+                let _ = self.args.agent.send_message(AgentMsg::Progress {
+                    award_id: self.args.award.award_id.clone(),
+                    epoch,
+                    epochs,
+                });
                 self.report(RunEventKind::Progress {
                     epoch,
                     epochs,
@@ -409,7 +449,8 @@ impl RunState {
         let started = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(200);
         loop {
-            let file = jobfs::open(&self.args.job_dir, Path::new(RESULT_FILE)).map_err(|e| format!("{RESULT_FILE}: {e}"))?;
+            let file =
+                jobfs::open(&self.args.job_dir, Path::new(RESULT_FILE)).map_err(|e| format!("{RESULT_FILE}: {e}"))?;
             let (nats, worker_id) = (&self.args.nats, &self.args.worker_id);
             match transfer::upload(nats, worker_id, self.job_id(), artifacts::RESULT, file).await {
                 Ok(info) => return Ok(info),

@@ -23,7 +23,8 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=warn".into()),
         )
-        .with_writer(std::io::stderr)
+        // Clears the owner's status line on a terminal before each log line.
+        .with_writer(|| helium_worker_actors::status::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = WorkerConfig::parse();
@@ -50,8 +51,8 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     );
     let creds = std::fs::read_to_string(&config.creds)
         .with_context(|| format!("read the worker's credential {}", config.creds.display()))?;
-    let (worker_id, role, inbox) = helium_protocol::auth::identity(&creds)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.creds.display()))?;
+    let (worker_id, role, inbox) =
+        helium_protocol::auth::identity(&creds).map_err(|e| anyhow::anyhow!("{}: {e}", config.creds.display()))?;
     let helium_protocol::auth::Role::Worker { owner } = role else {
         anyhow::bail!(
             "{} is a {} credential, not a worker's (helium creds issue worker <id> --owner <principal>)",
@@ -67,8 +68,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     if let Some(ca) = &config.tls_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
-    let servers: Vec<async_nats::ServerAddr> =
-        helium_protocol::servers::server_list(&config.grid).context("--grid")?;
+    let servers: Vec<async_nats::ServerAddr> = helium_protocol::servers::server_list(&config.grid).context("--grid")?;
     // Reconnects are unlimited (async-nats' default), to any server of the list or that the
     // cluster announced: a lost node is ridden out, not fatal.
     let nats = options
@@ -136,6 +136,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         incarnation: uuid::Uuid::now_v7().simple().to_string(),
         work_dir,
         child,
+        policy: config.owner_policy(),
     };
     let (agent, handle) = ractor::Actor::spawn(Some(format!("agent-{worker_id}")), WorkerAgent, args).await?;
     println!("ready");
