@@ -127,7 +127,10 @@ fn on_a_fixed_scenario_no_worker_gains_by_bidding_other_than_its_true_cost() {
     // The cheapest overbidding past the second (1.25×) loses the job; the second underbidding
     // to win (0.8×) is paid the cheapest's 10 for its own cost of 12.
     assert_eq!(gain(&truths, 0, scaled(truths[0].price, 1.25), &r), 0);
-    assert_eq!(gain(&truths, 1, scaled(truths[1].price, 0.8), &r), -2 * i128::from(CREDIT));
+    assert_eq!(
+        gain(&truths, 1, scaled(truths[1].price, 0.8), &r),
+        -2 * i128::from(CREDIT)
+    );
 }
 
 /// Whether a bid of someone other than `who` qualifies under `budget` when all bid the truth.
