@@ -139,18 +139,40 @@ fn ask() -> impl Strategy<Value = Ask> {
     )
 }
 fn worker_view() -> impl Strategy<Value = WorkerView> {
-    (text(), text(), ask(), option::of(text()), any::<bool>()).prop_map(|(worker_id, owner, a, busy_with, alive)| WorkerView {
-        worker_id,
-        owner,
-        device: a.device,
-        device_name: a.device_name,
-        memory_bytes: a.memory_bytes,
-        price_per_hour: a.price_per_hour,
-        throughput: a.throughput,
-        busy_with,
-        alive,
-        sandbox: a.sandbox,
-    })
+    let record = (num(), any::<[u32; 5]>(), option::of(text()));
+    (text(), text(), ask(), option::of(text()), any::<bool>(), record).prop_map(
+        |(worker_id, owner, a, busy_with, alive, (reputation, [completed, failed, won, lost, declined], last_auction))| WorkerView {
+            worker_id,
+            owner,
+            device: a.device,
+            device_name: a.device_name,
+            memory_bytes: a.memory_bytes,
+            price_per_hour: a.price_per_hour,
+            throughput: a.throughput,
+            busy_with,
+            alive,
+            sandbox: a.sandbox,
+            reputation,
+            completed,
+            failed,
+            won,
+            lost,
+            declined,
+            last_auction,
+        },
+    )
+}
+fn transfer_kind() -> impl Strategy<Value = helium_protocol::ledger::TransferKind> {
+    use helium_protocol::ledger::TransferKind::*;
+    proptest::sample::select(vec![Grant, Hold, Pay, Refund, Sweep, Other])
+}
+fn statement() -> impl Strategy<Value = Statement> {
+    let line = (any::<u64>(), any::<i64>(), text(), option::of(text()), text(), transfer_kind(), any::<i128>(), any::<i128>(), text())
+        .prop_map(|(seq, time_ms, transfer, job, counterparty, kind, micro, balance, memo)| StatementLine {
+            seq, time_ms, transfer, job, counterparty, kind, micro, balance, memo,
+        });
+    (text(), vec(line, 0..3), any::<bool>(), any::<i128>())
+        .prop_map(|(principal, lines, more, balance)| Statement { principal, lines, more, balance })
 }
 fn job_event() -> impl Strategy<Value = JobEvent> {
     let kind = prop_oneof![
@@ -285,6 +307,7 @@ fn any_message() -> BoxedStrategy<Msg> {
         enc(run_event()),
         enc((v(), text()).prop_map(|(v, job_id)| JobRef { v, job_id })),
         enc(v().prop_map(|v| Empty { v })),
+        enc((v(), any::<u64>(), option::of(any::<u32>())).prop_map(|(v, since_seq, limit)| ReadStatement { v, since_seq, limit })),
         enc((v(), text(), any::<u64>(), text()).prop_map(|(v, to, micro, id)| Grant { v, to, micro, id })),
         enc((v(), option::of(text()), text(), any::<u64>(), text()).prop_map(|(v, job_id, name, size, sha256)| BeginUpload { v, job_id, name, size, sha256 })),
         enc((v(), text(), any::<u64>(), bytes(64)).prop_map(|(v, upload_id, offset, data)| UploadChunk { v, upload_id, offset, data })),
@@ -301,6 +324,7 @@ fn any_message() -> BoxedStrategy<Msg> {
         enc(reply(vec(job_view(), 0..3).prop_map(|jobs| JobList { jobs }))),
         enc(reply((text(), any::<i128>()).prop_map(|(principal, micro)| Balance { principal, micro }))),
         enc(reply(vec(worker_view(), 0..3).prop_map(|workers| WorkerList { workers }))),
+        enc(reply(statement())),
         enc(reply((text(), any::<u64>()).prop_map(|(upload_id, max_chunk)| UploadStarted { upload_id, max_chunk }))),
         enc(reply(any::<u64>().prop_map(|received| ChunkAck { received }))),
         enc(reply(info())),
@@ -337,6 +361,7 @@ fn decode_every_type(payload: &[u8]) -> Result<(), String> {
     stable::<JobRef>(payload)?;
     stable::<Empty>(payload)?;
     stable::<Grant>(payload)?;
+    stable::<ReadStatement>(payload)?;
     stable::<JobEvent>(payload)?;
     stable::<BeginUpload>(payload)?;
     stable::<UploadChunk>(payload)?;
@@ -354,6 +379,7 @@ fn decode_every_type(payload: &[u8]) -> Result<(), String> {
     stable::<Reply<JobList>>(payload)?;
     stable::<Reply<Balance>>(payload)?;
     stable::<Reply<WorkerList>>(payload)?;
+    stable::<Reply<Statement>>(payload)?;
     stable::<Reply<UploadStarted>>(payload)?;
     stable::<Reply<ChunkAck>>(payload)?;
     stable::<Reply<ArtifactInfo>>(payload)?;
