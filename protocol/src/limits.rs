@@ -54,8 +54,9 @@ pub const MAX_BID_SPEEDUP: f64 = 4.0;
 /// (the trainer's own lines are far shorter: its reasons are truncated to [`MAX_REASON_BYTES`]).
 pub const MAX_CHILD_LINE_BYTES: usize = 64 * 1024;
 
-/// Most lines one `account.statement` reply holds (also its default `limit`): about 200 KiB
-/// of MessagePack. A client pages through a longer statement with `since_seq`.
+/// Most lines one `account.statement` reply holds (also its default `limit`): about 250 KiB
+/// of MessagePack with the grid's job ids (a line is some 250 bytes; 400 with 64-character
+/// ids and memos). A client pages through a longer statement with `since_seq`.
 pub const MAX_STATEMENT_LINES: u32 = 1_000;
 /// Most bytes of lines one `account.statement` reply holds, when the server's `max_payload`
 /// less [`CHUNK_HEADROOM_BYTES`] is not smaller. One journal entry's lines are never split, so
