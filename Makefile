@@ -27,11 +27,12 @@ NATS_CLI_VERSION := v0.5.0
 # The worker's wheel (`pip install` it: `helium-worker` on PATH, torch as its dependency).
 WHEEL_DIR := $(CURDIR)/.helium/wheels
 
-.PHONY: help venv nats-cli build wheel test test-rust test-python demo up down jupyter bench sim soak clean
+.PHONY: help venv nats-cli build wheel test test-rust test-python demo demo-owner up down jupyter bench sim soak clean
 
 help:
 	@echo "make demo   # local grid + notebook training end to end"
 	@echo "make test   # every test, Rust and Python"
+	@echo "make demo-owner       # the GPU owner's notebook: rent out, earn, spend on a sweep"
 	@echo "make up / make down   # the local grid alone"
 	@echo "make wheel            # the worker's wheel, in .helium/wheels (pip install it anywhere)"
 	@echo "make jupyter          # JupyterLab on notebooks/, against the grid of make up"
@@ -95,6 +96,10 @@ test-python:
 demo: build
 	HELIUM_BIN_DIR=$(BIN_DIR) deploy/demo.sh
 
+# The GPU owner's notebook on the local grid: start a worker, earn, spend on a sweep, break even.
+demo-owner: build
+	HELIUM_BIN_DIR=$(BIN_DIR) deploy/demo.sh notebooks/gpu_owner.ipynb
+
 up: build
 	HELIUM_BIN_DIR=$(BIN_DIR) deploy/grid.sh up
 
@@ -104,7 +109,7 @@ down:
 # JupyterLab on the notebooks, pointed at the grid that `make up` started.
 jupyter: venv
 	@[ -f .helium/grid/env ] || { echo "start the grid first: make up"; exit 1; }
-	source .helium/grid/env && HELIUM_NATS_URL=$$HELIUM_NATS_URL HELIUM_CREDS_DIR=$$HELIUM_CREDS_DIR $(VENV)/bin/jupyter lab \
+	source .helium/grid/env && HELIUM_NATS_URL=$$HELIUM_NATS_URL HELIUM_CREDS_DIR=$$HELIUM_CREDS_DIR HELIUM_BIN_DIR=$$HELIUM_BIN_DIR $(VENV)/bin/jupyter lab \
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/  # JupyterLab refuses root without it
 
 clean: down

@@ -7,8 +7,11 @@
 #
 # Auth is on: the first `up` makes the grid's keys (.helium/grid/keys, secret) with
 # `helium creds init`, and a credential per process and demo principal in .helium/grid/creds:
-# operator, researcher, gpu-owner-1, gpu-owner-2 (people), broker, worker-cheap, worker-dear
-# (processes; the workers pay gpu-owner-1 and gpu-owner-2). nats-server refuses anything else.
+# operator, researcher, gpu-owner-1, gpu-owner-2, gpu-owner (people), broker, worker-cheap,
+# worker-dear, my-gpu (processes; the workers pay gpu-owner-1 and gpu-owner-2; my-gpu, which
+# notebooks/gpu_owner.ipynb starts, pays gpu-owner). nats-server refuses anything else.
+# The two workers advertise 4 GiB each (a small GPU's worth): a job that needs more waits for
+# a bigger worker, such as the one gpu_owner.ipynb starts.
 set -Eeuo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 grid="${HELIUM_GRID_DIR:-$root/.helium/grid}"
@@ -59,8 +62,8 @@ CONF
   echo "nats://127.0.0.1:$port" >"$grid/url"
   for name in nats broker worker-cheap worker-dear; do launch "$name"; done
   local url creds="$grid/creds"; url=$(cat "$grid/url")
-  printf 'HELIUM_NATS_URL=%s\nHELIUM_WORKER_THREADS=%s\nHELIUM_KEYS=%s\nHELIUM_CREDS_DIR=%s\n' \
-    "$url" "$threads" "$grid/keys" "$creds" >"$grid/env"
+  printf 'HELIUM_NATS_URL=%s\nHELIUM_WORKER_THREADS=%s\nHELIUM_KEYS=%s\nHELIUM_CREDS_DIR=%s\nHELIUM_BIN_DIR=%s\n' \
+    "$url" "$threads" "$grid/keys" "$creds" "$bin" >"$grid/env"
   trap - ERR
   echo "grid up: $url  (logs in .helium/grid/logs; stop with: make down)"
 }
@@ -75,8 +78,8 @@ launch() {
       for _ in $(seq 600); do grep -q "Server is ready" "$grid/logs/nats.log" && break; sleep 0.1; done
       grep -q "Server is ready" "$grid/logs/nats.log" || { echo "nats-server failed"; tail "$grid/logs/nats.log"; false; } ;;
     broker) start broker "$bin/helium-broker" --nats-url "$url" --creds "$creds/broker.creds" --store "file://$grid/store" ;;
-    worker-cheap) start worker-cheap "$bin/helium-worker" --grid "$url" --creds "$creds/worker-cheap.creds" --price 1.0 --work-dir "$grid/w1" --device cpu --threads "$threads" ;;
-    worker-dear) start worker-dear "$bin/helium-worker" --grid "$url" --creds "$creds/worker-dear.creds" --price 2.5 --work-dir "$grid/w2" --device cpu --threads "$threads" ;;
+    worker-cheap) start worker-cheap "$bin/helium-worker" --grid "$url" --creds "$creds/worker-cheap.creds" --price 1.0 --work-dir "$grid/w1" --device cpu --threads "$threads" --memory-gb 4 ;;
+    worker-dear) start worker-dear "$bin/helium-worker" --grid "$url" --creds "$creds/worker-dear.creds" --price 2.5 --work-dir "$grid/w2" --device cpu --threads "$threads" --memory-gb 4 ;;
     *) echo "no component $name (nats, broker, worker-cheap, worker-dear)"; return 2 ;;
   esac
 }
@@ -118,6 +121,8 @@ keys() {
   issue broker broker broker
   issue worker-cheap worker worker-cheap --owner gpu-owner-1
   issue worker-dear worker worker-dear --owner gpu-owner-2
+  issue gpu-owner researcher gpu-owner
+  issue my-gpu worker my-gpu --owner gpu-owner
 }
 
 down() {
