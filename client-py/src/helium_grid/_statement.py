@@ -163,7 +163,8 @@ def plot_statement(df: Any, *, title: str | None = None) -> Any:
     ax_flow.set_title("earned and spent")
     ax_net.plot(times, [(e - s) / per for e, s in zip(earned, spent)], label="net", color="tab:blue", **steps)
     ax_net.axhline(0.0, color="grey", linestyle=":", label="break-even")
-    ax_net.plot(times, df["balance"].to_numpy(), label="balance", color="tab:purple", **steps)
+    # Dashed: an account that was granted nothing has its balance equal to its net.
+    ax_net.plot(times, df["balance"].to_numpy(), label="balance", color="tab:purple", linestyle="--", **steps)
     ax_net.set_ylabel("credits")
     ax_net.set_xlabel("time (UTC)")
     ax_net.set_title("net and balance")
@@ -175,7 +176,11 @@ def plot_statement(df: Any, *, title: str | None = None) -> Any:
         ax_flow.text(0.5, 0.5, "no postings", transform=ax_flow.transAxes, ha="center", va="center")
     if title:
         fig.suptitle(title)
-    fig.autofmt_xdate()
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    locator = AutoDateLocator()
+    ax_net.xaxis.set_major_locator(locator)
+    ax_net.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     _show_figures_in_ipython()
     return fig
 
