@@ -92,6 +92,8 @@ pub fn workers_table(workers: &[WorkerView]) -> String {
                 format!("{:.3e}", w.throughput),
                 optional(w.busy_with.as_deref()).to_string(),
                 if w.alive { "yes" } else { "no" }.to_string(),
+                format!("{:.2} ({}/{})", w.reputation, w.completed, w.failed),
+                optional(w.paused.as_deref()).to_string(),
             ]
         })
         .collect();
@@ -104,6 +106,8 @@ pub fn workers_table(workers: &[WorkerView]) -> String {
         "THROUGHPUT",
         "BUSY_WITH",
         "ALIVE",
+        "REPUTATION (DONE/ABANDONED)",
+        "PAUSED",
     ];
     table(&header, &rows)
 }
@@ -192,7 +196,10 @@ mod tests {
                 "1.500000",
                 "1.000e9",
                 "-",
-                "yes"
+                "yes",
+                "1.00",
+                "(0/0)",
+                "-"
             ]
         );
         assert!(lines[2].contains("job-1"));

@@ -92,6 +92,7 @@ async fn asks_with_impossible_claims_are_refused_and_worker_list_still_works() {
         let hb = Heartbeat {
             v: PROTOCOL_VERSION,
             running: Some(running),
+            paused: None,
         };
         nats.publish(subjects::worker("rigger", worker::HEARTBEAT), encode(&hb).into())
             .await

@@ -187,23 +187,39 @@ pub struct WorkerView {
     pub completed: u32,
     #[serde(default)]
     pub failed: u32,
-    /// Invitations it won, lost (bid, and another bid won) and declined.
+    /// Invitations it won, lost (bid, and another bid won) and declined, and its last auction
+    /// note in words ("lost job 0192…: outbid: …"): shown to the worker's owner only (`None`
+    /// to everyone else: they name other researchers' jobs, prices and how many bid).
     #[serde(default)]
-    pub won: u32,
+    pub won: Option<u32>,
     #[serde(default)]
-    pub lost: u32,
+    pub lost: Option<u32>,
     #[serde(default)]
-    pub declined: u32,
-    /// Its last auction note in words: "lost job 0192…: outbid: …".
+    pub declined: Option<u32>,
     #[serde(default)]
     pub last_auction: Option<String>,
+    /// Why it takes no jobs now, by its owner's terms (its last heartbeat's words); a paused
+    /// worker is not invited.
+    #[serde(default)]
+    pub paused: Option<String>,
 }
 
 fn one() -> f64 {
     1.0
 }
 
-/// `worker.log`: the last auction notes of one worker, for its owner (or an operator).
+impl WorkerView {
+    /// This view as `principal` may see it: the auction record (`won`, `lost`, `declined`,
+    /// `last_auction`) only if it owns the worker.
+    pub fn for_caller(mut self, principal: &str) -> WorkerView {
+        if self.owner != principal {
+            (self.won, self.lost, self.declined, self.last_auction) = (None, None, None, None);
+        }
+        self
+    }
+}
+
+/// `worker.log`: the last auction notes of one worker, for its owner.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerLogRequest {
     pub v: u32,

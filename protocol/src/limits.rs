@@ -28,6 +28,10 @@ pub const MAX_ID_BYTES: usize = 64;
 /// Longest failure reason (or other free text a peer sends that a person reads). Longer ones
 /// are truncated, not refused, so that a run that failed with a huge message still settles.
 pub const MAX_REASON_BYTES: usize = 4096;
+/// Most bytes of a worker's own words the broker keeps per note: a decline's reason in an
+/// auction note, a heartbeat's `paused` (longer ones are truncated; the registry keeps 64
+/// notes per worker).
+pub const MAX_NOTE_BYTES: usize = 256;
 /// Longest `device_name` of an ask, and `device` of a `started` run event.
 pub const MAX_DEVICE_NAME_BYTES: usize = 128;
 /// Most device memory an ask may claim (64 TiB: more than any machine offers today).

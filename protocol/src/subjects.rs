@@ -34,7 +34,7 @@ pub mod api {
     pub const ACCOUNT_GRANT: &str = "account.grant";
     pub const ACCOUNT_STATEMENT: &str = "account.statement";
     pub const WORKER_LIST: &str = "worker.list";
-    /// A worker's last auction notes, for its owner or an operator.
+    /// A worker's last auction notes, for its owner.
     pub const WORKER_LOG: &str = "worker.log";
     pub const ARTIFACT_BEGIN: &str = "artifact.begin";
     pub const ARTIFACT_CHUNK: &str = "artifact.chunk";

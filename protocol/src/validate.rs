@@ -10,7 +10,7 @@ use crate::{
     artifacts::ArtifactInfo,
     limits::{
         MAX_DEVICE_MEMORY_BYTES, MAX_DEVICE_NAME_BYTES, MAX_ETA_SECS, MAX_ID_BYTES, MAX_PRICE_PER_HOUR,
-        MAX_REASON_BYTES, MAX_THROUGHPUT, MIN_ETA_SECS,
+        MAX_NOTE_BYTES, MAX_REASON_BYTES, MAX_THROUGHPUT, MIN_ETA_SECS,
     },
     worker::{Ask, Award, Bid, Heartbeat, RunEvent, RunEventKind, SandboxLayer},
 };
@@ -62,6 +62,14 @@ pub fn truncate(text: &str, max: usize) -> String {
 /// A failure reason as it may travel: at most [`MAX_REASON_BYTES`].
 pub fn reason(text: &str) -> String {
     truncate(text, MAX_REASON_BYTES)
+}
+
+/// A worker's own words as the broker keeps and shows them (a decline, a pause): control
+/// characters become spaces (they would redraw an operator's terminal), at most
+/// [`MAX_NOTE_BYTES`].
+pub fn note(text: &str) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    truncate(&clean, MAX_NOTE_BYTES)
 }
 
 fn short_text(text: &str, max: usize) -> bool {
@@ -272,10 +280,18 @@ mod tests {
         let hb = |running: Option<String>| Heartbeat {
             v: PROTOCOL_VERSION,
             running,
+            paused: None,
         };
         assert_eq!(hb(None).validate(), Ok(()));
         assert_eq!(hb(Some("job-1".into())).validate(), Ok(()));
         assert!(hb(Some("x".repeat(1 << 20))).validate().is_err());
+    }
+
+    #[test]
+    fn a_workers_words_lose_control_characters_and_are_kept_short() {
+        assert_eq!(note("busy\u{1b}[2J\r\nnow"), "busy [2J  now");
+        let long = note(&"é".repeat(1_000));
+        assert!(long.len() <= MAX_NOTE_BYTES && long.ends_with("…[truncated]"), "{}", long.len());
     }
 
     #[test]

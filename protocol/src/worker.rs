@@ -102,6 +102,12 @@ pub struct Heartbeat {
     pub v: u32,
     #[serde(default)]
     pub running: Option<String>,
+    /// Why the worker takes no jobs now, by its owner's terms ("outside the owner's hours
+    /// 22:00–07:00", "the owner is using this machine (CPU 85 % busy)"): the registry does not
+    /// invite a paused worker, and shows why in `WorkerView.paused`. Kept to
+    /// [`crate::limits::MAX_NOTE_BYTES`].
+    #[serde(default)]
+    pub paused: Option<String>,
 }
 
 /// `auction.invite` (request): a sealed-bid invitation. It carries what a worker needs to

@@ -139,9 +139,9 @@ fn ask() -> impl Strategy<Value = Ask> {
     )
 }
 fn worker_view() -> impl Strategy<Value = WorkerView> {
-    let record = (num(), any::<[u32; 5]>(), option::of(text()));
+    let record = (num(), any::<[u32; 2]>(), option::of(any::<[u32; 3]>()), option::of(text()), option::of(text()));
     (text(), text(), ask(), option::of(text()), any::<bool>(), record).prop_map(
-        |(worker_id, owner, a, busy_with, alive, (reputation, [completed, failed, won, lost, declined], last_auction))| WorkerView {
+        |(worker_id, owner, a, busy_with, alive, (reputation, [completed, failed], tally, last_auction, paused))| WorkerView {
             worker_id,
             owner,
             device: a.device,
@@ -155,10 +155,28 @@ fn worker_view() -> impl Strategy<Value = WorkerView> {
             reputation,
             completed,
             failed,
-            won,
-            lost,
-            declined,
+            won: tally.map(|t| t[0]),
+            lost: tally.map(|t| t[1]),
+            declined: tally.map(|t| t[2]),
             last_auction,
+            paused,
+        },
+    )
+}
+fn auction_note() -> impl Strategy<Value = AuctionNote> {
+    let verdict = proptest::sample::select(vec![Verdict::Won, Verdict::Lost, Verdict::Declined, Verdict::Refused, Verdict::NoAnswer]);
+    let money = (option::of(any::<u64>()), option::of(any::<u64>()), option::of(any::<u64>()), option::of(any::<u64>()));
+    (v(), text(), any::<u64>(), verdict, text(), money).prop_map(
+        |(v, job_id, at_ms, verdict, reason, (price_per_hour, cost, winning_price_per_hour, winning_cost))| AuctionNote {
+            v,
+            job_id,
+            at_ms,
+            verdict,
+            reason,
+            price_per_hour,
+            cost,
+            winning_price_per_hour,
+            winning_cost,
         },
     )
 }
@@ -314,7 +332,8 @@ fn any_message() -> BoxedStrategy<Msg> {
         enc((v(), text()).prop_map(|(v, upload_id)| CommitUpload { v, upload_id })),
         enc((v(), text(), text(), any::<u64>(), any::<u64>()).prop_map(|(v, job_id, name, offset, len)| ReadArtifact { v, job_id, name, offset, len })),
         enc((v(), text(), text(), ask()).prop_map(|(v, owner, credential, ask)| Register { v, owner, credential, ask, incarnation: String::new() })),
-        enc((v(), option::of(text())).prop_map(|(v, running)| Heartbeat { v, running })),
+        enc((v(), option::of(text()), option::of(text()))
+            .prop_map(|(v, running, paused)| Heartbeat { v, running, paused })),
         enc((v(), text(), text()).prop_map(|(v, job_id, award_id)| CancelRun { v, job_id, award_id })),
         enc((v(), text(), text(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(v, job_id, award_id, paid, refunded, paid_steps, steps)| Settled { v, job_id, award_id, paid, refunded, paid_steps, steps }
@@ -324,6 +343,9 @@ fn any_message() -> BoxedStrategy<Msg> {
         enc(reply(vec(job_view(), 0..3).prop_map(|jobs| JobList { jobs }))),
         enc(reply((text(), any::<i128>()).prop_map(|(principal, micro)| Balance { principal, micro }))),
         enc(reply(vec(worker_view(), 0..3).prop_map(|workers| WorkerList { workers }))),
+        enc((v(), text(), any::<u32>()).prop_map(|(v, worker_id, limit)| WorkerLogRequest { v, worker_id, limit })),
+        enc(reply((text(), vec(auction_note(), 0..3)).prop_map(|(worker_id, notes)| WorkerLog { worker_id, notes }))),
+        enc(auction_note()),
         enc(reply(statement())),
         enc(reply((text(), any::<u64>()).prop_map(|(upload_id, max_chunk)| UploadStarted { upload_id, max_chunk }))),
         enc(reply(any::<u64>().prop_map(|received| ChunkAck { received }))),
@@ -379,6 +401,9 @@ fn decode_every_type(payload: &[u8]) -> Result<(), String> {
     stable::<Reply<JobList>>(payload)?;
     stable::<Reply<Balance>>(payload)?;
     stable::<Reply<WorkerList>>(payload)?;
+    stable::<WorkerLogRequest>(payload)?;
+    stable::<Reply<WorkerLog>>(payload)?;
+    stable::<AuctionNote>(payload)?;
     stable::<Reply<Statement>>(payload)?;
     stable::<Reply<UploadStarted>>(payload)?;
     stable::<Reply<ChunkAck>>(payload)?;

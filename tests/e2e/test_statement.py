@@ -75,12 +75,15 @@ def books(connect: Callable[[str], Any], operator: Any) -> dict[str, Any]:
     assert earned_on.wait(timeout=120, progress=False).state is hg.JobState.COMPLETED
     earned_on_status = earned_on.status()
     assert earned_on_status.worker == "w-earner" and earned_on_status.paid_micro > 0
+    # Each settlement is journaled before the next job's hold, so the statement's order is fixed.
+    settled(owner, {f"pay.{earned_on.id}.1"})
 
     cancelled = owner.submit(wide_mlp(), train=digits(), epochs=30, batch_size=32, lr=1e-3, max_price=5.0,
                              budget=1.0, min_memory_gb=16, name="own-cancelled")  # fmt: skip
     owner._run(first_event(owner, cancelled.id, lambda e: isinstance(e, hg.Awarded)))
     cancelled.cancel()
     assert cancelled.wait(timeout=120, progress=False).state is hg.JobState.CANCELLED
+    settled(owner, {f"refund.{cancelled.id}.1"})
 
     # More work than the researcher's job (whose ETA is all fixed overhead), so that what the
     # owner spends differs from what it earned.

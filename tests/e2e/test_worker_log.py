@@ -51,9 +51,13 @@ def test_the_loser_reads_that_it_was_outbid_and_at_what_price(
     assert row.verdict == "won" and row.reason.startswith("won: paid"), won
     assert row.winning_price_per_hour != row.winning_price_per_hour  # NaN: a winner hears nothing of others
 
+    # Everyone sees each worker's reputation; only its owner its auction record.
     views = {w.worker_id: w for w in rita.workers()}
     cheap, dear = views["w-cheap"], views["w-dear"]
     assert (cheap.completed, cheap.failed, cheap.reputation) == (1, 0, 1.0), cheap
+    assert (dear.won, dear.lost, dear.declined, dear.last_auction) == (None, None, None, None), dear
+    cheap = next(w for w in connect("olga").workers() if w.worker_id == "w-cheap")
+    dear = next(w for w in connect("dmitri").workers() if w.worker_id == "w-dear")
     assert cheap.won >= 1 and dear.lost >= 1 and dear.won == 0, (cheap, dear)
     assert dear.last_auction is not None and dear.last_auction.startswith(f"lost job {job.id}: outbid"), dear
 

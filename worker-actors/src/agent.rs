@@ -223,6 +223,7 @@ impl Actor for WorkerAgent {
                 let heartbeat = Heartbeat {
                     v: PROTOCOL_VERSION,
                     running: state.current.as_ref().map(|c| c.job_id.clone()),
+                    paused: state.pause.as_ref().map(ToString::to_string),
                 };
                 let subject = subjects::worker(&state.args.worker_id, worker::HEARTBEAT);
                 let _ = state.args.nats.publish(subject, encode(&heartbeat).into()).await;
@@ -232,10 +233,14 @@ impl Actor for WorkerAgent {
                 if let Some(avail) = state.avail.as_mut() {
                     avail.observe(load, now);
                 }
-                state.enforce();
+                if state.enforce() {
+                    let _ = me.send_message(AgentMsg::Heartbeat);
+                }
             }
             AgentMsg::Tick => {
-                state.enforce();
+                if state.enforce() {
+                    let _ = me.send_message(AgentMsg::Heartbeat);
+                }
                 let status = state.status();
                 state.printer.show(&status, Instant::now());
             }
@@ -327,11 +332,13 @@ impl AgentState {
     }
 
     /// Applies the owner's terms now: logs when the machine stops or starts being for rent,
-    /// and preempts a run in progress when the owner takes it back.
-    fn enforce(&mut self) {
+    /// and preempts a run in progress when the owner takes it back. Returns whether it
+    /// stopped or started being for rent (the broker should hear at once: a heartbeat).
+    fn enforce(&mut self) -> bool {
         let pause = self.args.policy.paused(&self.moment());
         let kind = |p: &Option<Pause>| p.as_ref().map(std::mem::discriminant);
-        if kind(&pause) != kind(&self.pause) {
+        let changed = kind(&pause) != kind(&self.pause);
+        if changed {
             match &pause {
                 Some(p) => tracing::info!("paused: {p}"),
                 None => tracing::info!("available: taking jobs"),
@@ -339,7 +346,7 @@ impl AgentState {
         }
         self.pause = pause;
         let Some(why @ (Pause::OwnerBusy(_) | Pause::OutsideHours(_))) = pause else {
-            return;
+            return changed;
         };
         if let Some(c) = &self.current {
             // Once: a broker's cancel already under way is not turned into a preemption.
@@ -355,6 +362,7 @@ impl AgentState {
                 self.last = Some(format!("preempted job {}: {why}", short(&c.job_id)));
             }
         }
+        changed
     }
 
     fn status(&self) -> Status {
@@ -391,7 +399,12 @@ impl AgentState {
     /// Logs why a bid did not win, and (`--price-policy market`) follows the winning prices.
     fn on_note(&mut self, note: &AuctionNote) {
         let line = format!("{} job {}: {}", note.verdict.name(), short(&note.job_id), note.reason);
-        tracing::info!(job = %note.job_id, verdict = note.verdict.name(), "{line}");
+        // A waiting job is auctioned again every few seconds: the same word again is not news.
+        if self.last.as_deref() == Some(line.as_str()) {
+            tracing::debug!(job = %note.job_id, verdict = note.verdict.name(), "{line}");
+        } else {
+            tracing::info!(job = %note.job_id, verdict = note.verdict.name(), "{line}");
+        }
         self.last = Some(line);
         let policy = &self.args.policy;
         let Some(winning) = note

@@ -335,22 +335,19 @@ async fn collect_bids(
                 }
                 Ok(other) => {
                     tracing::info!(job = %job_id, worker = %c.worker_id, decline = ?other.decline, "no bid");
-                    let mut why = other.decline.unwrap_or_else(|| "declined".into());
-                    // The worker's own words, kept to a line.
-                    if why.len() > 200 {
-                        let cut = (0..=200).rev().find(|&i| why.is_char_boundary(i)).unwrap_or(0);
-                        why.truncate(cut);
-                    }
+                    let why = other.decline.as_deref().unwrap_or("declined");
                     Answer::Declined {
                         worker_id: c.worker_id.clone(),
-                        why,
+                        // The worker's own words, kept to a short line.
+                        why: helium_protocol::validate::note(why),
                     }
                 }
                 Err(e) => {
                     tracing::info!(job = %job_id, worker = %c.worker_id, error = %e, "no bid");
                     Answer::NoAnswer {
                         worker_id: c.worker_id.clone(),
-                        why: e.message,
+                        // An error reply is the worker's own words too.
+                        why: helium_protocol::validate::note(&e.message),
                     }
                 }
             }

@@ -167,9 +167,11 @@ async fn grant(c: Ctx, principal: String, g: Grant) -> Result<Balance, WireError
     balance(c, g.to, Empty { v: PROTOCOL_VERSION }).await
 }
 
-async fn workers(c: Ctx, _principal: String, _: Empty) -> Result<WorkerList, WireError> {
+async fn workers(c: Ctx, principal: String, _: Empty) -> Result<WorkerList, WireError> {
     let workers = ractor::call_t!(c.deps.registry, RegistryMsg::List, CALL_MS).map_err(unavailable)?;
-    Ok(WorkerList { workers })
+    Ok(WorkerList {
+        workers: workers.into_iter().map(|w| w.for_caller(&principal)).collect(),
+    })
 }
 
 /// A worker's last auction notes, for its owner only: the notes name other researchers' jobs

@@ -48,13 +48,12 @@ pub struct Page {
 /// applying the entry adds (a transfer journaled again is a no-op for the book, so it is not a
 /// posting either). Ask before applying the entry.
 pub fn fresh<'a>(book: &Book, transfers: &'a [Transfer]) -> Vec<&'a Transfer> {
-    let mut fresh: Vec<&Transfer> = Vec::with_capacity(transfers.len());
-    for t in transfers {
-        if book.transfer(&t.id).is_none() && !fresh.iter().any(|f| f.id == t.id) {
-            fresh.push(t);
-        }
-    }
-    fresh
+    // An entry holds up to `MAX_GROUP` (1,024) transfers: a set, not a scan of those kept.
+    let mut seen = std::collections::HashSet::with_capacity(transfers.len());
+    transfers
+        .iter()
+        .filter(|t| book.transfer(&t.id).is_none() && seen.insert(t.id.as_str()))
+        .collect()
 }
 
 impl Postings {

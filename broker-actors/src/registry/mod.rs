@@ -114,6 +114,8 @@ pub enum RegistryMsg {
         worker_id: String,
         reply: RpcReplyPort<bool>,
     },
+    /// Every worker, with its whole record: the gateway hides the auction record from all but
+    /// each worker's owner (`WorkerView::for_caller`).
     List(RpcReplyPort<Vec<WorkerView>>),
     Sweep,
 }
@@ -132,6 +134,8 @@ struct Entry {
     incarnation: String,
     /// The keys this worker is filed under in [`IdleIndex`], if it is (alive and idle).
     indexed: Option<IdleKey>,
+    /// Why it takes no jobs now, by its owner's terms (its last heartbeat's `paused`).
+    paused: Option<String>,
 }
 
 /// Where a worker sits in the idle views: its device (which set of views), its
@@ -313,9 +317,9 @@ impl IdleIndex {
 }
 
 impl Entry {
-    /// Alive, not busy, and not promised to a job by an auction round.
+    /// Alive, not busy, not paused by its owner, and not promised to a job by an auction round.
     fn idle(&self) -> bool {
-        self.alive && self.busy_with.is_none() && self.promised.is_none()
+        self.alive && self.busy_with.is_none() && self.promised.is_none() && self.paused.is_none()
     }
 }
 
@@ -384,6 +388,11 @@ impl Actor for WorkerRegistry {
                     }));
                     return Ok(());
                 }
+                // An id taken over by another owner (once its worker was lost) starts afresh:
+                // the new owner reads nothing of the old one's bids, nor inherits its record.
+                if known.is_some_and(|e| e.candidate.owner != register.owner) {
+                    state.records.remove(worker_id.as_str());
+                }
                 let mut busy_with = known.and_then(|e| e.busy_with.clone());
                 let mut busy_from_heartbeat = known.is_some_and(|e| e.busy_from_heartbeat);
                 // Restarted (a new process) before a heartbeat was missed: what the old one
@@ -417,6 +426,7 @@ impl Actor for WorkerRegistry {
                     promised: known.and_then(|e| e.promised.clone()),
                     incarnation: register.incarnation,
                     indexed,
+                    paused: known.and_then(|e| e.paused.clone()),
                 };
                 state.idle.sync_new(&mut entry);
                 state.workers.insert(id, entry);
@@ -452,8 +462,12 @@ impl Actor for WorkerRegistry {
                         }
                         _ => {}
                     }
+                    // A pause is the worker's word too: it takes no jobs until it says otherwise.
+                    let paused = heartbeat.paused.as_deref().map(helium_protocol::validate::note);
+                    let resumed = entry.paused.is_some() && paused.is_none();
+                    entry.paused = paused;
                     state.idle.sync(entry);
-                    if revived {
+                    if revived || (resumed && entry.idle()) {
                         state.events.send(RegistryEvent::CapacityAvailable);
                     }
                 }
@@ -564,16 +578,7 @@ impl Actor for WorkerRegistry {
                 let mut views: Vec<WorkerView> = state
                     .workers
                     .values()
-                    .map(|e| {
-                        (
-                            e,
-                            state
-                                .records
-                                .get(e.candidate.worker_id.as_str())
-                                .cloned()
-                                .unwrap_or_default(),
-                        )
-                    })
+                    .map(|e| (e, state.records.get(e.candidate.worker_id.as_str())))
                     .map(|(e, record)| WorkerView {
                         worker_id: e.candidate.worker_id.clone(),
                         owner: e.candidate.owner.clone(),
@@ -585,13 +590,14 @@ impl Actor for WorkerRegistry {
                         busy_with: e.busy_with.clone(),
                         alive: e.alive,
                         sandbox: e.candidate.ask.sandbox.clone(),
-                        reputation: record.reputation(),
-                        completed: record.completed,
-                        failed: record.failed,
-                        won: record.tally[0],
-                        lost: record.tally[1],
-                        declined: record.tally[2],
-                        last_auction: record.last_note(),
+                        reputation: record.map_or(1.0, WorkerRecord::reputation),
+                        completed: record.map_or(0, |r| r.completed),
+                        failed: record.map_or(0, |r| r.failed),
+                        won: Some(record.map_or(0, |r| r.tally[0])),
+                        lost: Some(record.map_or(0, |r| r.tally[1])),
+                        declined: Some(record.map_or(0, |r| r.tally[2])),
+                        last_auction: record.and_then(WorkerRecord::last_note),
+                        paused: e.paused.clone(),
                     })
                     .collect();
                 views.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -946,7 +952,11 @@ mod tests {
             .unwrap();
         let views = ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap();
         let a = views.iter().find(|v| v.worker_id == "a").unwrap();
-        assert_eq!((a.completed, a.failed, a.lost, a.won), (2, 1, 1, 0));
+        assert_eq!((a.completed, a.failed, a.lost, a.won), (2, 1, Some(1), Some(0)));
+        let seen = a.clone().for_caller("someone-else");
+        assert_eq!((seen.won, seen.lost, seen.declined, seen.last_auction.as_deref()), (None, None, None, None));
+        assert_eq!(seen.reputation, 0.75, "reputation is public");
+        assert_eq!(a.clone().for_caller("oa"), *a, "its owner sees all");
         assert_eq!(a.reputation, 0.75);
         assert_eq!(a.last_auction.as_deref(), Some("lost job j9: outbid"));
         let log = |id: &'static str| {
@@ -966,6 +976,52 @@ mod tests {
         };
         assert_eq!(log("a").await, Some(("oa".to_string(), vec![note])));
         assert_eq!(log("nobody").await, None);
+    }
+
+    /// A worker whose heartbeat says its owner paused it is not invited, shows why (its words,
+    /// cleaned and cut short), and is announced as capacity again once a heartbeat says nothing.
+    #[tokio::test]
+    async fn a_paused_worker_is_not_invited_until_its_heartbeat_says_it_is_available() {
+        let events: Arc<OutputPort<RegistryEvent>> = Arc::new(OutputPort::default());
+        let (tx, mut announced) = tokio::sync::mpsc::unbounded_channel();
+        let (sink, _) = Actor::spawn(None, EventSink, tx).await.unwrap();
+        events.subscribe(sink, |e| matches!(e, RegistryEvent::CapacityAvailable).then_some(e));
+        let (registry, _) = Actor::spawn(
+            None,
+            WorkerRegistry,
+            RegistryArgs {
+                heartbeat: Duration::from_secs(3600),
+                events,
+            },
+        )
+        .await
+        .unwrap();
+        for (id, price) in [("a", 1), ("b", 2)] {
+            let register = register(&format!("o{id}"), price, DeviceKind::Cpu);
+            ractor::call_t!(registry, |reply| RegistryMsg::Register { worker_id: id.into(), register, reply }, 1_000)
+                .unwrap()
+                .unwrap();
+        }
+        let ids = |r: Result<Vec<(String, String)>, String>| r.unwrap().into_iter().map(|p| p.0).collect::<Vec<_>>();
+        let beat = |paused: Option<String>| RegistryMsg::Heartbeat {
+            worker_id: "a".into(),
+            heartbeat: Heartbeat {
+                v: PROTOCOL_VERSION,
+                running: None,
+                paused,
+            },
+        };
+        registry.send_message(beat(Some(format!("outside the owner's hours\u{1b}[2J{}", "x".repeat(1_000))))).unwrap();
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["b"]);
+        let views = ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap();
+        let paused = views.iter().find(|v| v.worker_id == "a").unwrap().paused.clone().unwrap();
+        assert!(paused.starts_with("outside the owner's hours [2J"), "{paused}");
+        assert!(paused.len() <= helium_protocol::limits::MAX_NOTE_BYTES);
+        while announced.try_recv().is_ok() {}
+        registry.send_message(beat(None)).unwrap();
+        assert_eq!(ids(invitees(&registry, DeviceKind::Cpu, 8).await), ["a", "b"]);
+        assert!(announced.recv().await.is_some(), "capacity is announced when the pause ends");
+        assert_eq!(ractor::call_t!(registry, RegistryMsg::List, 1_000).unwrap()[0].paused, None);
     }
 
     /// A worker that restarts before a heartbeat is missed (a new incarnation registers) has

@@ -49,10 +49,19 @@ impl WorkerRecord {
         }
     }
 
+    /// Files a note. One that says again what the last said (the same job, verdict and
+    /// reason: a waiting job is auctioned again every few seconds) replaces it, so that a job
+    /// stuck in the queue does not push every other note out.
     pub fn note(&mut self, note: AuctionNote) {
         let i = verdict_index(note.verdict);
         self.tally[i] = self.tally[i].saturating_add(1);
-        if self.notes.len() == NOTES_KEPT {
+        let again = self
+            .notes
+            .back()
+            .is_some_and(|l| l.job_id == note.job_id && l.verdict == note.verdict && l.reason == note.reason);
+        if again {
+            self.notes.pop_back();
+        } else if self.notes.len() == NOTES_KEPT {
             self.notes.pop_front();
         }
         self.notes.push_back(note);
@@ -136,5 +145,13 @@ mod tests {
         );
         assert_eq!(r.tally, [0, 34, 33, 0, 0]);
         assert_eq!(r.last_note().as_deref(), Some("lost job j66: why j66"));
+        // The same word again replaces the last note (newer time), counted but not kept twice.
+        let mut again = note("j66", Verdict::Lost);
+        again.at_ms = 2;
+        r.note(again);
+        assert_eq!(r.notes(usize::MAX).len(), NOTES_KEPT);
+        assert_eq!(r.notes(1)[0].at_ms, 2);
+        assert_eq!(r.notes(2)[0].job_id, "j65");
+        assert_eq!(r.tally[1], 35);
     }
 }

@@ -477,7 +477,7 @@ impl ScriptedWorker {
                 tokio::select! {
                     _ = vanish.notified() => return,
                     _ = ticker.tick() => {
-                        let hb = helium_protocol::worker::Heartbeat { v: PROTOCOL_VERSION, running: None };
+                        let hb = helium_protocol::worker::Heartbeat { v: PROTOCOL_VERSION, running: None, paused: None };
                         let _ = nats.publish(subjects::worker(&id, worker::HEARTBEAT), encode(&hb).into()).await;
                     }
                     Some(message) = invites.next() => {

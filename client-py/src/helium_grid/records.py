@@ -511,13 +511,17 @@ class WorkerInfo:
     #: fault, refused after winning), since the broker started.
     completed: int = 0
     failed: int = 0
-    #: Invitations it won, lost (another bid won) and declined.
-    won: int = 0
-    lost: int = 0
-    declined: int = 0
-    #: Its last auction note in words, e.g. ``"lost job 0192…: outbid: 1.200000 against your
-    #: 1.500000 credits/h (…)"``; :meth:`helium_grid.Grid.worker_log` has them all.
+    #: Invitations it won, lost (another bid won) and declined, and its last auction note in
+    #: words (``"lost job 0192…: outbid: 1.200000 against your 1.500000 credits/h (…)"``;
+    #: :meth:`helium_grid.Grid.worker_log` has them all): your own workers' only, ``None`` for
+    #: others' (they name other researchers' jobs and prices).
+    won: int | None = None
+    lost: int | None = None
+    declined: int | None = None
     last_auction: str | None = None
+    #: Why it takes no jobs now, by its owner's terms (``"outside the owner's hours 22:00–07:00"``,
+    #: ``"the owner is using this machine (CPU 85 % busy)"``); a paused worker is not invited.
+    paused: str | None = None
 
     def __repr__(self) -> str:
         """The ask in credits per hour: ``WorkerInfo(..., price_per_hour=1.000000 credits/h, ...)``."""
@@ -547,13 +551,14 @@ class WorkerInfo:
             busy_with=m.get("busy_with"),
             alive=bool(m.get("alive", True)),
             sandbox=tuple(str(layer) for layer in m["sandbox"]) if isinstance(m.get("sandbox"), list) else (),
-            reputation=float(m.get("reputation", 1.0)),
+            reputation=_opt_float(m.get("reputation")) or 1.0,
             completed=wire_int(m.get("completed") or 0),
             failed=wire_int(m.get("failed") or 0),
-            won=wire_int(m.get("won") or 0),
-            lost=wire_int(m.get("lost") or 0),
-            declined=wire_int(m.get("declined") or 0),
+            won=_opt_int(m.get("won")),
+            lost=_opt_int(m.get("lost")),
+            declined=_opt_int(m.get("declined")),
             last_auction=None if m.get("last_auction") is None else str(m["last_auction"]),
+            paused=None if m.get("paused") is None else str(m["paused"]),
         )
 
 

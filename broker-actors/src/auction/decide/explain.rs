@@ -83,7 +83,8 @@ pub fn explain(round: &[Closed<'_>], now_ms: u64) -> Vec<(String, AuctionNote)> 
                 Answer::Bid(offer) => {
                     let t = terms(offer, c.requirements, now_ms);
                     let (verdict, reason) = verdict(offer, c, &t, winning, won_by(&offer.worker_id));
-                    let revealed = winning.filter(|_| verdict == Verdict::Lost);
+                    // Only a bid that competed hears the winning one.
+                    let revealed = winning.filter(|_| verdict == Verdict::Lost && t.qualifies);
                     AuctionNote {
                         price_per_hour: Some(offer.bid.price_per_hour),
                         cost: Some(t.cost),
@@ -133,23 +134,17 @@ fn verdict(
         Some(job) => return (Verdict::Lost, format!("won job {job} of the same round instead")),
         None => {}
     }
-    let (mine, req) = (offer.bid.price_per_hour, c.requirements);
-    if mine > req.max_price_per_hour {
+    let mine = offer.bid.price_per_hour;
+    if !t.qualifies {
+        // Which constraint, and by how much, would tell bidders where the job's budget, maximum
+        // price and deadline lie: what invitations hide (a lone bidder is paid its own cost).
         return (
             Verdict::Lost,
-            format!("your {} credits/h is over the job's maximum price", per_hour(mine)),
-        );
-    }
-    if !t.in_time {
-        return (
-            Verdict::Lost,
-            format!("your ETA of {:.0} s ends after the job's deadline", offer.bid.eta_secs),
-        );
-    }
-    if t.cost > req.budget {
-        return (
-            Verdict::Lost,
-            format!("your cost of {} credits is over the job's budget", per_hour(t.cost)),
+            format!(
+                "your bid ({} credits/h for {:.0} s) does not meet the job's price, budget or deadline",
+                per_hour(mine),
+                offer.bid.eta_secs
+            ),
         );
     }
     match winning {
@@ -173,10 +168,9 @@ fn verdict(
             why += &format!(" (cost {} against your {} credits)", per_hour(cost), per_hour(t.cost));
             (Verdict::Lost, why)
         }
-        None => match c.outcome {
-            Outcome::NoWinner { reason } => (Verdict::Lost, format!("no award: {reason}")),
-            Outcome::Won { .. } => (Verdict::Lost, "outbid".into()),
-        },
+        // A qualifying bid that did not win lost to another (a round of one job never leaves a
+        // qualifying bid unawarded). The job's own reason is never copied: it may name the budget.
+        None => (Verdict::Lost, "no award".into()),
     }
 }
 
@@ -301,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn bids_that_do_not_qualify_say_which_constraint_they_miss() {
+    fn bids_that_do_not_qualify_are_told_so_without_learning_the_jobs_constraints() {
         let answers = vec![
             bid("ok", CREDIT, 10.0),
             bid("greedy", 11 * CREDIT, 10.0),
@@ -309,12 +303,14 @@ mod tests {
             bid("liar", CREDIT, 0.0),
         ];
         let notes = notes(&[("j", req(CREDIT / 10), answers)]);
-        assert!(find(&notes, "greedy", "j").reason.contains("maximum price"));
-        assert!(
-            find(&notes, "slow", "j").reason.contains("budget"),
-            "{:?}",
-            find(&notes, "slow", "j")
-        );
+        for loser in ["greedy", "slow"] {
+            let n = find(&notes, loser, "j");
+            assert_eq!(n.verdict, Verdict::Lost);
+            assert!(n.reason.ends_with("does not meet the job's price, budget or deadline"), "{n:?}");
+            // Neither the budget (0.100000), the maximum price (10.000000) nor the winning bid.
+            assert!(!n.reason.contains("0.100000") && !n.reason.contains("10.000000"), "{n:?}");
+            assert_eq!(n.winning_price_per_hour, None, "{n:?}");
+        }
         assert_eq!(find(&notes, "liar", "j").verdict, Verdict::Refused);
         assert!(find(&notes, "liar", "j").reason.starts_with("bid refused"));
     }
