@@ -267,15 +267,22 @@ async fn run_round(args: &AuctioneerArgs, lots: Vec<Pending>) {
 /// not win, and each invitee that did not answer, its own note. Publishes are buffered by the
 /// client: nothing here waits on a worker.
 fn tell(args: &AuctioneerArgs, notes: Vec<(String, helium_protocol::worker::AuctionNote)>) {
-    for (worker_id, note) in &notes {
-        if matches!(note.verdict, Verdict::Lost | Verdict::Refused | Verdict::NoAnswer) {
+    let told: Vec<(String, bytes::Bytes)> = notes
+        .iter()
+        .filter(|(_, note)| matches!(note.verdict, Verdict::Lost | Verdict::Refused | Verdict::NoAnswer))
+        .map(|(worker_id, note)| {
             let subject = subjects::dispatch(worker_id, subjects::dispatch::AUCTION_RESULT);
-            let nats = args.nats.clone();
-            let payload = bytes::Bytes::from(encode(note));
-            tokio::spawn(async move {
+            (subject, bytes::Bytes::from(encode(note)))
+        })
+        .collect();
+    if !told.is_empty() {
+        // One task for the round's notices: they are plain publishes, buffered by the client.
+        let nats = args.nats.clone();
+        tokio::spawn(async move {
+            for (subject, payload) in told {
                 let _ = nats.publish(subject, payload).await;
-            });
-        }
+            }
+        });
     }
     if !notes.is_empty() {
         let _ = args.registry.send_message(RegistryMsg::Notes(notes));

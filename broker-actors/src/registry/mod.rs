@@ -552,8 +552,10 @@ impl Actor for WorkerRegistry {
             }
             RegistryMsg::Notes(notes) => {
                 for (worker_id, note) in notes {
-                    if state.workers.contains_key(worker_id.as_str()) {
-                        state.records.entry(worker_id.as_str().into()).or_default().note(note);
+                    if let Some(record) = state.records.get_mut(worker_id.as_str()) {
+                        record.note(note);
+                    } else if let Some((id, _)) = state.workers.get_key_value(worker_id.as_str()) {
+                        state.records.entry(id.clone()).or_default().note(note);
                     }
                 }
             }

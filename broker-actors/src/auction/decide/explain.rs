@@ -5,7 +5,7 @@
 
 use helium_protocol::{
     job::{DeclaredWork, Requirements},
-    limits::credits,
+    limits::MICRO_PER_CREDIT,
     worker::{AuctionNote, Verdict},
     PROTOCOL_VERSION,
 };
@@ -100,8 +100,10 @@ pub fn explain(round: &[Closed<'_>], now_ms: u64) -> Vec<(String, AuctionNote)> 
     notes
 }
 
+/// Micro-credits as credits with six decimals, exactly (and without float formatting, which
+/// showed in the auction's profile: a round writes a few numbers per invitee).
 fn per_hour(micro: u64) -> String {
-    format!("{:.6}", credits(micro))
+    format!("{}.{:06}", micro / MICRO_PER_CREDIT, micro % MICRO_PER_CREDIT)
 }
 
 /// The verdict on one bid of `c`, and why. `winning` is the job's winning bid and its cost;
