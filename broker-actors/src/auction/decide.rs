@@ -193,14 +193,16 @@ mod tests {
     use super::*;
     use helium_protocol::job::DeviceKind;
 
-    /// 32,000 parameter-samples: at the offers' 1e9/s, an ETA of 5 s (the overhead) is honest.
-    const WORK: DeclaredWork = DeclaredWork {
+    /// 32,000 parameter-samples: at the offers' 1e9/s, an ETA of 5 s (the overhead) is honest
+    /// (shared with `explain`'s and `truthful`'s tests).
+    pub(super) const WORK: DeclaredWork = DeclaredWork {
         parameters: 1_000,
         samples: 16,
         epochs: 2,
     };
 
-    /// Requirements of any device and memory, without a deadline (shared with `invite`'s tests).
+    /// Requirements of any device and memory, without a deadline (shared with `invite`'s,
+    /// `explain`'s and `truthful`'s tests).
     pub(super) fn req(max_price: u64, budget: u64) -> Requirements {
         Requirements {
             device: DeviceKind::Any,

@@ -178,26 +178,16 @@ fn verdict(
 
 #[cfg(test)]
 mod tests {
-    use helium_protocol::{job::DeviceKind, worker::Bid};
+    use helium_protocol::worker::Bid;
 
     use super::super::{clear, Lot};
     use super::*;
 
-    const WORK: DeclaredWork = DeclaredWork {
-        parameters: 1_000,
-        samples: 16,
-        epochs: 2,
-    };
+    use super::super::tests::WORK;
     const CREDIT: u64 = 1_000_000;
 
     fn req(budget: u64) -> Requirements {
-        Requirements {
-            device: DeviceKind::Any,
-            min_memory_bytes: 0,
-            max_price_per_hour: 10 * CREDIT,
-            budget,
-            deadline_ms: 0,
-        }
+        super::super::tests::req(10 * CREDIT, budget)
     }
 
     fn bid(id: &str, price: u64, eta: f64) -> Answer {

@@ -14,7 +14,7 @@
 //!   sealed bid, give up the job it would win for another that pays it more.
 
 use helium_protocol::{
-    job::{cost, DeclaredWork, DeviceKind, Requirements},
+    job::{cost, Requirements},
     worker::Bid,
 };
 use proptest::prelude::*;
@@ -22,21 +22,11 @@ use proptest::prelude::*;
 use super::{clear, decide, Lot, Offer, Outcome};
 
 /// 32,000 parameter-samples: every ETA below is far above the bids' floor at 1e9/s.
-const WORK: DeclaredWork = DeclaredWork {
-    parameters: 1_000,
-    samples: 16,
-    epochs: 2,
-};
+use super::tests::WORK;
 const CREDIT: u64 = 1_000_000;
 
 fn req(budget: u64) -> Requirements {
-    Requirements {
-        device: DeviceKind::Any,
-        min_memory_bytes: 0,
-        max_price_per_hour: 100 * CREDIT,
-        budget,
-        deadline_ms: 0,
-    }
+    super::tests::req(100 * CREDIT, budget)
 }
 
 /// A worker's true cost: its price per hour and ETA for the work.
